@@ -1,0 +1,76 @@
+"""Every error of the library: one base, ``SSLSocketError``, with a ``.reason`` in the manual's style.
+
+Where a Python user would catch a builtin, the subclass derives from it too: a bad flag or mode is a
+``ValueError``, a wait that expires is a ``TimeoutError``, a failed listen or connect is an ``OSError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SSLSocketError(Exception):
+    """The base of every sslsocket error. ``reason`` is a short term, as Erlang would give it."""
+
+    def __init__(self, message: str, reason: Any = None) -> None:
+        super().__init__(message)
+        self.reason = reason if reason is not None else message
+
+
+class ListenError(SSLSocketError, OSError):
+    """``listen`` failed: the manual's ``exit({listen, syncerror})``."""
+
+
+class ConnectError(SSLSocketError, OSError):
+    """``client`` could not reach the peer (name lookup, TCP connect)."""
+
+
+class HandshakeError(SSLSocketError):
+    """The TLS handshake failed or did not finish in time; the message names the peer and the cause."""
+
+
+class FlagError(SSLSocketError, ValueError):
+    """An SSLFlags string that cannot be used; the message names the flag or the file."""
+
+
+class ModeError(SSLSocketError, ValueError):
+    """A mode that is none of the manual's."""
+
+
+class PacketTooLong(SSLSocketError, ValueError):
+    """A packet too long for its mode's length header; nothing was sent."""
+
+
+class BadMessage(SSLSocketError, ValueError):
+    """A message to a socket that is none of ``(pid, ("deliver", data))`` and ``(pid, "close")``."""
+
+
+class NotOwner(SSLSocketError):
+    """Only the controlling process may talk to a socket or hand it on."""
+
+
+class Closed(SSLSocketError):
+    """The socket or listen socket is closed (by its owner, its peer, or ``stop()``)."""
+
+
+class Timeout(SSLSocketError, TimeoutError):
+    """A wait given a ``timeout`` ran out."""
+
+
+class Exit(SSLSocketError):
+    """Raised in a process blocked in ``accept`` or ``receive`` when another called ``exit(pid, reason)``."""
+
+
+class ConnectionBroken(SSLSocketError, ConnectionError):
+    """The ``error`` of a ``("socket_closed", error)`` message: why a connection ended other than normally.
+
+    ``reason`` is a short tag: ``"truncated"``, ``"reset"``, ``"tls"``, ``"too_long"``, ``"bad_asn1"``,
+    ``"stopped"``, ``"owner_died"``, ``"incomplete"``, ``"os"``.
+    """
+
+    def __repr__(self) -> str:
+        return f"ConnectionBroken({self.reason!r}, {str(self)!r})"
+
+
+class AcceptError(SSLSocketError, OSError):
+    """The listen socket could not take a connection (for example: out of file descriptors); it keeps listening."""

@@ -1,0 +1,411 @@
+"""SSLFlags: the manual's option string, parsed into frozen ``Settings`` and built into a pyOpenSSL ``Context``.
+
+``parse_flags`` is pure (a string and an environment mapping in, ``Settings`` out). ``build_context`` reads the
+files it names, checks everything a handshake would trip on later (a missing file, a key that does not match its
+certificate, a wrong pass phrase, a cipher OpenSSL cannot use) and returns a Context that is never changed again.
+
+The verify levels keep the manual's meaning exactly:
+
+======  =====================================  ==========================================================
+level   server                                 client
+======  =====================================  ==========================================================
+0       asks for no certificate                checks nothing (warns: nothing stops an impostor)
+1       asks for one, connects without it      checks; an unknown issuer (or self-signed) still connects
+2       requires one                           checks, and checks the certificate names the host
+======  =====================================  ==========================================================
+
+At 1 and 2 any failure other than an unknown issuer (expired, bad signature, not yet valid...) refuses.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+import shlex
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from OpenSSL import SSL, crypto
+
+from .errors import FlagError
+
+#: How long a TLS handshake may take when no ``-timeout`` is given: long enough for a slow network and a human
+#: typing a pass phrase into ``openssl s_client``, short enough that a silent client does not tie up a server.
+DEFAULT_HANDSHAKE_TIMEOUT = 30.0
+
+# The manual's cipher names: SSLv2-era suites that no current OpenSSL offers, each with why it is gone.
+_LEGACY_CIPHERS = {
+    "NULL": "it does not encrypt at all",
+    "RC4": "RC4 is broken (RFC 7465 forbids it in TLS)",
+    "EXP": "export ciphers use 40-bit keys, broken in seconds",
+    "IDEA": "IDEA was removed from TLS 1.2 (RFC 5469)",
+    "RC2": "RC2 is broken and was never in TLS 1.2",
+    "DES": "single DES uses 56-bit keys, broken by brute force",
+    "DES-CBC3": "3DES has 64-bit blocks (Sweet32, CVE-2016-2183) and is withdrawn",
+    "MD5": "MD5 is broken",
+}
+_MODERN_SUGGESTION = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256 (TLS 1.2), or leave -cipher out"
+
+#: Verify errors that mean only "I do not know who issued this": what level 1 forgives.
+UNKNOWN_ISSUER_ERRORS = frozenset(
+    {
+        SSL.X509VerificationCodes.ERR_UNABLE_TO_GET_ISSUER_CERT,
+        SSL.X509VerificationCodes.ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+        SSL.X509VerificationCodes.ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE,
+        SSL.X509VerificationCodes.ERR_DEPTH_ZERO_SELF_SIGNED_CERT,
+        SSL.X509VerificationCodes.ERR_SELF_SIGNED_CERT_IN_CHAIN,
+    }
+)
+
+_VERIFY_ERROR_NAMES = {
+    value: name[4:].lower().replace("_", " ")
+    for name, value in vars(SSL.X509VerificationCodes).items()
+    if name.startswith("ERR_")
+}
+
+
+def verify_error_text(code: int) -> str:
+    """A readable name for an X509 verify error code, e.g. ``cert has expired``."""
+    return _VERIFY_ERROR_NAMES.get(code, f"verify error {code}")
+
+
+class InsecureClientWarning(UserWarning):
+    """A client at ``-verify 0`` checks nothing, so anyone on the path can pose as its server."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A pass phrase source (``pass:TEXT``, ``env:VAR``, ``file:PATH``) whose text never shows in a repr."""
+
+    kind: str
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Secret({self.kind}:...)"
+
+    def resolve(self, env: Mapping[str, str]) -> bytes:
+        if self.kind == "pass":
+            return self.value.encode()
+        if self.kind == "env":
+            if self.value not in env:
+                raise FlagError(f"-pass env:{self.value}: the environment variable {self.value} is not set")
+            return env[self.value].encode()
+        try:
+            with open(self.value, "rb") as file:
+                return file.readline().rstrip(b"\r\n")
+        except OSError as exc:
+            raise FlagError(f"-pass file:{self.value}: {exc.strerror}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What an SSLFlags string asks for, every option in its final form."""
+
+    certs: tuple[str, ...] = ()
+    key: str | None = None
+    cipher: str | None = None
+    ciphersuites: str | None = None
+    verify: int = 0
+    depth: int | None = None
+    log: str | None = None
+    cafile: str | None = None
+    capath: str | None = None
+    password: Secret | None = None
+    servername: str | None = None
+    timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+
+
+def _verify_level(flag: str, text: str) -> int:
+    if text not in ("0", "1", "2"):
+        raise FlagError(f"{flag} {text}: the verify level must be 0, 1 or 2", ("flag", flag))
+    return int(text)
+
+
+def _depth(flag: str, text: str) -> int:
+    if not text.isdigit():
+        raise FlagError(f"{flag} {text}: the depth must be a whole number", ("flag", flag))
+    return int(text)
+
+
+def _seconds(flag: str, text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 86400:
+        raise FlagError(f"{flag} {text}: give a number of seconds above 0", ("flag", flag))
+    return seconds
+
+
+def _pass_source(flag: str, text: str) -> Secret:
+    kind, sep, value = text.partition(":")
+    if not sep or kind not in ("pass", "env", "file"):
+        raise FlagError(f"{flag}: give the pass phrase as pass:TEXT, env:VAR or file:PATH", ("flag", flag))
+    return Secret(kind, value)
+
+
+def _text(flag: str, text: str) -> str:
+    return text
+
+
+# Each flag: the Settings field it sets and how its argument is read. The old Erlang port program's spellings
+# (-certfile, -keyfile, -ciphers, -cacertfile, -password, -depth) are aliases.
+_FLAGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
+    "-cert": ("certs", _text),
+    "-certfile": ("certs", _text),
+    "-key": ("key", _text),
+    "-keyfile": ("key", _text),
+    "-cipher": ("cipher", _text),
+    "-ciphers": ("cipher", _text),
+    "-ciphersuites": ("ciphersuites", _text),
+    "-verify": ("verify", _verify_level),
+    "-depth": ("depth", _depth),
+    "-log": ("log", _text),
+    "-CAfile": ("cafile", _text),
+    "-cacertfile": ("cafile", _text),
+    "-CApath": ("capath", _text),
+    "-pass": ("password", _pass_source),
+    "-password": ("password", lambda flag, text: Secret("pass", text)),
+    "-servername": ("servername", _text),
+    "-timeout": ("timeout", _seconds),
+}
+
+
+def parse_flags(flags: str, env: Mapping[str, str] | None = None) -> Settings:
+    """Read an SSLFlags string (options separated by spaces; a value with spaces may be quoted).
+
+    ``env`` supplies ``SSL_CIPHER``, ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` (default: ``os.environ``).
+    """
+    if not isinstance(flags, str):
+        raise FlagError(f"SSLFlags must be a str such as '-cert server.pem', not {type(flags).__name__}")
+    env = os.environ if env is None else env
+    try:
+        words = shlex.split(flags)
+    except ValueError as exc:
+        raise FlagError(f"SSLFlags {flags!r}: {exc}") from None
+    values: dict[str, Any] = {}
+    certs: list[str] = []
+    index = 0
+    while index < len(words):
+        flag = words[index]
+        if flag not in _FLAGS:
+            close = difflib.get_close_matches(flag, _FLAGS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else f"; known flags: {' '.join(_FLAGS)}"
+            raise FlagError(f"unknown SSLFlags option {flag!r}{hint}", ("flag", flag))
+        if index + 1 >= len(words) or (words[index + 1].startswith("-") and words[index + 1] in _FLAGS):
+            raise FlagError(f"SSLFlags option {flag} needs an argument", ("flag", flag))
+        name, read = _FLAGS[flag]
+        value = read(flag, words[index + 1])
+        if name == "certs":
+            certs.append(value)
+        else:
+            values[name] = value
+        index += 2
+    values["certs"] = tuple(certs)
+    if "cipher" not in values and env.get("SSL_CIPHER"):
+        values["cipher"] = env["SSL_CIPHER"]
+    if "cafile" not in values and "capath" not in values:
+        if env.get("SSL_CERT_FILE"):
+            values["cafile"] = env["SSL_CERT_FILE"]
+        if env.get("SSL_CERT_DIR"):
+            values["capath"] = env["SSL_CERT_DIR"]
+    return Settings(**values)
+
+
+_PEM_KEY = re.compile(rb"-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----.+?-----END \1-----", re.S)
+
+
+def _read(flag: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise FlagError(f"{flag} {path}: {exc.strerror}", ("file", path)) from exc
+
+
+def _load_key(flag: str, path: str, pem: bytes, password: bytes | None) -> Any:
+    try:
+        return load_pem_private_key(pem, password)
+    except TypeError as exc:
+        if password is None:
+            raise FlagError(f"{flag} {path}: the key is protected by a pass phrase; give it with -pass") from exc
+        raise FlagError(f"{flag} {path}: the key is not protected, but -pass was given") from exc
+    except ValueError as exc:
+        if password is not None:
+            raise FlagError(f"{flag} {path}: wrong pass phrase, or the key cannot be read") from exc
+        raise FlagError(f"{flag} {path}: the private key cannot be read: {exc}") from exc
+
+
+def _check_ciphers(cipher: str) -> None:
+    for name in cipher.split(":"):
+        for legacy, why in _LEGACY_CIPHERS.items():
+            if name == legacy or name.startswith(legacy + "-") or name.endswith("-" + legacy):
+                raise FlagError(
+                    f"-cipher {name}: this cipher from the manual's day is gone: {why}. "
+                    f"Use a modern one such as {_MODERN_SUGGESTION}",
+                    ("cipher", name),
+                )
+
+
+def build_context(settings: Settings, *, server: bool, env: Mapping[str, str] | None = None) -> SSL.Context:
+    """A pyOpenSSL Context for one side, fully configured and checked; never mutated afterwards."""
+    env = os.environ if env is None else env
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD if server else SSL.TLS_CLIENT_METHOD)
+    # TLS 1.2 is the oldest version without known protocol breaks; 1.3 is preferred by OpenSSL on its own.
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    # No compression: CRIME. No renegotiation: its attacks and its complexity; TLS 1.3 has none either.
+    ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
+    _load_identity(ctx, settings, server, env)
+    if settings.cipher:
+        _check_ciphers(settings.cipher)
+        try:
+            ctx.set_cipher_list(settings.cipher.encode())
+        except SSL.Error as exc:
+            raise FlagError(f"-cipher {settings.cipher}: OpenSSL knows none of these ciphers", ("cipher", settings.cipher)) from exc
+    if settings.ciphersuites:
+        try:
+            ctx.set_tls13_ciphersuites(settings.ciphersuites.encode())
+        except SSL.Error as exc:
+            raise FlagError(
+                f"-ciphersuites {settings.ciphersuites}: OpenSSL knows none of these TLS 1.3 suites",
+                ("ciphersuites", settings.ciphersuites),
+            ) from exc
+    _set_verify(ctx, settings, server)
+    return ctx
+
+
+def _load_identity(ctx: SSL.Context, settings: Settings, server: bool, env: Mapping[str, str]) -> None:
+    password = settings.password.resolve(env) if settings.password else None
+    certificates: list[x509.Certificate] = []
+    key = None
+    for path in settings.certs:
+        pem = _read("-cert", path)
+        try:
+            certificates += x509.load_pem_x509_certificates(pem)
+        except ValueError:
+            pass  # a -cert file may hold only the key, as in the manual's client example
+        found = _PEM_KEY.search(pem)
+        if found and key is None:
+            key = _load_key("-cert", path, found.group(0), password)
+        if not found and not certificates:
+            raise FlagError(f"-cert {path}: holds no PEM certificate or private key", ("file", path))
+    if settings.key:
+        pem = _read("-key", settings.key)
+        found = _PEM_KEY.search(pem)
+        if not found:
+            raise FlagError(f"-key {settings.key}: holds no PEM private key", ("file", settings.key))
+        key = _load_key("-key", settings.key, found.group(0), password)
+    if server and not certificates:
+        raise FlagError("a server must always have a certificate: give -cert FILE", ("flag", "-cert"))
+    if certificates and key is None:
+        raise FlagError(f"-cert {settings.certs[0]}: no private key; give -key FILE", ("flag", "-key"))
+    if not certificates and key is not None:
+        raise FlagError(f"-key {settings.key}: a key without a certificate; give -cert FILE", ("flag", "-cert"))
+    if certificates:
+        ctx.use_certificate(certificates[0])
+        for extra in certificates[1:]:
+            ctx.add_extra_chain_cert(extra)
+        ctx.use_privatekey(key)
+        try:
+            ctx.check_privatekey()
+        except SSL.Error as exc:
+            raise FlagError(
+                f"the private key does not match the certificate in -cert {settings.certs[0]}", ("flag", "-key")
+            ) from exc
+
+
+def _set_verify(ctx: SSL.Context, settings: Settings, server: bool) -> None:
+    level = settings.verify
+    if level == 0:
+        ctx.set_verify(SSL.VERIFY_NONE)
+        if not server:
+            warnings.warn(
+                "a client at -verify 0 checks nothing: anyone on the path can pose as the server "
+                "(use -verify 2 -CAfile ca.pem)",
+                InsecureClientWarning,
+                stacklevel=4,
+            )
+        return
+    try:
+        if settings.cafile or settings.capath:
+            ctx.load_verify_locations(settings.cafile, settings.capath)
+        else:
+            ctx.set_default_verify_paths()
+    except SSL.Error as exc:
+        where = settings.cafile or settings.capath
+        raise FlagError(f"-CAfile/-CApath {where}: OpenSSL cannot read it", ("file", where)) from exc
+    for option, path in (("-CAfile", settings.cafile), ("-CApath", settings.capath)):
+        if path and not os.path.exists(path):
+            raise FlagError(f"{option} {path}: No such file or directory", ("file", path))
+    mode = SSL.VERIFY_PEER
+    if server and level == 2:
+        mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    ctx.set_verify(mode, _verify_callback(level))
+    if settings.depth is not None:
+        ctx.set_verify_depth(settings.depth)
+
+
+def _verify_callback(level: int) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
+    """Record every verify error on the connection's mediator; forgive an unknown issuer at level 1."""
+
+    def verify(conn: SSL.Connection, cert: crypto.X509, code: int, depth: int, ok: int) -> bool:
+        if ok:
+            return True
+        mediator = conn.get_app_data()
+        if mediator is not None:
+            mediator.verify_errors.append((depth, code))
+        return level == 1 and code in UNKNOWN_ISSUER_ERRORS
+
+    return verify
+
+
+_log_handlers: dict[str, logging.Logger] = {}
+
+
+def connection_logger(path: str) -> logging.Logger:
+    """The logger that ``-log FILE`` writes to: a child of ``sslsocket`` with a file handler of its own."""
+    path = os.path.abspath(path)
+    logger = _log_handlers.get(path)
+    if logger is None:
+        logger = logging.getLogger(f"sslsocket.log.{len(_log_handlers)}")
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        _log_handlers[path] = logger
+    return logger
+
+
+_contexts: dict[tuple[Any, ...], SSL.Context] = {}
+
+
+def load_context(settings: Settings, *, server: bool) -> SSL.Context:
+    """``build_context``, cached while the files it read are unchanged: a server accepting in a loop with the same
+    flags shares one Context (OpenSSL contexts are safe to share between connections)."""
+    stamps = []
+    for path in (*settings.certs, settings.key, settings.cafile):
+        try:
+            stamps.append(os.stat(path).st_mtime_ns if path else None)
+        except OSError:
+            stamps.append(None)
+    secret = settings.password
+    env_secret = os.environ.get(secret.value) if secret and secret.kind == "env" else None
+    key = (settings, server, tuple(stamps), env_secret)
+    ctx = _contexts.get(key)
+    if ctx is None:
+        ctx = build_context(settings, server=server)
+        if settings.log:
+            try:
+                connection_logger(settings.log)
+            except OSError as exc:
+                raise FlagError(f"-log {settings.log}: {exc.strerror}", ("file", settings.log)) from exc
+        if len(_contexts) > 64:
+            _contexts.clear()
+        _contexts[key] = ctx
+    return ctx

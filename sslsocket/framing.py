@@ -1,0 +1,305 @@
+"""The manual's modes as pure codecs: bytes in, whole packets out. No sockets, no threads, no clocks.
+
+A decoder's ``feed(data)`` takes whatever TLS handed over and returns the packets it completed, in order; an
+empty list means "need more data". A packet's length is judged as soon as its header is complete, before any of it
+is buffered (as Erlang's ``packet_parser.c`` does), so a peer that announces too much is refused at once and nothing
+large is allocated. ``buffered`` tells how many bytes of an incomplete packet are held, so a caller can tell a
+clean end of stream from a truncated one.
+
+A mode's ``encode(payload)`` is the sender's side: the big-endian length header and the payload, refusing what
+does not fit the header.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol, Union
+
+from .errors import ConnectionBroken, ModeError, PacketTooLong
+
+#: The bound on one incoming packet, header included, for ``{packet, 4}`` and ``asn1``: large enough for any
+#: message a framed protocol sends in one piece, small enough that a lying peer cannot exhaust memory.
+#: ``{packet, 1}`` and ``{packet, 2}`` are bounded by their headers (255 and 65,535 bytes).
+MAX_PACKET_SIZE = 64 * 1024 * 1024
+
+#: BER tag numbers above 2**28 (a tag of more than five bytes) occur in no real schema; refusing them stops a
+#: peer from sending endless continuation bytes.
+MAX_TAG_BYTES = 5
+
+#: BER lengths of more than four bytes would announce values over 4 GiB, far past ``MAX_PACKET_SIZE``.
+MAX_LENGTH_BYTES = 4
+
+#: How deep indefinite-length values may nest; real encoders nest a handful of levels.
+MAX_NESTING = 64
+
+HEADER_SIZES = (0, 1, 2, 4)
+
+Data = Union[str, bytes, bytearray, memoryview, Iterable[object]]
+
+
+class FramingError(ConnectionBroken):
+    """The peer broke its mode's framing: a packet past the bound, or malformed BER in ``asn1`` mode."""
+
+
+class Decoder(Protocol):
+    def feed(self, data: bytes) -> list[bytes]: ...
+
+    @property
+    def buffered(self) -> int: ...
+
+
+class RawDecoder:
+    """``raw``, ``{packet, 0}``: every chunk that arrives is delivered as it is."""
+
+    buffered = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        return [bytes(data)] if data else []
+
+
+class PrefixedDecoder:
+    """``{packet, N}`` for N in 1, 2, 4: an N-byte big-endian length before each packet."""
+
+    def __init__(self, header: int, limit: int = MAX_PACKET_SIZE) -> None:
+        if header not in (1, 2, 4):
+            raise ValueError(f"header size must be 1, 2 or 4, not {header!r}")
+        self._header = header
+        self._limit = min(limit, 256**header - 1)
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        if buf:
+            buf += data
+            view = memoryview(buf)
+        else:
+            view = memoryview(data)
+        header, limit, size = self._header, self._limit, len(view)
+        packets = []
+        pos = 0
+        try:
+            while size - pos >= header:
+                length = int.from_bytes(view[pos : pos + header], "big")
+                if length > limit:
+                    raise FramingError(
+                        f"the peer announced a packet of {length} bytes; this socket's bound is {limit}",
+                        "too_long",
+                    )
+                end = pos + header + length
+                if end > size:
+                    break
+                packets.append(bytes(view[pos + header : end]))
+                pos = end
+        finally:
+            view.release()
+        if buf:
+            del buf[:pos]
+        elif pos < size:
+            buf += data[pos:]
+        return packets
+
+
+class Asn1Decoder:
+    """``asn1``: one whole BER-coded value (tag, length and contents) per packet.
+
+    Beyond the manual, the indefinite-length form is read whole, up to its end-of-contents octets, however its
+    pieces arrive.
+    """
+
+    def __init__(self, limit: int = MAX_PACKET_SIZE) -> None:
+        self._limit = limit
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        buf += data
+        packets = []
+        pos = 0
+        while pos < len(buf):
+            end = ber_value_end(buf, pos, self._limit)
+            if end is None:
+                break
+            packets.append(bytes(buf[pos:end]))
+            pos = end
+        del buf[:pos]
+        if len(buf) > self._limit:
+            raise FramingError(f"a BER value longer than this socket's bound of {self._limit} bytes", "too_long")
+        return packets
+
+
+def _bad_ber(what: str) -> FramingError:
+    return FramingError(f"malformed BER from the peer: {what}", "bad_asn1")
+
+
+def ber_value_end(buf: bytes | bytearray, start: int, limit: int = MAX_PACKET_SIZE, depth: int = 0) -> int | None:
+    """The index just past the BER value that begins at ``buf[start]``, or None when more bytes are needed.
+
+    Raises ``FramingError`` as soon as the bytes at hand show the value is malformed or longer than ``limit``.
+    """
+    size = len(buf)
+    if start >= size:
+        return None
+    first = buf[start]
+    pos = start + 1
+    if first & 0x1F == 0x1F:  # high tag number form: base-128 digits, the last without its top bit
+        while True:
+            if pos >= size:
+                return None
+            if pos - start >= MAX_TAG_BYTES:
+                raise _bad_ber(f"a tag longer than {MAX_TAG_BYTES} bytes")
+            pos += 1
+            if not buf[pos - 1] & 0x80:
+                break
+    if pos >= size:
+        return None
+    first_length = buf[pos]
+    pos += 1
+    if first_length == 0x80:
+        if not first & 0x20:
+            raise _bad_ber("the indefinite length on a primitive value")
+        if depth >= MAX_NESTING:
+            raise _bad_ber(f"indefinite-length values nested more than {MAX_NESTING} deep")
+        while True:  # the contents: values up to the end-of-contents octets 00 00
+            if pos >= size:
+                return None
+            if buf[pos] == 0:
+                if pos + 1 >= size:
+                    return None
+                if buf[pos + 1] != 0:
+                    raise _bad_ber("an end-of-contents marker with a non-zero length")
+                return pos + 2
+            end = ber_value_end(buf, pos, limit - (pos - start), depth + 1)
+            if end is None:
+                return None
+            pos = end
+    if first_length < 0x80:
+        length = first_length
+    else:
+        count = first_length & 0x7F
+        if count > MAX_LENGTH_BYTES:
+            raise _bad_ber(f"a length of {count} bytes (at most {MAX_LENGTH_BYTES} are accepted)")
+        if pos + count > size:
+            return None
+        length = int.from_bytes(buf[pos : pos + count], "big")
+        pos += count
+    end = pos + length
+    if end - start > limit:
+        raise FramingError(
+            f"the peer announced a BER value of {end - start} bytes; this socket's bound is {limit}", "too_long"
+        )
+    return end if end <= size else None
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One of the manual's modes: how packets are framed on the wire, and whether they arrive as bytes or str."""
+
+    header: int  # 0, 1, 2 or 4: bytes of length before each packet (0 for raw and asn1)
+    binary: bool  # deliver bytes (binary_packet) rather than str (packet, raw, asn1)
+    asn1: bool = False
+
+    def __str__(self) -> str:
+        if self.asn1:
+            return "asn1"
+        return f"{{{'binary_packet' if self.binary else 'packet'}, {self.header}}}"
+
+    def decoder(self, limit: int = MAX_PACKET_SIZE) -> Decoder:
+        if self.asn1:
+            return Asn1Decoder(limit)
+        if self.header:
+            return PrefixedDecoder(self.header, limit)
+        return RawDecoder()
+
+    def encode(self, payload: bytes) -> bytes:
+        """The bytes on the wire for one packet; raises ``PacketTooLong`` when the header cannot hold its length."""
+        if not self.header:
+            return payload
+        if len(payload) >= 256**self.header:
+            raise PacketTooLong(
+                f"a packet of {len(payload)} bytes does not fit the {self.header}-byte header of mode {self}"
+                f" (at most {256**self.header - 1})",
+                ("too_long", len(payload)),
+            )
+        return len(payload).to_bytes(self.header, "big") + payload
+
+    def present(self, packet: bytes) -> str | bytes:
+        """A packet as the owner receives it: bytes in binary modes, a str of one character per byte otherwise."""
+        return packet if self.binary else packet.decode("latin-1")
+
+
+_NAMED_MODES = {
+    "raw": Mode(0, False),
+    "onebyte": Mode(1, False),
+    "twobytes": Mode(2, False),
+    "fourbytes": Mode(4, False),
+    "asn1": Mode(0, False, asn1=True),
+}
+
+_NOTATION = re.compile(r"\{\s*(packet|binary_packet)\s*,\s*(\d+)\s*\}")
+
+
+def parse_mode(mode: object) -> Mode:
+    """The manual's ``Mode`` in its Python spelling (``("packet", 2)``, ``"raw"``, ``"asn1"``...) or in Erlang
+    notation (``"{packet,2}"``); anything else raises ``ModeError`` naming it."""
+    if isinstance(mode, Mode):
+        return mode
+    if isinstance(mode, str):
+        if mode in _NAMED_MODES:
+            return _NAMED_MODES[mode]
+        match = _NOTATION.fullmatch(mode.strip())
+        if match:
+            mode = (match.group(1), int(match.group(2)))
+    if isinstance(mode, tuple) and len(mode) == 2 and mode[0] in ("packet", "binary_packet"):
+        kind, header = mode
+        if type(header) is int and header in HEADER_SIZES:
+            return Mode(header, kind == "binary_packet")
+        raise ModeError(f"bad mode {mode!r}: N in ({kind!r}, N) must be one of 0, 1, 2, 4", ("mode", mode))
+    raise ModeError(
+        f"bad mode {mode!r}: expected ('packet', N), ('binary_packet', N), 'raw', 'onebyte', 'twobytes',"
+        " 'fourbytes' or 'asn1'",
+        ("mode", mode),
+    )
+
+
+def to_bytes(data: object) -> bytes:
+    """What ``deliver`` sends: a str is one byte per character (an Erlang string), bytes-like is a binary, and a
+    list may hold byte values, strings, binaries and further lists (an Erlang iolist)."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        try:
+            return data.encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"cannot deliver {data[exc.start]!r} at index {exc.start}: a str is sent one byte per character,"
+                " so every character must be at most U+00FF; encode the text first (for example .encode())"
+            ) from None
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, list):
+        out = bytearray()
+        _flatten(data, out)
+        return bytes(out)
+    raise TypeError(f"cannot deliver a {type(data).__name__}: give a str, a bytes-like object or a list of bytes")
+
+
+def _flatten(items: list[object], out: bytearray) -> None:
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not 0 <= item <= 255:
+                raise ValueError(f"cannot deliver {item!r}: a byte list holds values from 0 to 255")
+            out.append(item)
+        elif isinstance(item, list):
+            _flatten(item, out)
+        else:
+            out += to_bytes(item)

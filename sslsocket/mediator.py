@@ -1,0 +1,636 @@
+"""The mediator: one thread per connection, the only code that touches its ``SSL.Connection``.
+
+Theory of operation
+-------------------
+
+A ``Socket`` is what ``accept`` and ``client`` return: the manual's "process located between the user and the
+actual socket". Its thread runs three phases:
+
+1. **Handshake.** A non-blocking ``do_handshake`` loop, bounded by the ``-timeout`` deadline and woken by
+   ``abort`` (``stop()``, a closed listen socket). The outcome goes to ``on_handshake`` (a waiting ``client``
+   call, or the listener that hands the socket to an acceptor).
+
+2. **Serve.** One loop over ``poll`` on the TCP socket and a waker that any thread can poke (never a timer):
+
+   - the inbox (a bounded ``queue.Queue``) is drained into the outgoing buffer while that buffer is below
+     ``HIGH_WATER``; past it the inbox fills and senders block in ``send``: backpressure, not growth;
+   - the outgoing buffer is written, many packets coalesced into one ``SSL_write``; a write that must be retried
+     is retried with the very same bytes, as OpenSSL requires;
+   - TLS is read until it would block, the bytes go through the mode's pure decoder, and the packets go to the
+     owner in one batch, as ``(sock, ("fromsocket", data))``;
+   - it sleeps in ``poll`` on what it waits for: readable always (while it has an owner), writable only while a
+     write is blocked.
+
+   Senders put their message first, then poke the waker only if the mediator said it was going to sleep; the
+   mediator says so first, then looks at the inbox once more. Either way no message waits unseen.
+
+3. **End.** *Closed by you* (the owner's ``close``, or the owner process ending): everything already delivered
+   is written, then close_notify, then the TCP socket is shut and closed; nothing more is sent to the owner.
+   *Broken by the peer*: the packets already whole are delivered, then one ``("socket_closed", "normal")`` for a
+   close_notify at a packet boundary, or ``("socket_closed", error)`` for anything else.
+
+Who owns what: the mediator thread owns the TLS connection, the decoder and the outgoing buffer. ``_owner_lock``
+guards the owner, so ``controlling_process`` can move the messages already waiting in the old owner's mailbox and
+switch the owner in one step that no outgoing message can cut into.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import os
+import queue
+import select
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable
+from time import monotonic
+from typing import Any, Union
+
+from cryptography import x509
+from OpenSSL import SSL
+
+from . import process
+from .errors import BadMessage, Closed, ConnectionBroken, HandshakeError, NotOwner
+from .flags import Settings, verify_error_text
+from .framing import FramingError, Mode, to_bytes
+from .process import Pid
+
+log = logging.getLogger("sslsocket")
+
+Owner = Union[Pid, Callable[[Any], object]]
+
+#: Bytes read from TLS per call: a TLS record holds at most 16 KiB of plaintext.
+RECV_SIZE = 64 * 1024
+#: Bytes handed to one ``SSL_write``: a few records, enough to amortise the call, small enough to interleave reads.
+WRITE_CHUNK = 64 * 1024
+#: Bytes read per turn of the loop before the inbox and the writes get their turn again.
+READ_TURN = 512 * 1024
+#: Outgoing bytes buffered before the mediator stops taking deliveries from its inbox.
+HIGH_WATER = 1024 * 1024
+#: Messages the inbox holds before ``send`` blocks its caller.
+INBOX_SIZE = 1024
+#: How long an orderly close may take to write what is buffered and its close_notify.
+CLOSE_TIMEOUT = 10.0
+#: How long, after its close_notify, a closing socket reads what the peer still sends, so that closing with
+#: unread data does not reset the connection and destroy what was just written.
+LINGER = 1.0
+
+_ids = itertools.count(1)
+
+
+class State(enum.Enum):
+    HANDSHAKING = "handshaking"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class Waker:
+    """A file descriptor that any thread can make readable to wake the mediator's ``poll``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # so that no poke can write to a descriptor number already reused
+        self._closed = False
+        if hasattr(os, "eventfd"):
+            self._read_fd = self._write_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:  # pragma: no cover - not Linux
+            self._read_fd, self._write_fd = os.pipe()
+            os.set_blocking(self._read_fd, False)
+            os.set_blocking(self._write_fd, False)
+
+    def fileno(self) -> int:
+        return self._read_fd
+
+    def poke(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                os.write(self._write_fd, b"\1\0\0\0\0\0\0\0")
+            except BlockingIOError:
+                pass  # already readable: nobody sleeps unwoken
+
+    def drain(self) -> None:
+        try:
+            os.read(self._read_fd, 4096)
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            os.close(self._read_fd)
+            if self._write_fd != self._read_fd:
+                os.close(self._write_fd)
+
+
+class _PeerClosed(Exception):
+    """The peer sent close_notify."""
+
+
+def _broken(exc: BaseException) -> ConnectionBroken:
+    """The ``error`` of ``("socket_closed", error)`` for an exception from the TLS connection."""
+    if isinstance(exc, ConnectionBroken):
+        return exc
+    if isinstance(exc, SSL.SysCallError):
+        code, text = exc.args if len(exc.args) == 2 else (-1, str(exc))
+        if code == -1 or code == 0:
+            error = ConnectionBroken(
+                "the peer closed its TCP connection without a TLS close_notify (truncated)", "truncated"
+            )
+        else:
+            error = ConnectionBroken(f"the connection failed: {text}", "reset" if code == 104 else "os")
+    elif isinstance(exc, SSL.Error):
+        text = _ssl_error_text(exc)
+        if "unexpected eof" in text:
+            error = ConnectionBroken(
+                "the peer closed its TCP connection without a TLS close_notify (truncated)", "truncated"
+            )
+        else:
+            error = ConnectionBroken(f"TLS error: {text}", "tls")
+    elif isinstance(exc, OSError):
+        error = ConnectionBroken(f"the connection failed: {exc.strerror or exc}", "os")
+    else:
+        error = ConnectionBroken(f"the mediator failed: {exc!r}", "internal")
+    error.__cause__ = exc
+    return error
+
+
+def _ssl_error_text(exc: SSL.Error) -> str:
+    parts = []
+    for item in exc.args[0] if exc.args and isinstance(exc.args[0], list) else []:
+        if isinstance(item, tuple) and len(item) == 3:
+            parts.append(str(item[2]))
+    return "; ".join(parts) or str(exc) or type(exc).__name__
+
+
+class Socket:
+    """One TLS connection and its mediator thread: send it the manual's messages, receive its replies."""
+
+    def __init__(
+        self,
+        tcp: socket.socket,
+        context: SSL.Context,
+        *,
+        server: bool,
+        mode: Mode,
+        settings: Settings,
+        on_handshake: Callable[[Socket, BaseException | None], None],
+        owner: Owner | None = None,
+        hostname: str | None = None,
+        limit: int | None = None,
+        forget: Callable[[Socket], None] = lambda sock: None,
+    ) -> None:
+        self.id = next(_ids)
+        self.mode = mode
+        self.server = server
+        peer = tcp.getpeername()
+        self._peer = (peer[1], peer[0])
+        self._tcp = tcp
+        tcp.setblocking(False)
+        tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._conn = SSL.Connection(context, tcp)
+        self._conn.set_app_data(self)
+        if server:
+            self._conn.set_accept_state()
+        else:
+            self._conn.set_connect_state()
+            if hostname and not _is_ip(hostname):
+                self._conn.set_tlsext_host_name(hostname.encode("idna"))
+        self._hostname = hostname
+        self._settings = settings
+        self._log = None
+        if settings.log:
+            from .flags import connection_logger
+
+            self._log = connection_logger(settings.log)
+        self._decoder = mode.decoder(limit) if limit else mode.decoder()
+        self._on_handshake = on_handshake
+        self._forget = forget
+        self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue(INBOX_SIZE)
+        self._waker = Waker()
+        self._sleeping = False
+        self._abort_error: ConnectionBroken | None = None
+        self._abort_tells_owner = True
+        self._close_sent = False
+        self._owner_gone = False
+        self._owner_lock = threading.Lock()
+        self._owner: Owner | None = None
+        self._state = State.HANDSHAKING
+        self._out: deque[bytes] = deque()
+        self._out_size = 0
+        self._pending: memoryview | None = None
+        self.verify_errors: list[tuple[int, int]] = []
+        #: After the handshake: the peer's certificate (a ``cryptography`` object, or None), the verify outcome
+        #: (``"ok"``, ``"not checked"``, ``"no certificate"``, or the forgiven error), protocol and cipher.
+        self.peer_certificate: x509.Certificate | None = None
+        self.verify_result = "not checked"
+        self.protocol: str | None = None
+        self.cipher: str | None = None
+        if owner is not None:
+            self._set_owner(owner)
+        self._thread = threading.Thread(target=self._run, name=f"sslsocket-{self.id}-{peer[0]}:{peer[1]}", daemon=True)
+
+    # ---- seen from other threads -------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"<Socket #{self.id} {self._peer[1]}:{self._peer[0]} {self.mode} {self._state.value}>"
+
+    def __enter__(self) -> Socket:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def peer(self) -> tuple[int, str]:
+        """``(port, address)`` of the peer, in the manual's order."""
+        return self._peer
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def owner(self) -> Owner | None:
+        return self._owner
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def send(self, msg: Any) -> None:
+        """``Socket ! Msg``: ``(pid, ("deliver", data))`` or ``(pid, "close")``, from the controlling process."""
+        if not (type(msg) is tuple and len(msg) == 2):
+            raise BadMessage(f"a socket takes (pid, ('deliver', data)) or (pid, 'close'), not {msg!r}")
+        sender, body = msg
+        owner = self._owner
+        if isinstance(owner, Pid) and (sender is not owner or process.self() is not owner):
+            raise NotOwner(
+                f"only the controlling process {owner!r} may send to {self!r}; "
+                f"this is {process.self()!r} sending as {sender!r}",
+                ("not_owner", sender),
+            )
+        if body == "close":
+            if not self._close_sent and self._state is not State.CLOSED:
+                self._close_sent = True
+                self._put(("close",))
+        elif type(body) is tuple and len(body) == 2 and body[0] == "deliver":
+            if self._close_sent or self._state is State.CLOSED:
+                raise Closed(f"{self!r} is closed: nothing more can be delivered", "closed")
+            self._put(("deliver", self.mode.encode(to_bytes(body[1]))))
+        else:
+            raise BadMessage(f"a socket takes ('deliver', data) or 'close', not {body!r}", ("bad_message", body))
+
+    def deliver(self, data: Any) -> None:
+        """The same as ``sock.send((self(), ("deliver", data)))``."""
+        self.send((process.self() if isinstance(self._owner, Pid) else None, ("deliver", data)))
+
+    def close(self) -> None:
+        """The same as ``sock.send((self(), "close"))``; closing a closed socket does nothing."""
+        if self._state is State.CLOSED:
+            return
+        self.send((process.self() if isinstance(self._owner, Pid) else None, "close"))
+
+    def abort(self, error: ConnectionBroken, tell_owner: bool = True) -> None:
+        """End the connection at once (``stop()``, a closed listen socket): the owner hears ``error``."""
+        if self._abort_error is None:
+            self._abort_error = error
+            self._abort_tells_owner = tell_owner
+        self._waker.poke()
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        self._inbox.put(item)
+        if self._sleeping:
+            self._waker.poke()
+
+    def _set_owner(self, owner: Owner) -> None:
+        if isinstance(owner, Pid):
+            if not owner.adopt(self):
+                self._owner_gone = True
+        self._owner = owner
+
+    def claim(self, owner: Owner) -> None:
+        """Give an accepted socket its owner: from now on it reads and sends to the owner."""
+        self._set_owner(owner)
+        self._waker.poke()
+
+    def change_owner(self, new: Owner) -> None:
+        """``controlling_process``: move what waits in the old owner's mailbox, then switch, in one step."""
+        with self._owner_lock:
+            old = self._owner
+            if isinstance(old, Pid):
+                waiting = old.take_from(self)
+                old.release(self)
+            else:
+                waiting = []
+            self._set_owner(new)
+            if waiting:
+                self._emit_locked(waiting)
+        self._waker.poke()
+
+    def _owner_ended(self, pid: Pid) -> None:
+        if self._owner is pid:
+            self._owner_gone = True
+            self._waker.poke()
+
+    # ---- to the owner ------------------------------------------------------------------------------------
+
+    def _emit(self, msgs: list[Any]) -> None:
+        with self._owner_lock:
+            owner = self._owner
+            if isinstance(owner, Pid):
+                self._emit_locked(msgs)
+                return
+        if owner is not None:
+            self._call_owner(owner, msgs)
+
+    def _emit_locked(self, msgs: list[Any]) -> None:
+        owner = self._owner
+        if isinstance(owner, Pid):
+            if not owner.post_many(msgs):
+                self._owner_gone = True
+        elif owner is not None:
+            self._call_owner(owner, msgs)
+
+    def _call_owner(self, owner: Callable[[Any], object], msgs: list[Any]) -> None:
+        """A callback owner that raises is an owner that died: logged, and the socket closes."""
+        for msg in msgs:
+            try:
+                owner(msg)
+            except Exception:
+                log.exception("the owner callback of %r failed on %r; closing the socket", self, msg)
+                self._owner_gone = True
+                self._waker.poke()
+                return
+
+    # ---- the mediator thread -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            try:
+                self._handshake()
+            except BaseException as exc:
+                self._state = State.CLOSED
+                self._on_handshake(self, exc)
+                return
+            self._state = State.OPEN
+            self._on_handshake(self, None)
+            self._serve()
+        except BaseException as exc:  # a bug in the mediator: the owner still hears of it
+            log.exception("mediator of %r failed", self)
+            self._finish(_broken(exc))
+        finally:
+            self._state = State.CLOSED
+            self._teardown()
+
+    def _poll_once(self, events: int, deadline: float | None) -> bool:
+        """Sleep until the TCP socket has one of ``events``, the waker is poked, or the deadline: True if the
+        socket is ready."""
+        poller = select.poll()
+        poller.register(self._waker.fileno(), select.POLLIN)
+        if events:
+            poller.register(self._tcp.fileno(), events)
+        timeout = None if deadline is None else max(0.0, deadline - monotonic()) * 1000
+        ready = poller.poll(timeout)
+        sock_ready = False
+        for fd, _ in ready:
+            if fd == self._waker.fileno():
+                self._waker.drain()
+            else:
+                sock_ready = True
+        return sock_ready
+
+    def _handshake(self) -> None:
+        conn = self._conn
+        deadline = monotonic() + self._settings.timeout
+        who = f"{'client' if self.server else 'server'} {self._peer[1]}:{self._peer[0]}"
+        while True:
+            if self._abort_error is not None:
+                raise HandshakeError(f"handshake with {who} aborted: {self._abort_error}", "aborted")
+            try:
+                conn.do_handshake()
+                break
+            except SSL.WantReadError:
+                events = select.POLLIN
+            except SSL.WantWriteError:
+                events = select.POLLOUT
+            except SSL.Error as exc:
+                raise HandshakeError(f"handshake with {who} failed: {self._handshake_cause(exc)}", "tls") from exc
+            if monotonic() >= deadline:
+                raise HandshakeError(
+                    f"{who} did not finish its TLS handshake within {self._settings.timeout:g} s", "timeout"
+                )
+            self._poll_once(events, deadline)
+        self._after_handshake(who)
+
+    def _handshake_cause(self, exc: SSL.Error) -> str:
+        if self.verify_errors:
+            depth, code = self.verify_errors[-1]
+            return f"the peer's certificate was refused: {verify_error_text(code)} (at depth {depth})"
+        if isinstance(exc, SSL.SysCallError):
+            return "the peer closed the connection (is it speaking TLS? does it accept our certificate?)"
+        return _ssl_error_text(exc)
+
+    def _after_handshake(self, who: str) -> None:
+        conn = self._conn
+        self.protocol = conn.get_protocol_version_name()
+        self.cipher = conn.get_cipher_name()
+        self.peer_certificate = conn.get_peer_certificate(as_cryptography=True)
+        level = self._settings.verify
+        if level == 0:
+            self.verify_result = "not checked"
+        elif self.peer_certificate is None:
+            self.verify_result = "no certificate"
+        elif self.verify_errors:
+            self.verify_result = f"accepted despite: {verify_error_text(self.verify_errors[-1][1])}"
+        else:
+            self.verify_result = "ok"
+        if level == 2 and not self.server:
+            self._check_host(who)
+        if self._log:
+            self._log.info(
+                "%r handshake done: %s %s, peer %s, verify %s",
+                self, self.protocol, self.cipher,
+                self.peer_certificate.subject.rfc4514_string() if self.peer_certificate else "without certificate",
+                self.verify_result,
+            )
+
+    def _check_host(self, who: str) -> None:
+        from service_identity import VerificationError
+        from service_identity.pyopenssl import verify_hostname, verify_ip_address
+
+        name = self._settings.servername or self._hostname
+        if not name:
+            return
+        try:
+            if _is_ip(name):
+                verify_ip_address(self._conn, name)
+            else:
+                verify_hostname(self._conn, name)
+        except VerificationError as exc:
+            self.verify_result = f"the certificate does not name {name}"
+            raise HandshakeError(f"{who}: its certificate does not name {name!r} (-verify 2)", "hostname") from exc
+
+    def _serve(self) -> None:
+        conn = self._conn
+        closing_since: float | None = None
+        while True:
+            if self._abort_error is not None:
+                self._finish(self._abort_error if self._abort_tells_owner else None, orderly=False)
+                return
+            closing = self._take_inbox()
+            if (closing or self._owner_gone) and closing_since is None:
+                closing_since = monotonic()
+                self._state = State.CLOSING
+            try:
+                write_wait = self._write()
+                if closing_since is not None:
+                    if not write_wait:
+                        self._finish(None, orderly=True)
+                        return
+                    if monotonic() - closing_since > CLOSE_TIMEOUT:
+                        self._finish(None, orderly=False)
+                        return
+                    read_wait = 0  # a closing socket reads nothing more for its owner
+                elif self._owner is not None:
+                    read_wait = self._read()
+                else:
+                    read_wait = 0  # accepted, not yet claimed: the kernel holds the peer's data
+            except _PeerClosed:
+                self._peer_closed()
+                return
+            except (SSL.Error, OSError, FramingError) as exc:
+                self._finish(_broken(exc) if closing_since is None else None, orderly=False)
+                return
+            events = read_wait | write_wait
+            self._sleeping = True
+            if not self._inbox.empty() or self._abort_error is not None or conn.pending():
+                self._sleeping = False
+                continue
+            deadline = closing_since + CLOSE_TIMEOUT if closing_since is not None else None
+            self._poll_once(events, deadline)
+            self._sleeping = False
+
+    def _take_inbox(self) -> bool:
+        """Move deliveries into the outgoing buffer, up to ``HIGH_WATER``. True once a close was taken."""
+        inbox, out = self._inbox, self._out
+        while self._out_size < HIGH_WATER:
+            try:
+                item = inbox.get_nowait()
+            except queue.Empty:
+                return False
+            if item[0] == "deliver":
+                if item[1]:
+                    out.append(item[1])
+                    self._out_size += len(item[1])
+            elif item[0] == "close":
+                return True
+        return False
+
+    def _write(self) -> int:
+        """Write what is buffered. 0 when all is written, else the poll event the write waits for."""
+        conn, out = self._conn, self._out
+        while self._pending is not None or out:
+            if self._pending is None:
+                if len(out[0]) >= WRITE_CHUNK or len(out) == 1:
+                    chunk = out.popleft()
+                else:
+                    parts, size = [], 0
+                    while out and size + len(out[0]) <= WRITE_CHUNK:
+                        size += len(out[0])
+                        parts.append(out.popleft())
+                    chunk = b"".join(parts)
+                self._pending = memoryview(chunk)
+            try:
+                sent = conn.send(self._pending)
+            except SSL.WantWriteError:
+                return select.POLLOUT
+            except SSL.WantReadError:
+                return select.POLLIN
+            self._out_size -= sent
+            self._pending = self._pending[sent:] if sent < len(self._pending) else None
+        return 0
+
+    def _read(self) -> int:
+        """Read and deliver until TLS would block. Returns the poll event the read waits for."""
+        conn, decoder, present = self._conn, self._decoder, self.mode.present
+        packets: list[bytes] = []
+        wait = select.POLLIN
+        taken = 0
+        try:
+            while taken < READ_TURN:
+                try:
+                    data = conn.recv(RECV_SIZE)
+                except SSL.WantReadError:
+                    break
+                except SSL.WantWriteError:
+                    wait = select.POLLOUT
+                    break
+                except SSL.ZeroReturnError:
+                    raise _PeerClosed() from None
+                taken += len(data)
+                packets += decoder.feed(data)
+        finally:
+            if packets:
+                self._emit([(self, ("fromsocket", present(p))) for p in packets])
+        return wait
+
+    def _peer_closed(self) -> None:
+        if self._decoder.buffered:
+            error: Any = ConnectionBroken(
+                f"the peer closed the connection in the middle of a packet ({self._decoder.buffered} bytes of it"
+                " arrived)",
+                "incomplete",
+            )
+        else:
+            error = "normal"
+        self._emit([(self, ("socket_closed", error))])
+        self._finish(None, orderly=True, linger=False)
+
+    def _finish(self, error: ConnectionBroken | None, *, orderly: bool = False, linger: bool = True) -> None:
+        """End the connection; tell the owner ``error`` unless it is None."""
+        self._state = State.CLOSING
+        if error is not None:
+            self._emit([(self, ("socket_closed", error))])
+        if self._log:
+            self._log.info("%r closed: %s", self, error or "orderly")
+        try:
+            self._conn.shutdown()  # close_notify, as far as the socket takes it without waiting
+        except (SSL.Error, OSError):
+            orderly = False
+        if orderly and linger:
+            try:
+                self._tcp.shutdown(socket.SHUT_WR)
+                deadline = monotonic() + LINGER
+                while monotonic() < deadline and self._abort_error is None:
+                    if self._poll_once(select.POLLIN, deadline) and not self._tcp.recv(RECV_SIZE):
+                        break
+            except OSError:
+                pass
+
+    def _teardown(self) -> None:
+        owner = self._owner
+        if isinstance(owner, Pid):
+            owner.release(self)
+        try:
+            self._tcp.close()
+        finally:
+            self._waker.close()
+            self._forget(self)
+
+
+def _is_ip(host: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return True
+        except OSError:
+            pass
+    return False

@@ -1,0 +1,201 @@
+"""Erlang's processes as threads: ``self``, ``spawn``, ``Pid.send``, selective ``receive`` and ``exit``.
+
+Every thread is a process as soon as it asks for ``self()``; ``spawn`` starts a new one. A ``Pid`` holds the
+process's mailbox, a pending exit signal, and the sockets it controls. When the thread ends (``spawn``'s wrapper
+returns, or, for any other thread, its thread-local state is torn down), every socket it controls is closed, as the
+manual says.
+
+All waiting of a process (``receive``, ``accept``) goes through ``Pid.wait_until`` on the process's one condition
+variable, so ``exit(pid, reason)`` can interrupt whichever wait the process is in.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from .errors import Exit, Timeout
+
+if TYPE_CHECKING:
+    from .mediator import Socket
+
+_ids = itertools.count(1)
+_local = threading.local()
+
+
+class Pid:
+    """A process: the target of ``send``, with a mailbox read by ``receive`` in the process's own thread."""
+
+    def __init__(self, name: str) -> None:
+        self.id = next(_ids)
+        self.name = name
+        self._cond = threading.Condition(threading.RLock())
+        self._mailbox: deque[Any] = deque()
+        self._exit: tuple[Any] | None = None
+        self._alive = True
+        self._sockets: set[Socket] = set()
+
+    def __repr__(self) -> str:
+        return f"<Pid 0.{self.id}.0 {self.name}{'' if self._alive else ' (ended)'}>"
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    def send(self, msg: Any) -> None:
+        """``Pid ! Msg``: put ``msg`` at the end of the mailbox. A message to an ended process is dropped."""
+        with self._cond:
+            if self._alive:
+                self._mailbox.append(msg)
+                self._cond.notify_all()
+
+    def post_many(self, msgs: list[Any]) -> bool:
+        """Append several messages at once, in order. False when the process has ended."""
+        with self._cond:
+            if not self._alive:
+                return False
+            self._mailbox.extend(msgs)
+            self._cond.notify_all()
+            return True
+
+    def wake(self) -> None:
+        """Make a waiting ``wait_until`` look again at its condition."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_until(self, ready: Callable[[], bool], deadline: float | None, what: str = "wait") -> None:
+        """Block until ``ready()`` (evaluated under the process's lock), raising ``Exit`` on an exit signal and
+        ``Timeout`` once ``time.monotonic()`` passes ``deadline``."""
+        with self._cond:
+            while True:
+                self._raise_exit()
+                if ready():
+                    return
+                if deadline is None:
+                    self._cond.wait()
+                else:
+                    remaining = deadline - monotonic()
+                    if remaining <= 0:
+                        raise Timeout(f"{what} timed out", "timeout")
+                    self._cond.wait(remaining)
+
+    def receive(self, match: Callable[[Any], bool] | None, timeout: float | None) -> Any:
+        """The oldest message for which ``match`` is true; the others stay, in order. Run by the owner only."""
+        deadline = None if timeout is None else monotonic() + timeout
+        box = self._mailbox
+        checked = 0
+        found: list[Any] = []
+
+        def ready() -> bool:
+            nonlocal checked
+            if match is None:
+                if box:
+                    found.append(box.popleft())
+                    return True
+                return False
+            for index in range(checked, len(box)):
+                if match(box[index]):
+                    found.append(box[index])
+                    del box[index]
+                    return True
+            checked = len(box)
+            return False
+
+        self.wait_until(ready, deadline, "receive")
+        return found[0]
+
+    def take_from(self, sender: object) -> list[Any]:
+        """Remove and return, in order, every waiting message ``(sender, ...)``: for ``controlling_process``."""
+        with self._cond:
+            mine = [m for m in self._mailbox if type(m) is tuple and len(m) == 2 and m[0] is sender]
+            if mine:
+                rest = [m for m in self._mailbox if not (type(m) is tuple and len(m) == 2 and m[0] is sender)]
+                self._mailbox.clear()
+                self._mailbox.extend(rest)
+            return mine
+
+    def exit(self, reason: Any) -> None:
+        with self._cond:
+            if self._alive and self._exit is None:
+                self._exit = (reason,)
+            self._cond.notify_all()
+
+    def _raise_exit(self) -> None:
+        if self._exit is not None:
+            (reason,) = self._exit
+            self._exit = None
+            raise Exit(f"exit signal from another process: {reason!r}", reason)
+
+    def adopt(self, sock: Socket) -> bool:
+        """Record that this process controls ``sock``; False when the process has ended."""
+        with self._cond:
+            if self._alive:
+                self._sockets.add(sock)
+            return self._alive
+
+    def release(self, sock: Socket) -> None:
+        with self._cond:
+            self._sockets.discard(sock)
+
+    def _ended(self) -> None:
+        with self._cond:
+            self._alive = False
+            sockets = list(self._sockets)
+            self._sockets.clear()
+            self._mailbox.clear()
+            self._cond.notify_all()
+        for sock in sockets:
+            sock._owner_ended(self)
+
+
+def self() -> Pid:
+    """The calling thread's process, made on first use."""
+    pid: Pid | None = getattr(_local, "pid", None)
+    if pid is None:
+        pid = Pid(threading.current_thread().name)
+        _local.pid = pid
+        # Thread-local state is dropped when its thread ends, whoever started the thread: that is our signal.
+        _local.marker = marker = _Marker()
+        weakref.finalize(marker, pid._ended)
+    return pid
+
+
+class _Marker:
+    pass
+
+
+def spawn(func: Callable[..., object], *args: object) -> Pid:
+    """Start ``func(*args)`` in a new process (a daemon thread) and return its ``Pid``.
+
+    The process ends when ``func`` returns; an uncaught ``Exit`` ends it quietly, as an exit signal ends an Erlang
+    process, while any other exception is reported by ``threading.excepthook``.
+    """
+    pid = Pid(getattr(func, "__name__", "process"))
+
+    def run() -> None:
+        _local.pid = pid
+        try:
+            func(*args)
+        except Exit:
+            pass
+        finally:
+            pid._ended()
+
+    threading.Thread(target=run, name=f"process-{pid.id}-{pid.name}", daemon=True).start()
+    return pid
+
+
+def receive(match: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:
+    """``receive ... after``: the oldest message in the calling process's mailbox for which ``match(msg)`` is
+    true (any message when ``match`` is None). Raises ``Timeout`` (a ``TimeoutError``) after ``timeout`` seconds."""
+    return self().receive(match, timeout)
+
+
+def exit(pid: Pid, reason: Any) -> None:
+    """``exit(Pid, Reason)``: ``pid``, blocked in ``accept`` or ``receive`` now or later, raises ``Exit(reason)``."""
+    pid.exit(reason)

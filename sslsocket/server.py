@@ -1,0 +1,226 @@
+"""The socket server: the registry of every listen socket and connection, behind ``start`` and ``stop``, and the
+manual's remaining calls (``listen``, ``accept``, ``client``, ``controlling_process``, ``peername``, ``resolve``,
+``close``)."""
+
+from __future__ import annotations
+
+import atexit
+import socket
+import threading
+from time import monotonic
+from typing import Any, NamedTuple
+
+from . import process
+from .errors import Closed, ConnectError, ConnectionBroken, NotOwner
+from .flags import load_context, parse_flags
+from .framing import parse_mode
+from .listener import Listener, ListenSocket, check_protocol_family, make_listener
+from .mediator import Owner, Socket
+from .process import Pid
+
+#: How long ``stop()`` waits for the library's threads to end. Every one of them wakes at once on ``stop()``;
+#: this bound only keeps a bug from hanging the caller.
+STOP_TIMEOUT = 5.0
+
+
+class Registry:
+    """Every live listen socket and connection, so that ``stop()`` can close them all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: dict[ListenSocket, Listener] = {}
+        self._sockets: set[Socket] = set()
+
+    def add_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners[listener.handle] = listener
+
+    def listener(self, handle: object) -> Listener:
+        with self._lock:
+            listener = self._listeners.get(handle)  # type: ignore[call-overload]
+        if listener is None:
+            raise Closed(f"{handle!r} is not an open listen socket", ("accept", "closed"))
+        return listener
+
+    def pop_listener(self, handle: ListenSocket) -> Listener | None:
+        with self._lock:
+            return self._listeners.pop(handle, None)
+
+    def add(self, sock: Socket) -> None:
+        with self._lock:
+            self._sockets.add(sock)
+
+    def forget(self, sock: Socket) -> None:
+        with self._lock:
+            self._sockets.discard(sock)
+
+    def stop(self) -> None:
+        with self._lock:
+            listeners = list(self._listeners.values())
+            self._listeners.clear()
+            sockets = list(self._sockets)
+        for listener in listeners:
+            listener.close("stopped")
+        error = ConnectionBroken("the socket server was stopped", "stopped")
+        for sock in sockets:
+            sock.abort(error)
+        deadline = monotonic() + STOP_TIMEOUT
+        for sock in sockets:
+            if sock.thread.ident is not None and sock.thread is not threading.current_thread():
+                sock.thread.join(max(0.0, deadline - monotonic()))
+
+
+_registry = Registry()
+
+
+def start() -> None:
+    """Start the socket server. Nothing needs it: every call starts what it needs. Calling it again does nothing."""
+
+
+def stop() -> None:
+    """Stop the socket server: close every socket and listen socket, waking acceptors (``Closed``) and telling
+    owners (``("socket_closed", error)`` with reason ``"stopped"``). No library thread is left. The next call starts
+    it again."""
+    _registry.stop()
+
+
+atexit.register(stop)
+
+
+def listen(protocol: str, family: str, address: int | tuple[str, int], mode: Any, *, backlog: int = 128,
+           reuse_port: bool = False) -> ListenSocket:
+    """``listen('STREAM', 'AF_INET', Port, Mode)``: a ``ListenSocket(fd, port)``. Port 0 picks a free port.
+
+    ``address`` is a port (listening on every interface, as the manual does) or, beyond the manual, ``(host, port)``
+    to listen on one interface only. A port in use raises ``ListenError`` with ``.reason == ("listen", "syncerror")``.
+    """
+    listener = make_listener(protocol, family, address, mode, _registry, backlog, reuse_port)
+    _registry.add_listener(listener)
+    return listener.handle
+
+
+def accept(listen_socket: ListenSocket, ssl_flags: str, *, timeout: float | None = None,
+           owner: Owner | None = None) -> Socket:
+    """``accept(ListenSocket, SSLFlags)``: wait for a connection and its TLS handshake; return its ``Socket``,
+    controlled by the caller (or ``owner``). ``exit(pid, reason)`` aborts the wait with ``Exit``; closing the listen
+    socket aborts it with ``Closed``; ``timeout`` raises ``Timeout``. Bad flags are refused before any wait."""
+    return _registry.listener(listen_socket).accept(ssl_flags, owner, timeout)
+
+
+def client(protocol: str, family: str, address: tuple[Any, int | str], mode: Any, ssl_flags: str, *,
+           owner: Owner | None = None) -> Socket:
+    """``client('STREAM', 'AF_INET', {Host, Port}, Mode, SSLFlags)``: connect, handshake, and return the
+    ``Socket``, controlled by the caller (or ``owner``). ``Host`` is a name or an IP address; ``Port`` a number
+    or, beyond the manual, a service name such as ``"https"``."""
+    af = check_protocol_family(protocol, family)
+    parsed = parse_mode(mode)
+    settings = parse_flags(ssl_flags)
+    context = load_context(settings, server=False)
+    host, port = _host_port(address)
+    tcp = _connect(host, port, af, settings.timeout)
+    outcome: list[BaseException | None] = []
+    done = threading.Event()
+
+    def handshake_done(sock: Socket, error: BaseException | None) -> None:
+        outcome.append(error)
+        done.set()
+
+    try:
+        sock = Socket(tcp, context, server=False, mode=parsed, settings=settings, on_handshake=handshake_done,
+                      owner=owner if owner is not None else process.self(), hostname=host,
+                      forget=_registry.forget)
+    except OSError as exc:
+        tcp.close()
+        raise ConnectError(f"the connection to {host}:{port} was lost at once: {exc.strerror}", "closed") from exc
+    _registry.add(sock)
+    sock.start()
+    done.wait()  # the mediator always reports, at the latest when -timeout runs out
+    if outcome[0] is not None:
+        raise outcome[0]
+    return sock
+
+
+def _host_port(address: object) -> tuple[str, int]:
+    if not (isinstance(address, tuple) and len(address) == 2):
+        raise ValueError(f"a client address is (host, port), not {address!r}")
+    host, port = address
+    if isinstance(host, tuple) and all(type(part) is int for part in host):
+        host = ".".join(map(str, host)) if len(host) == 4 else ":".join(f"{part:x}" for part in host)
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"a client host is a name or an IP address string, not {host!r}")
+    if isinstance(port, str) and not port.isdigit():
+        try:
+            return host, socket.getservbyname(port, "tcp")
+        except OSError:
+            raise ConnectError(f"unknown service name {port!r} (see /etc/services)", ("service", port)) from None
+    if isinstance(port, str):
+        port = int(port)
+    if type(port) is not int or not 0 < port <= 65535:
+        raise ValueError(f"a client port is a number from 1 to 65535 or a service name, not {port!r}")
+    return host, port
+
+
+def _connect(host: str, port: int, family: int, timeout: float) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConnectError(f"cannot resolve host {host!r}: {exc.strerror}", ("resolve", host)) from exc
+    last: OSError | None = None
+    for af, kind, proto, _, addr in infos:
+        tcp = socket.socket(af, kind, proto)
+        tcp.settimeout(timeout)
+        try:
+            tcp.connect(addr)
+            return tcp
+        except OSError as exc:
+            tcp.close()
+            last = exc
+    assert last is not None
+    raise ConnectError(
+        f"cannot connect to {host}:{port}: {last.strerror or last}", ("connect", str(last.strerror or last))
+    ) from last
+
+
+def controlling_process(sock: Socket, pid: Owner) -> None:
+    """Make ``pid`` (a ``Pid``, or a callable) the socket's controlling process. Only the current controlling
+    process may do this. No message is lost or reordered, those already waiting in its mailbox included."""
+    owner = sock.owner
+    if isinstance(owner, Pid) and process.self() is not owner:
+        raise NotOwner(f"only the controlling process {owner!r} may hand {sock!r} on", ("not_owner", process.self()))
+    if not (isinstance(pid, Pid) or callable(pid)):
+        raise TypeError(f"a controlling process is a Pid or a callable, not {pid!r}")
+    sock.change_owner(pid)
+
+
+class Peer(NamedTuple):
+    """The manual's ``{Portnumber, IPAddress}``."""
+
+    port: int
+    address: str
+
+
+def peername(sock: Socket) -> Peer:
+    """The peer of ``sock`` as ``Peer(port, address)``."""
+    return Peer(*sock.peer)
+
+
+def resolve(ip_address: str | None = None) -> str:
+    """The official name of this host, or of the host at ``ip_address``."""
+    if ip_address is None:
+        return socket.getfqdn()
+    try:
+        return socket.gethostbyaddr(ip_address)[0]
+    except OSError as exc:
+        raise ConnectError(f"no name for {ip_address!r}: {exc.strerror or exc}", ("resolve", ip_address)) from exc
+
+
+def close(sock: Socket | ListenSocket) -> None:
+    """Close a socket (as ``(self(), "close")`` does) or a listen socket (stop listening, wake its acceptors)."""
+    if isinstance(sock, ListenSocket):
+        listener = _registry.pop_listener(sock)
+        if listener is not None:
+            listener.close()
+    elif isinstance(sock, Socket):
+        sock.close()
+    else:
+        raise TypeError(f"close takes a Socket or a ListenSocket, not {sock!r}")
