@@ -253,6 +253,7 @@ def parse_mode(mode: object) -> Mode:
     notation (``"{packet,2}"``); anything else raises ``ModeError`` naming it."""
     if isinstance(mode, Mode):
         return mode
+    spelled = mode
     if isinstance(mode, str):
         if mode in _NAMED_MODES:
             return _NAMED_MODES[mode]
@@ -263,7 +264,7 @@ def parse_mode(mode: object) -> Mode:
         kind, header = mode
         if type(header) is int and header in HEADER_SIZES:
             return Mode(header, kind == "binary_packet")
-        raise ModeError(f"bad mode {mode!r}: N in ({kind!r}, N) must be one of 0, 1, 2, 4", ("mode", mode))
+        raise ModeError(f"bad mode {spelled!r}: N in ({kind!r}, N) must be one of 0, 1, 2, 4", ("mode", spelled))
     raise ModeError(
         f"bad mode {mode!r}: expected ('packet', N), ('binary_packet', N), 'raw', 'onebyte', 'twobytes',"
         " 'fourbytes' or 'asn1'",

@@ -1,0 +1,314 @@
+"""The pure codecs, byte by byte: no sockets, no threads."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sslsocket import ModeError, PacketTooLong
+from sslsocket.framing import (
+    MAX_PACKET_SIZE,
+    Asn1Decoder,
+    FramingError,
+    Mode,
+    PrefixedDecoder,
+    RawDecoder,
+    parse_mode,
+    to_bytes,
+)
+
+# ---- modes -------------------------------------------------------------------------------------------------
+
+MODES = [
+    (("packet", 0), Mode(0, False)),
+    (("packet", 1), Mode(1, False)),
+    (("packet", 2), Mode(2, False)),
+    (("packet", 4), Mode(4, False)),
+    (("binary_packet", 0), Mode(0, True)),
+    (("binary_packet", 1), Mode(1, True)),
+    (("binary_packet", 2), Mode(2, True)),
+    (("binary_packet", 4), Mode(4, True)),
+    ("raw", Mode(0, False)),
+    ("onebyte", Mode(1, False)),
+    ("twobytes", Mode(2, False)),
+    ("fourbytes", Mode(4, False)),
+    ("asn1", Mode(0, False, asn1=True)),
+    ("{packet,2}", Mode(2, False)),
+    ("{binary_packet, 4}", Mode(4, True)),
+]
+
+
+@pytest.mark.parametrize(("spelling", "mode"), MODES)
+def test_parse_mode(spelling: object, mode: Mode) -> None:
+    assert parse_mode(spelling) == mode
+
+
+@pytest.mark.parametrize(
+    "bad", [("packet", 3), ("packet", "2"), ("packet", True), ("bytes", 2), "threebytes", 2, None, ("packet",), "{packet,3}"]
+)
+def test_bad_mode_names_the_culprit(bad: object) -> None:
+    with pytest.raises(ModeError) as info:
+        parse_mode(bad)
+    assert repr(bad) in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_mode_str_is_the_manual_notation() -> None:
+    assert str(parse_mode(("packet", 2))) == "{packet, 2}"
+    assert str(parse_mode(("binary_packet", 4))) == "{binary_packet, 4}"
+    assert str(parse_mode("asn1")) == "asn1"
+
+
+# ---- encode ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "payload", "wire"),
+    [
+        (("packet", 0), b"abc", b"abc"),
+        (("packet", 1), b"abc", b"\x03abc"),
+        (("packet", 2), b"abc", b"\x00\x03abc"),
+        (("packet", 4), b"abc", b"\x00\x00\x00\x03abc"),
+        (("packet", 2), b"", b"\x00\x00"),
+        (("packet", 1), b"x" * 255, b"\xff" + b"x" * 255),
+        (("packet", 2), b"x" * 65535, b"\xff\xff" + b"x" * 65535),
+        ("asn1", b"\x04\x01A", b"\x04\x01A"),
+    ],
+)
+def test_encode(mode: object, payload: bytes, wire: bytes) -> None:
+    assert parse_mode(mode).encode(payload) == wire
+
+
+@pytest.mark.parametrize(("mode", "size"), [(("packet", 1), 256), (("packet", 2), 65536), ("onebyte", 1000)])
+def test_encode_refuses_what_the_header_cannot_hold(mode: object, size: int) -> None:
+    with pytest.raises(PacketTooLong) as info:
+        parse_mode(mode).encode(b"x" * size)
+    assert str(size) in str(info.value) and isinstance(info.value, ValueError)
+
+
+def test_present_list_and_binary() -> None:
+    assert parse_mode(("packet", 2)).present(b"\x00\xff") == "\x00\xff"
+    assert parse_mode(("binary_packet", 2)).present(b"\x00\xff") == b"\x00\xff"
+
+
+# ---- decoders, byte by byte ----------------------------------------------------------------------------------
+
+
+def feed_bytewise(decoder: object, wire: bytes) -> list[bytes]:
+    out: list[bytes] = []
+    for i in range(len(wire)):
+        out += decoder.feed(wire[i : i + 1])  # type: ignore[attr-defined]
+    return out
+
+
+PREFIXED = [
+    (1, [b"", b"a", b"hello", b"x" * 255]),
+    (2, [b"", b"\x00\x01", b"y" * 300, b"z" * 65535]),
+    (4, [b"", b"q", b"w" * 70000]),
+]
+
+
+@pytest.mark.parametrize(("header", "packets"), PREFIXED)
+def test_prefixed_whole_and_bytewise(header: int, packets: list[bytes]) -> None:
+    mode = Mode(header, True)
+    wire = b"".join(mode.encode(p) for p in packets)
+    assert PrefixedDecoder(header).feed(wire) == packets
+    decoder = PrefixedDecoder(header)
+    assert feed_bytewise(decoder, wire) == packets
+    assert decoder.buffered == 0
+
+
+@pytest.mark.parametrize("header", [1, 2, 4])
+def test_prefixed_keeps_trailing_data(header: int) -> None:
+    mode = Mode(header, True)
+    decoder = PrefixedDecoder(header)
+    wire = mode.encode(b"one") + mode.encode(b"two")
+    assert decoder.feed(wire + wire[:header]) == [b"one", b"two"]
+    assert decoder.buffered == header
+    assert decoder.feed(b"") == []
+    assert decoder.feed(mode.encode(b"one")[header:]) == [b"one"]
+    assert decoder.feed(mode.encode(b"two")[: header + 1]) == []
+    assert decoder.buffered == header + 1
+
+
+def test_prefixed_judges_the_length_as_soon_as_the_header_is_complete() -> None:
+    decoder = PrefixedDecoder(4, limit=1000)
+    assert decoder.feed(b"\x00\x00") == []
+    with pytest.raises(FramingError) as info:
+        decoder.feed(b"\x03\xe9")  # 1001: refused before a byte of it arrives
+    assert info.value.reason == "too_long"
+    with pytest.raises(FramingError):
+        PrefixedDecoder(4).feed(b"\xff\xff\xff\xff")
+    assert PrefixedDecoder(4, limit=1000).feed(b"\x00\x00\x03\xe8") == []  # 1000 is within the bound
+
+
+def test_default_bound_is_max_packet_size() -> None:
+    ok = (MAX_PACKET_SIZE).to_bytes(4, "big")
+    assert PrefixedDecoder(4).feed(ok) == []
+    with pytest.raises(FramingError):
+        PrefixedDecoder(4).feed((MAX_PACKET_SIZE + 1).to_bytes(4, "big"))
+
+
+def test_raw_delivers_chunks_and_never_an_empty_one() -> None:
+    decoder = RawDecoder()
+    assert decoder.feed(b"abc") == [b"abc"]
+    assert decoder.feed(b"") == []
+    assert decoder.buffered == 0
+
+
+ASN1 = [
+    ("short definite", bytes.fromhex("0401") + b"A"),
+    ("empty", bytes.fromhex("0500")),
+    ("long form, one length byte", bytes.fromhex("0481c8") + b"x" * 200),
+    ("long form, two length bytes", bytes.fromhex("04820190") + b"y" * 400),
+    ("long form, leading zero", bytes.fromhex("048200") + bytes.fromhex("05") + b"z" * 5),
+    ("high tag number", bytes.fromhex("5f8f7f03") + b"abc"),
+    ("constructed sequence", bytes.fromhex("3006") + bytes.fromhex("020101") + bytes.fromhex("020102")),
+    ("indefinite", bytes.fromhex("3080") + bytes.fromhex("020101") + bytes.fromhex("0000")),
+    (
+        "nested indefinite",
+        bytes.fromhex("3080") + bytes.fromhex("a080") + bytes.fromhex("0401") + b"k" + bytes.fromhex("0000")
+        + bytes.fromhex("020105") + bytes.fromhex("0000"),
+    ),
+    ("indefinite, empty", bytes.fromhex("30800000")),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), ASN1, ids=[name for name, _ in ASN1])
+def test_asn1_whole_bytewise_and_with_trailing_data(name: str, value: bytes) -> None:
+    assert Asn1Decoder().feed(value) == [value]
+    decoder = Asn1Decoder()
+    assert feed_bytewise(decoder, value) == [value]
+    assert decoder.buffered == 0
+    decoder = Asn1Decoder()
+    assert decoder.feed(value + value + value[:1]) == [value, value]
+    assert decoder.buffered == 1
+
+
+def test_asn1_several_values_in_one_chunk() -> None:
+    values = [value for _, value in ASN1]
+    assert Asn1Decoder().feed(b"".join(values)) == values
+
+
+@pytest.mark.parametrize(
+    ("name", "wire", "reason"),
+    [
+        ("length of length over 4", bytes.fromhex("0485") + b"\x00" * 5, "bad_asn1"),
+        ("endless tag continuation", bytes.fromhex("1f") + b"\x80" * 10, "bad_asn1"),
+        ("indefinite primitive", bytes.fromhex("0480"), "bad_asn1"),
+        ("bad end of contents", bytes.fromhex("3080") + bytes.fromhex("0001"), "bad_asn1"),
+        ("nested too deep", bytes.fromhex("3080") * 65, "bad_asn1"),
+        ("past the bound", bytes.fromhex("0484ffffffff"), "too_long"),
+    ],
+)
+def test_asn1_refuses_malformed_input_with_a_clear_error(name: str, wire: bytes, reason: str) -> None:
+    with pytest.raises(FramingError) as info:
+        Asn1Decoder().feed(wire)
+    assert info.value.reason == reason
+    with pytest.raises(FramingError):
+        feed_bytewise(Asn1Decoder(), wire)
+
+
+def test_asn1_indefinite_value_bounded_while_incomplete() -> None:
+    decoder = Asn1Decoder(limit=100)
+    assert decoder.feed(bytes.fromhex("3080")) == []
+    with pytest.raises(FramingError):
+        for _ in range(50):
+            decoder.feed(bytes.fromhex("040100"))
+
+
+# ---- what deliver takes -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "wire"),
+    [
+        ("Hello there", b"Hello there"),
+        ("\x00\xff", b"\x00\xff"),
+        (b"\x01\x02", b"\x01\x02"),
+        (bytearray(b"ab"), b"ab"),
+        (memoryview(b"cd"), b"cd"),
+        ([72, 105], b"Hi"),
+        ([72, "ello", [b" ", [116, 104]], "ere"], b"Hello there"),
+        ([], b""),
+    ],
+)
+def test_to_bytes(data: object, wire: bytes) -> None:
+    assert to_bytes(data) == wire
+
+
+@pytest.mark.parametrize(("data", "culprit"), [("caf\u00e9\u20ac", "'€' at index 4"), ([1, 256], "256"), ([-1], "-1")])
+def test_to_bytes_names_the_culprit(data: object, culprit: str) -> None:
+    with pytest.raises(ValueError) as info:
+        to_bytes(data)
+    assert culprit in str(info.value)
+
+
+def test_to_bytes_refuses_other_types() -> None:
+    with pytest.raises(TypeError, match="dict"):
+        to_bytes({})
+
+
+# ---- properties ---------------------------------------------------------------------------------------------
+
+packets = st.lists(st.binary(max_size=300), max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(header=st.sampled_from([1, 2, 4]), items=packets, cuts=st.lists(st.integers(min_value=0), max_size=30))
+def test_any_split_of_encoded_packets_decodes_to_the_same_packets(header: int, items: list[bytes], cuts: list[int]) -> None:
+    mode = Mode(header, True)
+    items = [item[: 256**header - 1] for item in items]
+    wire = b"".join(mode.encode(item) for item in items)
+    points = sorted({cut % (len(wire) + 1) for cut in cuts} | {0, len(wire)})
+    decoder = PrefixedDecoder(header)
+    out: list[bytes] = []
+    for start, end in zip(points, points[1:]):
+        out += decoder.feed(wire[start:end])
+    assert out == items
+    assert decoder.buffered == 0
+
+
+def ber(tag: int, content: bytes) -> bytes:
+    length = len(content)
+    if length < 0x80:
+        head = bytes([length])
+    else:
+        raw = length.to_bytes((length.bit_length() + 7) // 8, "big")
+        head = bytes([0x80 | len(raw)]) + raw
+    return bytes([tag]) + head + content
+
+
+ber_values = st.recursive(
+    st.binary(max_size=200).map(lambda b: ber(0x04, b)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4).map(lambda cs: ber(0x30, b"".join(cs))),
+        st.lists(children, max_size=4).map(lambda cs: b"\x30\x80" + b"".join(cs) + b"\x00\x00"),
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(ber_values, max_size=6), cuts=st.lists(st.integers(min_value=0), max_size=30))
+def test_any_split_of_ber_values_decodes_to_the_same_values(values: list[bytes], cuts: list[int]) -> None:
+    wire = b"".join(values)
+    points = sorted({cut % (len(wire) + 1) for cut in cuts} | {0, len(wire)})
+    decoder = Asn1Decoder()
+    out: list[bytes] = []
+    for start, end in zip(points, points[1:]):
+        out += decoder.feed(wire[start:end])
+    assert out == values
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=200), header=st.sampled_from([0, 1, 2, 4, "asn1"]))
+def test_random_bytes_raise_nothing_but_the_codec_error(data: bytes, header: object) -> None:
+    mode = parse_mode("asn1") if header == "asn1" else Mode(header, True)  # type: ignore[arg-type]
+    decoder = mode.decoder(limit=150)
+    try:
+        decoder.feed(data)
+    except FramingError:
+        pass
+    assert decoder.buffered <= 150

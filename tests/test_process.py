@@ -1,0 +1,121 @@
+"""Processes, mailboxes, selective receive and exit signals: the manual's Erlang, as threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import sslsocket
+
+
+def test_self_is_stable_per_thread_and_distinct_between_threads() -> None:
+    me = sslsocket.self()
+    assert sslsocket.self() is me
+    others: list[sslsocket.Pid] = []
+    thread = threading.Thread(target=lambda: others.append(sslsocket.self()))
+    thread.start()
+    thread.join()
+    assert others[0] is not me
+    assert len({me, others[0]}) == 2  # hashable
+    assert repr(me).startswith("<Pid 0.") and "MainThread" in repr(me)
+
+
+def test_send_and_receive_in_order() -> None:
+    me = sslsocket.self()
+    for i in range(5):
+        me.send(("n", i))
+    assert [sslsocket.receive(timeout=1) for _ in range(5)] == [("n", i) for i in range(5)]
+
+
+def test_selective_receive_leaves_the_others_in_order() -> None:
+    me = sslsocket.self()
+    for msg in ["a", 1, "b", 2, "c"]:
+        me.send(msg)
+    assert sslsocket.receive(lambda m: isinstance(m, int), timeout=1) == 1
+    assert sslsocket.receive(lambda m: isinstance(m, int), timeout=1) == 2
+    assert [sslsocket.receive(timeout=1) for _ in range(3)] == ["a", "b", "c"]
+
+
+def test_selective_receive_waits_for_a_later_match() -> None:
+    me = sslsocket.self()
+    me.send("early")
+
+    def later() -> None:
+        time.sleep(0.05)
+        me.send("skip")
+        me.send(("wanted", 7))
+
+    sslsocket.spawn(later)
+    assert sslsocket.receive(lambda m: isinstance(m, tuple), timeout=5) == ("wanted", 7)
+    assert sslsocket.receive(timeout=1) == "early"
+    assert sslsocket.receive(timeout=1) == "skip"
+
+
+def test_receive_timeout_raises_timeout_error() -> None:
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        sslsocket.receive(timeout=0.05)
+    assert time.monotonic() - start >= 0.05
+    with pytest.raises(sslsocket.Timeout):
+        sslsocket.receive(timeout=0)
+
+
+def test_spawn_runs_the_function_with_its_arguments_and_own_pid() -> None:
+    me = sslsocket.self()
+
+    def child(parent: sslsocket.Pid, value: int) -> None:
+        parent.send((sslsocket.self(), value * 2))
+
+    pid = sslsocket.spawn(child, me, 21)
+    sender, value = sslsocket.receive(timeout=5)
+    assert sender is pid and value == 42
+    assert pid is not me
+
+
+def test_exit_interrupts_a_blocked_receive() -> None:
+    me = sslsocket.self()
+
+    def child(parent: sslsocket.Pid) -> None:
+        try:
+            sslsocket.receive()
+        except sslsocket.Exit as exc:
+            parent.send(("exited", exc.reason))
+
+    pid = sslsocket.spawn(child, me)
+    time.sleep(0.05)
+    sslsocket.exit(pid, "abort")
+    assert sslsocket.receive(timeout=5) == ("exited", "abort")
+
+
+def test_exit_before_receive_is_raised_when_it_is_entered() -> None:
+    me = sslsocket.self()
+    sslsocket.exit(me, "later")
+    with pytest.raises(sslsocket.Exit) as info:
+        sslsocket.receive(timeout=5)
+    assert info.value.reason == "later"
+    me.send("still works")
+    assert sslsocket.receive(timeout=1) == "still works"
+
+
+def test_an_uncaught_exit_ends_a_spawned_process_quietly() -> None:
+    def child() -> None:
+        sslsocket.receive()
+
+    pid = sslsocket.spawn(child)
+    sslsocket.exit(pid, "kill")
+    deadline = time.monotonic() + 5
+    while pid.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not pid.alive
+    assert "ended" in repr(pid)
+
+
+def test_messages_to_an_ended_process_are_dropped() -> None:
+    pid = sslsocket.spawn(lambda: None)
+    deadline = time.monotonic() + 5
+    while pid.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pid.send("lost")  # no error, as in Erlang
+    assert not pid.alive

@@ -1,0 +1,636 @@
+"""Sockets over real loopback TLS: listen, accept, client, the messages, modes, ownership, abort and stop."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+import threading
+import time
+from typing import Any
+
+import pytest
+from helpers import LOCAL, expect, pair
+
+import sslsocket
+from sslsocket.mediator import State
+
+
+def wait_for(predicate: Any, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+# ---- listen ------------------------------------------------------------------------------------------------
+
+
+def test_listen_returns_fd_and_port() -> None:
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
+        assert isinstance(listen, tuple) and listen == (listen.fd, listen.port)
+        assert listen.port > 0 and listen.fd > 2
+
+
+def test_listen_on_a_port_in_use_is_the_manual_syncerror() -> None:
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw") as first:
+        with pytest.raises(sslsocket.ListenError) as info:
+            sslsocket.listen("STREAM", "AF_INET", (LOCAL, first.port), "raw")
+    assert info.value.reason == ("listen", "syncerror")
+    assert isinstance(info.value, OSError) and isinstance(info.value, sslsocket.SSLSocketError)
+
+
+def test_listen_with_an_explicit_port_returns_it() -> None:
+    probe = socket.socket()
+    probe.bind((LOCAL, 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, port), "raw") as listen:
+        assert listen.port == port
+
+
+@pytest.mark.parametrize(
+    ("args", "culprit"),
+    [
+        (("DGRAM", "AF_INET", (LOCAL, 0), "raw"), "DGRAM"),
+        (("STREAM", "AF_UNIX", (LOCAL, 0), "raw"), "AF_UNIX"),
+        (("STREAM", "AF_INET", (LOCAL, 0), ("packet", 3)), "('packet', 3)"),
+        (("STREAM", "AF_INET", (LOCAL, 70000), "raw"), "70000"),
+    ],
+)
+def test_listen_refuses_bad_arguments_naming_them(args: tuple[Any, ...], culprit: str) -> None:
+    with pytest.raises(ValueError) as info:
+        sslsocket.listen(*args)
+    assert culprit in str(info.value)
+
+
+# ---- messages in every mode ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "data", "received"),
+    [
+        (("packet", 2), "Hello there", "Hello there"),
+        (("packet", 1), "x" * 255, "x" * 255),
+        (("packet", 4), b"\x00\x01\x02", "\x00\x01\x02"),
+        ("twobytes", [72, 105], "Hi"),
+        ("onebyte", "", ""),
+        ("fourbytes", "\xff" * 70000, "\xff" * 70000),
+        (("binary_packet", 2), "bin", b"bin"),
+        (("binary_packet", 4), b"\x00" * 100000, b"\x00" * 100000),
+        ("asn1", bytes.fromhex("3080040141") + b"\x00\x00", "\x30\x80\x04\x01\x41\x00\x00"),
+    ],
+)
+def test_deliver_and_fromsocket_in_each_mode(certs: Any, mode: Any, data: Any, received: Any) -> None:
+    client, server = pair(mode, certs=certs)
+    with client, server:
+        me = sslsocket.self()
+        client.send((me, ("deliver", data)))
+        assert expect(server) == ("fromsocket", received)
+        server.deliver(data)
+        assert expect(client) == ("fromsocket", received)
+
+
+def test_raw_mode_delivers_what_arrives(certs: Any) -> None:
+    client, server = pair("raw", certs=certs)
+    with client, server:
+        client.deliver("abc")
+        got = ""
+        while len(got) < 3:
+            kind, data = expect(server)
+            assert kind == "fromsocket" and isinstance(data, str)
+            got += data
+        assert got == "abc"
+
+
+def test_binary_and_list_modes_talk_to_each_other(certs: Any) -> None:
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("binary_packet", 2))
+    me = sslsocket.self()
+    accepted: list[sslsocket.Socket] = []
+    thread = threading.Thread(target=lambda: accepted.append(sslsocket.accept(listen, f"-cert {certs.server}", owner=me)))
+    thread.start()
+    client = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
+    thread.join(10)
+    sslsocket.close(listen)
+    server = accepted[0]
+    with client, server:
+        client.deliver("list")
+        assert expect(server) == ("fromsocket", b"list")
+        server.deliver(b"binary")
+        assert expect(client) == ("fromsocket", "binary")
+
+
+def test_many_packets_arrive_whole_in_order_once(certs: Any) -> None:
+    client, server = pair(("packet", 4), certs=certs)
+    with client, server:
+        for i in range(500):
+            client.deliver(f"packet {i} ".ljust(30 + i % 200, "."))
+        for i in range(500):
+            assert expect(server) == ("fromsocket", f"packet {i} ".ljust(30 + i % 200, "."))
+
+
+def test_too_long_for_the_header_raises_at_the_sender_and_sends_nothing(certs: Any) -> None:
+    client, server = pair(("packet", 1), certs=certs)
+    with client, server:
+        with pytest.raises(ValueError, match="256 bytes"):
+            client.deliver("x" * 256)
+        client.deliver("after")
+        assert expect(server) == ("fromsocket", "after")
+
+
+def test_a_peer_announcing_more_than_the_bound_gets_a_clear_error(certs: Any) -> None:
+    client, server = pair(("packet", 4), certs=certs)
+    with client:
+        client.deliver(b"")
+        assert expect(server) == ("fromsocket", "")
+        client._put(("deliver", b"\xff\xff\xff\xff"))  # bypasses encode: a header no honest sender writes
+        kind, error = expect(server)
+        assert kind == "socket_closed"
+        assert isinstance(error, sslsocket.ConnectionBroken) and error.reason == "too_long"
+        assert "4294967295" in str(error)
+        assert expect(client)[0] == "socket_closed"  # the server side went away
+
+
+# ---- close --------------------------------------------------------------------------------------------------
+
+
+def test_orderly_close_sends_everything_then_normal(certs: Any) -> None:
+    client, server = pair(("packet", 2), certs=certs)
+    with server:
+        for i in range(100):
+            client.deliver(str(i) * 1000)
+        client.send((sslsocket.self(), "close"))
+        for i in range(100):
+            assert expect(server) == ("fromsocket", str(i) * 1000)
+        assert expect(server) == ("socket_closed", "normal")
+    wait_for(lambda: client.state is State.CLOSED and server.state is State.CLOSED)
+
+
+def test_a_socket_closed_by_its_owner_sends_nothing_more(certs: Any) -> None:
+    client, server = pair(certs=certs)
+    server.deliver("unread")
+    client.close()
+    assert expect(server) == ("socket_closed", "normal")
+    server.close()
+    wait_for(lambda: client.state is State.CLOSED)
+    with pytest.raises(sslsocket.Timeout):
+        sslsocket.receive(lambda m: m[0] is client and m[1][0] == "socket_closed", timeout=0.2)
+
+
+def test_deliver_after_close_is_refused(certs: Any) -> None:
+    client, server = pair(certs=certs)
+    client.close()
+    with pytest.raises(sslsocket.Closed):
+        client.deliver("late")
+    client.close()  # closing twice does nothing
+    assert expect(server) == ("socket_closed", "normal")
+    server.close()
+
+
+def test_sslsocket_close_and_the_context_manager(certs: Any) -> None:
+    client, server = pair(certs=certs)
+    sslsocket.close(client)
+    assert expect(server) == ("socket_closed", "normal")
+    with server:
+        pass
+    wait_for(lambda: server.state is State.CLOSED)
+
+
+def stdlib_peer(certs: Any, mode: Any = ("packet", 2)) -> tuple[sslsocket.Socket, ssl.SSLSocket]:
+    """An sslsocket server and, connected to it, a client of Python's own ssl module."""
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), mode)
+    me = sslsocket.self()
+    accepted: list[sslsocket.Socket] = []
+    thread = threading.Thread(target=lambda: accepted.append(sslsocket.accept(listen, f"-cert {certs.server}", owner=me)))
+    thread.start()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    raw = ctx.wrap_socket(socket.create_connection((LOCAL, listen.port)))
+    thread.join(10)
+    sslsocket.close(listen)
+    return accepted[0], raw
+
+
+def test_peer_tcp_end_without_close_notify_is_an_error_never_normal(certs: Any) -> None:
+    server, raw = stdlib_peer(certs)
+    raw.sendall(b"\x00\x05hello\x00\x09trunc")  # one whole packet, then half of one
+    assert expect(server) == ("fromsocket", "hello")
+    tcp = socket.socket(fileno=raw.detach())
+    tcp.shutdown(socket.SHUT_WR)  # a TCP FIN, without a TLS close_notify
+    kind, error = expect(server)
+    assert kind == "socket_closed" and isinstance(error, sslsocket.ConnectionBroken)
+    assert error.reason == "truncated" and "close_notify" in str(error)
+    tcp.close()
+
+
+def test_a_peer_that_resets_is_an_error(certs: Any) -> None:
+    server, raw = stdlib_peer(certs)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    raw.close()  # with SO_LINGER 0 the kernel sends a reset
+    kind, error = expect(server)
+    assert kind == "socket_closed" and isinstance(error, sslsocket.ConnectionBroken)
+    assert error.reason == "reset" and "reset" in str(error).lower()
+
+
+# ---- ownership ----------------------------------------------------------------------------------------------
+
+
+def test_only_the_controlling_process_may_send(certs: Any) -> None:
+    client, server = pair(certs=certs)
+    errors: list[BaseException] = []
+
+    def intruder() -> None:
+        try:
+            client.send((sslsocket.self(), ("deliver", "x")))
+        except sslsocket.NotOwner as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=intruder)
+    thread.start()
+    thread.join()
+    assert errors and "controlling process" in str(errors[0])
+    other = sslsocket.spawn(lambda: None)
+    with pytest.raises(sslsocket.NotOwner):
+        client.send((other, ("deliver", "impersonated")))
+    with pytest.raises(sslsocket.BadMessage):
+        client.send("deliver")
+    with pytest.raises(sslsocket.BadMessage):
+        client.send((sslsocket.self(), ("shout", "x")))
+    client.close()
+    server.close()
+
+
+def test_controlling_process_moves_waiting_messages_in_order(certs: Any) -> None:
+    client, server = pair(certs=certs)
+    me = sslsocket.self()
+    for i in range(10):
+        server.deliver(f"m{i}")
+    sslsocket.receive(lambda m: m[0] is client and m[1] == ("fromsocket", "m0"), timeout=5)
+    wait_for(lambda: sum(1 for m in list(me._mailbox) if m[0] is client) >= 5)
+
+    def new_owner(parent: sslsocket.Pid) -> None:
+        got = [sslsocket.receive(timeout=5)[1][1] for _ in range(9)]
+        parent.send(("got", got))
+        sslsocket.receive(lambda m: m == "done", timeout=5)
+
+    pid = sslsocket.spawn(new_owner, me)
+    sslsocket.controlling_process(client, pid)
+    assert client.owner is pid
+    kind, got = sslsocket.receive(lambda m: m[0] == "got", timeout=5)
+    assert got == [f"m{i}" for i in range(1, 10)]
+    assert not any(m[0] is client for m in list(me._mailbox))
+    with pytest.raises(sslsocket.NotOwner):
+        client.deliver("not mine any more")
+    with pytest.raises(sslsocket.NotOwner):
+        sslsocket.controlling_process(client, me)
+    pid.send("done")  # its thread ends, and with it the socket
+    assert expect(server) == ("socket_closed", "normal")
+    server.close()
+
+
+def test_controlling_process_while_packets_stream_in(certs: Any) -> None:
+    client, server = pair(("packet", 4), certs=certs)
+    me = sslsocket.self()
+    count = 2000
+
+    def streamer() -> None:
+        sslsocket.receive(lambda m: m == "go", timeout=5)
+        for i in range(count):
+            server.deliver(str(i))
+        sslsocket.receive(lambda m: m == "done", timeout=20)
+        server.close()
+
+    def second(parent: sslsocket.Pid) -> None:
+        got = [sslsocket.receive(timeout=10)[1][1] for _ in range(count - 100)]
+        parent.send(("second", got))
+
+    streaming = sslsocket.spawn(streamer)
+    sslsocket.controlling_process(server, streaming)
+    streaming.send("go")
+    first = [expect(client, 10)[1] for _ in range(100)]
+    pid = sslsocket.spawn(second, me)
+    sslsocket.controlling_process(client, pid)  # while packets keep arriving
+    _, rest = sslsocket.receive(lambda m: m[0] == "second", timeout=20)
+    assert first + rest == [str(i) for i in range(count)]
+    streaming.send("done")
+    wait_for(lambda: client.state is State.CLOSED)
+
+
+def test_a_callback_owner_gets_every_message(certs: Any) -> None:
+    seen: list[Any] = []
+    arrived = threading.Event()
+
+    def on_message(msg: Any) -> None:
+        seen.append(msg)
+        if msg[1][0] == "socket_closed":
+            arrived.set()
+
+    client, server = pair(certs=certs, owner=on_message)
+    server.deliver("to the callback")
+    server.close()
+    assert arrived.wait(5)
+    assert [body for _, body in seen] == [("fromsocket", "to the callback"), ("socket_closed", "normal")]
+    assert all(sender is client for sender, _ in seen)
+    wait_for(lambda: client.state is State.CLOSED)
+
+
+def test_owner_thread_ending_closes_its_sockets(certs: Any) -> None:
+    client, server = pair(certs=certs)
+    pid_holder: list[sslsocket.Pid] = []
+
+    def plain_thread() -> None:
+        pid_holder.append(sslsocket.self())
+        sslsocket.receive(lambda m: m == "take it", timeout=5)
+        sslsocket.receive(lambda m: m[0] is client and m[1][0] == "fromsocket", timeout=5)
+
+    thread = threading.Thread(target=plain_thread)
+    thread.start()
+    wait_for(lambda: pid_holder)
+    sslsocket.controlling_process(client, pid_holder[0])
+    pid_holder[0].send("take it")
+    server.deliver("one for the thread")
+    thread.join(5)
+    assert expect(server) == ("socket_closed", "normal")  # a plain thread (not spawned) ended: its socket closed
+    server.close()
+
+
+def test_a_spawned_owner_ending_closes_its_socket(certs: Any) -> None:
+    client, server = pair(certs=certs)
+
+    def owner(parent: sslsocket.Pid) -> None:
+        sslsocket.receive(lambda m: m == "yours", timeout=5)
+        client.deliver("last words")  # and then the process ends without closing
+
+    pid = sslsocket.spawn(owner, sslsocket.self())
+    sslsocket.controlling_process(client, pid)
+    pid.send("yours")
+    assert expect(server) == ("fromsocket", "last words")
+    assert expect(server) == ("socket_closed", "normal")
+    server.close()
+
+
+# ---- accept -------------------------------------------------------------------------------------------------
+
+
+def test_exit_aborts_accept_and_the_listen_socket_stays_usable(certs: Any) -> None:
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
+    me = sslsocket.self()
+
+    def acceptor() -> None:
+        try:
+            sslsocket.accept(listen, f"-cert {certs.server}")
+        except sslsocket.Exit as exc:
+            me.send(("aborted", exc.reason))
+
+    for _ in range(20):
+        pid = sslsocket.spawn(acceptor)
+        time.sleep(0.005)
+        sslsocket.exit(pid, "abort")
+        assert sslsocket.receive(lambda m: m[0] == "aborted", timeout=5) == ("aborted", "abort")
+    accepted: list[sslsocket.Socket] = []
+    thread = threading.Thread(target=lambda: accepted.append(sslsocket.accept(listen, f"-cert {certs.server}", owner=me)))
+    thread.start()
+    client = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
+    thread.join(10)
+    server = accepted[0]
+    client.deliver("still listening")
+    assert expect(server) == ("fromsocket", "still listening")
+    client.close()
+    server.close()
+    sslsocket.close(listen)
+
+
+def test_closing_the_listen_socket_aborts_accept(certs: Any) -> None:
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
+    me = sslsocket.self()
+
+    def acceptor() -> None:
+        try:
+            sslsocket.accept(listen, f"-cert {certs.server}")
+        except sslsocket.Closed as exc:
+            me.send(("closed", exc.reason))
+
+    for _ in range(3):
+        sslsocket.spawn(acceptor)
+    time.sleep(0.05)
+    sslsocket.close(listen)
+    for _ in range(3):
+        assert sslsocket.receive(timeout=5) == ("closed", ("accept", "closed"))
+    with pytest.raises(sslsocket.Closed):
+        sslsocket.accept(listen, f"-cert {certs.server}")
+
+
+def test_accept_timeout(certs: Any) -> None:
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw") as listen:
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            sslsocket.accept(listen, f"-cert {certs.server}", timeout=0.1)
+        assert time.monotonic() - start < 2
+
+
+def test_bad_flags_are_refused_before_any_waiting(certs: Any) -> None:
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw") as listen:
+        with pytest.raises(sslsocket.FlagError, match="-bogus"):
+            sslsocket.accept(listen, "-bogus 1")
+        with pytest.raises(sslsocket.FlagError, match="certificate"):
+            sslsocket.accept(listen, "")
+
+
+def test_several_acceptors_at_once(certs: Any) -> None:
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
+    me = sslsocket.self()
+
+    def acceptor(n: int) -> None:
+        sock = sslsocket.accept(listen, f"-cert {certs.server}")
+        kind, data = sslsocket.receive(lambda m: m[0] is sock, timeout=10)[1]
+        sock.deliver(f"{data} served by {n}")
+        sslsocket.receive(lambda m: m[0] is sock and m[1][0] == "socket_closed", timeout=10)
+        me.send(("done", n))
+
+    for n in range(4):
+        sslsocket.spawn(acceptor, n)
+    clients = [sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "") for _ in range(4)]
+    for i, c in enumerate(clients):
+        c.deliver(f"client {i}")
+    served = set()
+    for i, c in enumerate(clients):
+        kind, text = expect(c, 10)
+        assert text.startswith(f"client {i} served by ")
+        served.add(text.rsplit(" ", 1)[1])
+        c.close()
+    assert served == {"0", "1", "2", "3"}
+    assert sorted(sslsocket.receive(lambda m: m[0] == "done", timeout=10)[1] for _ in range(4)) == [0, 1, 2, 3]
+    sslsocket.close(listen)
+
+
+def test_a_silent_client_does_not_delay_a_good_one(certs: Any) -> None:
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
+    silent = [socket.create_connection((LOCAL, listen.port)) for _ in range(5)]
+    me = sslsocket.self()
+    accepted: list[Any] = []
+
+    def acceptor() -> None:
+        try:
+            accepted.append(sslsocket.accept(listen, f"-cert {certs.server} -timeout 3", owner=me))
+        except Exception as exc:
+            accepted.append(exc)
+
+    thread = threading.Thread(target=acceptor)
+    thread.start()
+    time.sleep(0.1)
+    start = time.monotonic()
+    client = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
+    thread.join(5)
+    assert time.monotonic() - start < 2
+    assert isinstance(accepted[0], sslsocket.Socket)
+    client.close()
+    accepted[0].close()
+    for s in silent:
+        s.close()
+    sslsocket.close(listen)
+
+
+def test_a_client_that_never_finishes_its_handshake_makes_accept_fail_within_the_bound(certs: Any) -> None:
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
+        silent = socket.create_connection((LOCAL, listen.port))
+        start = time.monotonic()
+        with pytest.raises(sslsocket.HandshakeError) as info:
+            sslsocket.accept(listen, f"-cert {certs.server} -timeout 0.3", timeout=5)
+        assert time.monotonic() - start < 3
+        assert "0.3 s" in str(info.value) and "127.0.0.1" in str(info.value)
+        silent.close()
+
+
+def test_a_plain_tcp_client_sending_garbage_gets_a_clear_error(certs: Any) -> None:
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
+        garbage = socket.create_connection((LOCAL, listen.port))
+        garbage.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        with pytest.raises(sslsocket.HandshakeError, match="handshake with client"):
+            sslsocket.accept(listen, f"-cert {certs.server}", timeout=5)
+        garbage.close()
+
+
+def test_a_tls_client_to_a_plain_server_fails_fast() -> None:
+    plain = socket.socket()
+    plain.bind((LOCAL, 0))
+    plain.listen()
+
+    def answer() -> None:
+        conn, _ = plain.accept()
+        conn.sendall(b"220 plain text service\r\n")
+        conn.recv(1024)
+        conn.close()
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    start = time.monotonic()
+    with pytest.raises(sslsocket.HandshakeError):
+        sslsocket.client("STREAM", "AF_INET", (LOCAL, plain.getsockname()[1]), "raw", "-timeout 5")
+    assert time.monotonic() - start < 3
+    thread.join()
+    plain.close()
+
+
+# ---- client -------------------------------------------------------------------------------------------------
+
+
+def test_client_by_host_name_ip_and_service_name(certs: Any) -> None:
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw")
+    me = sslsocket.self()
+    for host in ("localhost", LOCAL, (127, 0, 0, 1)):
+        accepted: list[sslsocket.Socket] = []
+        thread = threading.Thread(target=lambda: accepted.append(sslsocket.accept(listen, f"-cert {certs.server}", owner=me)))
+        thread.start()
+        client = sslsocket.client("STREAM", "AF_INET", (host, listen.port), "raw", "")
+        thread.join(10)
+        assert sslsocket.peername(client) == (listen.port, LOCAL)
+        assert sslsocket.peername(client).port == listen.port
+        assert sslsocket.peername(accepted[0]).address == LOCAL
+        client.close()
+        accepted[0].close()
+    sslsocket.close(listen)
+
+
+def test_client_resolves_a_service_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sslsocket import server
+
+    assert server._host_port(("localhost", "https")) == ("localhost", 443)
+    assert server._host_port(("localhost", "8080")) == ("localhost", 8080)
+    with pytest.raises(sslsocket.ConnectError, match="no-such-service"):
+        server._host_port(("localhost", "no-such-service"))
+    with pytest.raises(ValueError, match="70000"):
+        server._host_port(("localhost", 70000))
+
+
+def test_client_to_nothing_is_a_connect_error() -> None:
+    probe = socket.socket()
+    probe.bind((LOCAL, 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with pytest.raises(sslsocket.ConnectError) as info:
+        sslsocket.client("STREAM", "AF_INET", (LOCAL, port), "raw", "")
+    assert str(port) in str(info.value) and isinstance(info.value, OSError)
+    with pytest.raises(sslsocket.ConnectError, match="no-such-host.invalid"):
+        sslsocket.client("STREAM", "AF_INET", ("no-such-host.invalid", 1), "raw", "")
+
+
+def test_ipv6(certs: Any) -> None:
+    listen = sslsocket.listen("STREAM", "AF_INET6", ("::1", 0), ("packet", 2))
+    me = sslsocket.self()
+    accepted: list[sslsocket.Socket] = []
+    thread = threading.Thread(target=lambda: accepted.append(sslsocket.accept(listen, f"-cert {certs.server}", owner=me)))
+    thread.start()
+    client = sslsocket.client("STREAM", "AF_INET6", ("::1", listen.port), ("packet", 2), "")
+    thread.join(10)
+    server = accepted[0]
+    client.deliver("over IPv6")
+    assert expect(server) == ("fromsocket", "over IPv6")
+    assert sslsocket.peername(client) == (listen.port, "::1")
+    client.close()
+    server.close()
+    sslsocket.close(listen)
+
+
+def test_resolve() -> None:
+    assert sslsocket.resolve() == socket.getfqdn()
+    assert sslsocket.resolve(LOCAL) == socket.gethostbyaddr(LOCAL)[0]
+
+
+# ---- start and stop -----------------------------------------------------------------------------------------
+
+
+def test_stop_closes_everything_wakes_everyone_and_can_start_again(certs: Any) -> None:
+    sslsocket.start()
+    sslsocket.start()  # idempotent
+    client, server = pair(certs=certs)
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw")
+    me = sslsocket.self()
+
+    def acceptor() -> None:
+        try:
+            sslsocket.accept(listen, f"-cert {certs.server}")
+        except sslsocket.Closed as exc:
+            me.send(("acceptor woke", exc.reason))
+
+    sslsocket.spawn(acceptor)
+    time.sleep(0.05)
+    sslsocket.stop()
+    assert sslsocket.receive(lambda m: m[0] == "acceptor woke", timeout=2) == ("acceptor woke", ("accept", "stopped"))
+    for sock in (client, server):
+        kind, error = expect(sock, 2)
+        assert kind == "socket_closed" and error.reason == "stopped"
+    assert not [t for t in threading.enumerate() if t.name.startswith("sslsocket-")]
+    client, server = pair(certs=certs)  # started again
+    client.deliver("again")
+    assert expect(server) == ("fromsocket", "again")
+    client.close()
+    server.close()
+
+
+def test_client_and_server_in_one_process_one_thread_each(certs: Any) -> None:
+    client, server = pair(certs=certs)  # the manual said this could not work
+    assert client.protocol == "TLSv1.3" and server.cipher
+    client.close()
+    server.close()
