@@ -311,12 +311,14 @@ def _load_identity(ctx: SSL.Context, settings: Settings, server: bool, env: Mapp
         ctx.use_certificate(certificates[0])
         for extra in certificates[1:]:
             ctx.add_extra_chain_cert(extra)
-        ctx.use_privatekey(key)
         try:
+            ctx.use_privatekey(key)
             ctx.check_privatekey()
         except SSL.Error as exc:
+            where = f" (-key {settings.key})" if settings.key else ""
             raise FlagError(
-                f"the private key does not match the certificate in -cert {settings.certs[0]}", ("flag", "-key")
+                f"the private key{where} does not match the certificate in -cert {settings.certs[0]}",
+                ("flag", "-key"),
             ) from exc
 
 
@@ -380,6 +382,16 @@ def connection_logger(path: str) -> logging.Logger:
         logger.setLevel(logging.INFO)
         _log_handlers[path] = logger
     return logger
+
+
+def close_logs() -> None:
+    """Close every ``-log`` file (``stop()`` does this)."""
+    for logger in _log_handlers.values():
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+    _log_handlers.clear()
+    _contexts.clear()
 
 
 _contexts: dict[tuple[Any, ...], SSL.Context] = {}

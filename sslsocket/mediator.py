@@ -230,6 +230,8 @@ class Socket:
         self.verify_result = "not checked"
         self.protocol: str | None = None
         self.cipher: str | None = None
+        #: On a server: the host name the client asked for (SNI), or None.
+        self.servername: str | None = None
         if owner is not None:
             self._set_owner(owner)
         self._thread = threading.Thread(target=self._run, name=f"sslsocket-{self.id}-{peer[0]}:{peer[1]}", daemon=True)
@@ -443,13 +445,17 @@ class Socket:
         self.protocol = conn.get_protocol_version_name()
         self.cipher = conn.get_cipher_name()
         self.peer_certificate = conn.get_peer_certificate(as_cryptography=True)
+        if self.server:
+            name = conn.get_servername()
+            self.servername = name.decode("idna") if name else None
         level = self._settings.verify
         if level == 0:
             self.verify_result = "not checked"
         elif self.peer_certificate is None:
             self.verify_result = "no certificate"
         elif self.verify_errors:
-            self.verify_result = f"accepted despite: {verify_error_text(self.verify_errors[-1][1])}"
+            seen = dict.fromkeys(verify_error_text(code) for _, code in self.verify_errors)
+            self.verify_result = f"accepted despite: {', '.join(seen)}"
         else:
             self.verify_result = "ok"
         if level == 2 and not self.server:

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from . import process
 from .errors import Closed, ConnectError, ConnectionBroken, NotOwner
-from .flags import load_context, parse_flags
+from .flags import close_logs, load_context, parse_flags
 from .framing import parse_mode
 from .listener import Listener, ListenSocket, check_protocol_family, make_listener
 from .mediator import Owner, Socket
@@ -68,6 +68,7 @@ class Registry:
         for sock in sockets:
             if sock.thread.ident is not None and sock.thread is not threading.current_thread():
                 sock.thread.join(max(0.0, deadline - monotonic()))
+        close_logs()
 
 
 _registry = Registry()

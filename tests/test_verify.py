@@ -1,0 +1,172 @@
+"""The manual's -verify levels, exactly, in both directions, over real connections; trust locations; -log."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import pytest
+from helpers import LOCAL, expect
+
+import sslsocket
+from sslsocket.certs import subject_hash_name
+from cryptography import x509
+
+
+def outcome(server_flags: str, client_flags: str, host: str = LOCAL) -> tuple[Any, Any]:
+    """(client result, server result): each a Socket or the exception its side raised. Sockets are closed."""
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
+    me = sslsocket.self()
+    server: list[Any] = []
+
+    def acceptor() -> None:
+        try:
+            server.append(sslsocket.accept(listen, server_flags, timeout=10, owner=me))
+        except sslsocket.SSLSocketError as exc:
+            server.append(exc)
+
+    thread = threading.Thread(target=acceptor)
+    thread.start()
+    try:
+        client: Any = sslsocket.client("STREAM", "AF_INET", (host, listen.port), ("packet", 2), client_flags)
+    except sslsocket.SSLSocketError as exc:
+        client = exc
+    thread.join(10)
+    sslsocket.close(listen)
+    for side in (client, server[0]):
+        if isinstance(side, sslsocket.Socket):
+            side.close()
+    return client, server[0]
+
+
+def connected(result: tuple[Any, Any]) -> bool:
+    client, server = result
+    return isinstance(client, sslsocket.Socket) and isinstance(server, sslsocket.Socket)
+
+
+# What the client accepts of the server's certificate, at each level (the client trusts the test CA).
+SERVER_CERTS = [
+    ("trusted", "server", "", (True, True, True)),
+    ("unknown issuer", "by_other_ca", "", (True, True, False)),
+    ("self-signed", "self_signed", "", (True, True, False)),
+    ("expired", "expired", "", (True, False, False)),
+    ("not yet valid", "not_yet_valid", "", (True, False, False)),
+    ("wrong host", "wrong_host", "", (True, True, False)),
+    ("client trusts another CA", "server", "other_ca", (True, True, False)),
+]
+
+
+@pytest.mark.parametrize(("name", "cert", "trust", "expected"), SERVER_CERTS, ids=[c[0] for c in SERVER_CERTS])
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_client_checks_the_server_certificate(certs: Any, name: str, cert: str, trust: str, expected: tuple[bool, ...], level: int) -> None:
+    ca = getattr(certs, trust or "ca")
+    result = outcome(f"-cert {getattr(certs, cert)}", f"-verify {level} -CAfile {ca}", host="localhost")
+    assert connected(result) == expected[level], result
+    if not expected[level]:
+        assert isinstance(result[0], sslsocket.HandshakeError)
+        assert "refused" in str(result[0]) or "does not name" in str(result[0])
+
+
+# What the server accepts of the client's certificate, at each level (the server trusts the test CA).
+CLIENT_CERTS = [
+    ("trusted", "client", (True, True, True)),
+    ("self-signed", "self_signed", (True, True, False)),
+    ("unknown issuer", "by_other_ca", (True, True, False)),
+    ("expired", "expired", (True, False, False)),
+    ("no certificate", None, (True, True, False)),
+]
+
+
+@pytest.mark.parametrize(("name", "cert", "expected"), CLIENT_CERTS, ids=[c[0] for c in CLIENT_CERTS])
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_server_checks_the_client_certificate(certs: Any, name: str, cert: str | None, expected: tuple[bool, ...], level: int) -> None:
+    client_flags = f"-verify 2 -CAfile {certs.ca}" + (f" -cert {getattr(certs, cert)}" if cert else "")
+    result = outcome(f"-cert {certs.server} -verify {level} -CAfile {certs.ca}", client_flags, host="localhost")
+    assert connected(result) == expected[level], result
+    client, server = result
+    if expected[level] and level > 0 and cert:
+        assert server.peer_certificate is not None
+    if not expected[level]:
+        assert isinstance(server, sslsocket.HandshakeError)
+
+
+def test_the_verify_outcome_is_readable_on_the_socket(certs: Any) -> None:
+    client, server = outcome(f"-cert {certs.by_other_ca}", f"-verify 1 -CAfile {certs.ca}")
+    assert client.verify_result.startswith("accepted despite: unable to get issuer cert locally")
+    assert isinstance(client.peer_certificate, x509.Certificate)
+    client, server = outcome(f"-cert {certs.server}", f"-verify 2 -CAfile {certs.ca}", host="localhost")
+    assert client.verify_result == "ok" and server.verify_result == "not checked"
+    client, server = outcome(f"-cert {certs.server} -verify 1 -CAfile {certs.ca}", f"-verify 2 -CAfile {certs.ca}")
+    assert server.verify_result == "no certificate" and server.peer_certificate is None
+
+
+def test_a_refusal_names_the_verify_error(certs: Any) -> None:
+    client, server = outcome(f"-cert {certs.expired}", f"-verify 2 -CAfile {certs.ca}", host="localhost")
+    assert "cert has expired" in str(client)
+    assert isinstance(server, sslsocket.HandshakeError)
+
+
+def test_the_host_check_at_level_2_uses_servername_when_given(certs: Any) -> None:
+    client, _ = outcome(f"-cert {certs.wrong_host}", f"-verify 2 -CAfile {certs.ca}", host="localhost")
+    assert "does not name 'localhost'" in str(client)
+    client, _ = outcome(f"-cert {certs.wrong_host}", f"-verify 2 -CAfile {certs.ca} -servername other.example")
+    assert isinstance(client, sslsocket.Socket)
+    client, _ = outcome(f"-cert {certs.server}", f"-verify 2 -CAfile {certs.ca}", host=LOCAL)  # IP address SAN
+    assert isinstance(client, sslsocket.Socket)
+
+
+def test_sni_is_sent_for_host_names_not_for_addresses(certs: Any) -> None:
+    _, server = outcome(f"-cert {certs.server}", f"-verify 2 -CAfile {certs.ca}", host="localhost")
+    assert server.servername == "localhost"
+    _, server = outcome(f"-cert {certs.server}", f"-verify 2 -CAfile {certs.ca}", host=LOCAL)
+    assert server.servername is None
+
+
+def test_ssl_cert_file_and_ssl_cert_dir(certs: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca))
+    client, _ = outcome(f"-cert {certs.server}", "-verify 2", host="localhost")
+    assert isinstance(client, sslsocket.Socket)
+    monkeypatch.delenv("SSL_CERT_FILE")
+    ca_dir = tmp_path / "cas"
+    ca_dir.mkdir()
+    cert = x509.load_pem_x509_certificates(certs.ca.read_bytes())[0]
+    os.symlink(certs.ca, ca_dir / subject_hash_name(cert))
+    monkeypatch.setenv("SSL_CERT_DIR", str(ca_dir))
+    client, _ = outcome(f"-cert {certs.server}", "-verify 2", host="localhost")
+    assert isinstance(client, sslsocket.Socket)
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "empty"))
+    with pytest.raises(sslsocket.FlagError, match="empty"):
+        sslsocket.client("STREAM", "AF_INET", (LOCAL, 1), "raw", "-verify 2")
+
+
+def test_ciphersuites_choose_the_tls13_suite(certs: Any) -> None:
+    suite = "TLS_CHACHA20_POLY1305_SHA256"
+    client, server = outcome(f"-cert {certs.server} -ciphersuites {suite}", f"-verify 2 -CAfile {certs.ca} -ciphersuites {suite}", host="localhost")
+    assert client.cipher == server.cipher == suite and client.protocol == "TLSv1.3"
+
+
+def test_a_pass_phrase_key_on_a_live_server(certs: Any) -> None:
+    client, server = outcome(
+        f"-cert {certs.server_cert} -key {certs.protected_key} -pass 'pass:{certs.password}'",
+        f"-verify 2 -CAfile {certs.ca}",
+        host="localhost",
+    )
+    assert connected((client, server))
+
+
+def test_log_writes_a_line_per_event(certs: Any, tmp_path: Any) -> None:
+    path = tmp_path / "conn.log"
+    logger = logging.getLogger("sslsocket")
+    assert not logger.handlers  # the library configures no logging of its own
+    client, server = outcome(f"-cert {certs.server} -log {path}", f"-verify 2 -CAfile {certs.ca}", host="localhost")
+    for sock in (client, server):
+        if isinstance(sock, sslsocket.Socket):
+            sock.thread.join(5)
+    sslsocket.stop()  # closes the log files
+    text = path.read_text()
+    assert "handshake done: TLSv1.3" in text and "closed" in text
+    with pytest.raises(sslsocket.FlagError, match="nodir"):
+        with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw") as listen:
+            sslsocket.accept(listen, f"-cert {certs.server} -log {tmp_path}/nodir/x.log")
