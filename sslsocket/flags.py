@@ -267,7 +267,9 @@ def build_context(settings: Settings, *, server: bool, env: Mapping[str, str] | 
         try:
             ctx.set_cipher_list(settings.cipher.encode())
         except SSL.Error as exc:
-            raise FlagError(f"-cipher {settings.cipher}: OpenSSL knows none of these ciphers", ("cipher", settings.cipher)) from exc
+            raise FlagError(
+                f"-cipher {settings.cipher}: OpenSSL knows none of these ciphers", ("cipher", settings.cipher)
+            ) from exc
     if settings.ciphersuites:
         try:
             ctx.set_tls13_ciphersuites(settings.ciphersuites.encode())
@@ -307,7 +309,7 @@ def _load_identity(ctx: SSL.Context, settings: Settings, server: bool, env: Mapp
         raise FlagError(f"-cert {settings.certs[0]}: no private key; give -key FILE", ("flag", "-key"))
     if not certificates and key is not None:
         raise FlagError(f"-key {settings.key}: a key without a certificate; give -cert FILE", ("flag", "-cert"))
-    if certificates:
+    if certificates and key is not None:
         ctx.use_certificate(certificates[0])
         for extra in certificates[1:]:
             ctx.add_extra_chain_cert(extra)

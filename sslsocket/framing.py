@@ -13,9 +13,8 @@ does not fit the header.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, Union
+from typing import Protocol
 
 from .errors import ConnectionBroken, ModeError, PacketTooLong
 
@@ -35,8 +34,6 @@ MAX_LENGTH_BYTES = 4
 MAX_NESTING = 64
 
 HEADER_SIZES = (0, 1, 2, 4)
-
-Data = Union[str, bytes, bytearray, memoryview, Iterable[object]]
 
 
 class FramingError(ConnectionBroken):

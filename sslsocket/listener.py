@@ -79,7 +79,7 @@ def check_protocol_family(protocol: object, family: object) -> int:
         raise ValueError(f"protocol must be 'STREAM' (the manual's only one), not {protocol!r}")
     if family not in FAMILIES:
         raise ValueError(f"family must be 'AF_INET' or 'AF_INET6', not {family!r}")
-    return FAMILIES[family]  # type: ignore[index]
+    return FAMILIES[family]
 
 
 class Listener:
@@ -98,6 +98,9 @@ class Listener:
         self._waker = Waker()
         self._closed: str | None = None
         self._thread: threading.Thread | None = None
+        # The flags of the latest acceptor: a connection taken just as the last waiter got its outcome is
+        # handshaken with these and kept for the next acceptor, never dropped.
+        self._latest: _Waiter | None = None
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -115,6 +118,7 @@ class Listener:
             if outcome is None:
                 waiter = _Waiter(me, flags, context, settings)
                 self._waiters.append(waiter)
+                self._latest = waiter
                 if self._thread is None:
                     self._thread = threading.Thread(
                         target=self._run, name=f"sslsocket-listen-{self.handle.port}", daemon=True
@@ -184,7 +188,7 @@ class Listener:
             )
             return False
         with self._lock:
-            waiter = self._waiters[0] if self._waiters else None
+            waiter = self._waiters[0] if self._waiters else self._latest
         if waiter is None or self._closed:
             tcp.close()
             return True
@@ -254,9 +258,9 @@ class Listener:
             waiter.pid.wake()
         for sock in handshaking:
             sock.abort(ConnectionBroken(f"the listen socket was {why}", why), tell_owner=False)
-        for _, (sock, _error) in ready:
-            if sock is not None:
-                sock.abort(ConnectionBroken(f"the listen socket was {why}", why), tell_owner=False)
+        for _, (unclaimed, _error) in ready:
+            if unclaimed is not None:
+                unclaimed.abort(ConnectionBroken(f"the listen socket was {why}", why), tell_owner=False)
         self._waker.poke()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -265,8 +269,9 @@ class Listener:
         self._waker.close()
 
 
-def make_listener(protocol: object, family: object, address: object, mode: object, registry: Registry,
-                  backlog: int, reuse_port: bool) -> Listener:
+def make_listener(
+    protocol: object, family: object, address: object, mode: object, registry: Registry, backlog: int, reuse_port: bool
+) -> Listener:
     af = check_protocol_family(protocol, family)
     parsed = parse_mode(mode)
     if isinstance(address, tuple) and len(address) == 2:
@@ -284,8 +289,5 @@ def make_listener(protocol: object, family: object, address: object, mode: objec
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise ListenError(
-            f"cannot listen on {host}:{port}: {exc.strerror}", ("listen", "syncerror")
-        ) from exc
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}", ("listen", "syncerror")) from exc
     return Listener(sock, parsed, registry)
-

@@ -47,7 +47,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from time import monotonic
-from typing import Any, Union
+from typing import Any
 
 from cryptography import x509
 from OpenSSL import SSL
@@ -60,7 +60,7 @@ from .process import Pid
 
 log = logging.getLogger("sslsocket")
 
-Owner = Union[Pid, Callable[[Any], object]]
+Owner = Pid | Callable[[Any], object]
 
 #: Bytes read from TLS per call: a TLS record holds at most 16 KiB of plaintext.
 RECV_SIZE = 64 * 1024
@@ -313,9 +313,8 @@ class Socket:
             self._waker.poke()
 
     def _set_owner(self, owner: Owner) -> None:
-        if isinstance(owner, Pid):
-            if not owner.adopt(self):
-                self._owner_gone = True
+        if isinstance(owner, Pid) and not owner.adopt(self):
+            self._owner_gone = True
         self._owner = owner
 
     def claim(self, owner: Owner) -> None:
@@ -463,7 +462,9 @@ class Socket:
         if self._log:
             self._log.info(
                 "%r handshake done: %s %s, peer %s, verify %s",
-                self, self.protocol, self.cipher,
+                self,
+                self.protocol,
+                self.cipher,
                 self.peer_certificate.subject.rfc4514_string() if self.peer_certificate else "without certificate",
                 self.verify_result,
             )

@@ -37,7 +37,7 @@ class Registry:
 
     def listener(self, handle: object) -> Listener:
         with self._lock:
-            listener = self._listeners.get(handle)  # type: ignore[call-overload]
+            listener = self._listeners.get(handle) if isinstance(handle, ListenSocket) else None
         if listener is None:
             raise Closed(f"{handle!r} is not an open listen socket", ("accept", "closed"))
         return listener
@@ -88,8 +88,15 @@ def stop() -> None:
 atexit.register(stop)
 
 
-def listen(protocol: str, family: str, address: int | tuple[str, int], mode: Any, *, backlog: int = 128,
-           reuse_port: bool = False) -> ListenSocket:
+def listen(
+    protocol: str,
+    family: str,
+    address: int | tuple[str, int],
+    mode: Any,
+    *,
+    backlog: int = 128,
+    reuse_port: bool = False,
+) -> ListenSocket:
     """``listen('STREAM', 'AF_INET', Port, Mode)``: a ``ListenSocket(fd, port)``. Port 0 picks a free port.
 
     ``address`` is a port (listening on every interface, as the manual does) or, beyond the manual, ``(host, port)``
@@ -100,16 +107,18 @@ def listen(protocol: str, family: str, address: int | tuple[str, int], mode: Any
     return listener.handle
 
 
-def accept(listen_socket: ListenSocket, ssl_flags: str, *, timeout: float | None = None,
-           owner: Owner | None = None) -> Socket:
+def accept(
+    listen_socket: ListenSocket, ssl_flags: str, *, timeout: float | None = None, owner: Owner | None = None
+) -> Socket:
     """``accept(ListenSocket, SSLFlags)``: wait for a connection and its TLS handshake; return its ``Socket``,
     controlled by the caller (or ``owner``). ``exit(pid, reason)`` aborts the wait with ``Exit``; closing the listen
     socket aborts it with ``Closed``; ``timeout`` raises ``Timeout``. Bad flags are refused before any wait."""
     return _registry.listener(listen_socket).accept(ssl_flags, owner, timeout)
 
 
-def client(protocol: str, family: str, address: tuple[Any, int | str], mode: Any, ssl_flags: str, *,
-           owner: Owner | None = None) -> Socket:
+def client(
+    protocol: str, family: str, address: tuple[Any, int | str], mode: Any, ssl_flags: str, *, owner: Owner | None = None
+) -> Socket:
     """``client('STREAM', 'AF_INET', {Host, Port}, Mode, SSLFlags)``: connect, handshake, and return the
     ``Socket``, controlled by the caller (or ``owner``). ``Host`` is a name or an IP address; ``Port`` a number
     or, beyond the manual, a service name such as ``"https"``."""
@@ -127,9 +136,17 @@ def client(protocol: str, family: str, address: tuple[Any, int | str], mode: Any
         done.set()
 
     try:
-        sock = Socket(tcp, context, server=False, mode=parsed, settings=settings, on_handshake=handshake_done,
-                      owner=owner if owner is not None else process.self(), hostname=host,
-                      forget=_registry.forget)
+        sock = Socket(
+            tcp,
+            context,
+            server=False,
+            mode=parsed,
+            settings=settings,
+            on_handshake=handshake_done,
+            owner=owner if owner is not None else process.self(),
+            hostname=host,
+            forget=_registry.forget,
+        )
     except OSError as exc:
         tcp.close()
         raise ConnectError(f"the connection to {host}:{port} was lost at once: {exc.strerror}", "closed") from exc

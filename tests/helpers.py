@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import sslsocket
@@ -10,38 +11,57 @@ import sslsocket
 LOCAL = "127.0.0.1"
 
 
-def pair(mode: object = ("packet", 2), server_flags: str | None = None, client_flags: str = "",
-         certs: Any = None, **client_kw: object) -> tuple[sslsocket.Socket, sslsocket.Socket]:
-    """A connected (client, server) pair in this process, both controlled by the calling thread."""
-    assert certs is not None
+def accepting(listen: sslsocket.ListenSocket, flags: str, **kw: Any) -> Callable[[], Any]:
+    """Accept on ``listen`` in a helper thread, for the calling process; the returned function waits for the
+    outcome: the accepted Socket, or the SSLSocketError that accept raised."""
     me = sslsocket.self()
-    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), mode)
+    result: list[Any] = []
+
+    def acceptor() -> None:
+        try:
+            result.append(sslsocket.accept(listen, flags, timeout=10, owner=me, **kw))
+        except sslsocket.SSLSocketError as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=acceptor, name="test-acceptor")
+    thread.start()
+
+    def outcome() -> Any:
+        thread.join(15)
+        return result[0]
+
+    return outcome
+
+
+def pair(
+    mode: object = ("packet", 2),
+    server_flags: str | None = None,
+    client_flags: str = "",
+    certs: Any = None,
+    host: str = LOCAL,
+    family: str = "AF_INET",
+    client_mode: object = None,
+    **client_kw: Any,
+) -> tuple[sslsocket.Socket, sslsocket.Socket]:
+    """A connected (client, server) pair in this process, both controlled by the calling process."""
+    listen = sslsocket.listen("STREAM", family, (host, 0), mode)
     try:
-        accepted: list[object] = []
-
-        def acceptor() -> None:
-            try:
-                accepted.append(sslsocket.accept(
-                    listen, server_flags or f"-cert {certs.server}", timeout=10, owner=me
-                ))
-            except Exception as exc:  # handed to the test below
-                accepted.append(exc)
-
-        thread = threading.Thread(target=acceptor, name="test-acceptor")
-        thread.start()
-        client = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), mode, client_flags, **client_kw)
-        thread.join(10)
+        server = accepting(listen, server_flags or f"-cert {certs.server}")
+        try:
+            client = sslsocket.client(
+                "STREAM", family, (host, listen.port), client_mode or mode, client_flags, **client_kw
+            )
+        finally:
+            accepted = server()
     finally:
         sslsocket.close(listen)
-    server = accepted[0]
-    if isinstance(server, Exception):
+    if isinstance(accepted, Exception):
         client.close()
-        raise server
-    assert isinstance(server, sslsocket.Socket)
-    return client, server
+        raise accepted
+    return client, accepted
 
 
 def expect(sock: sslsocket.Socket, timeout: float = 5) -> Any:
     """The next message from ``sock`` in the calling process's mailbox, without its sender."""
-    sender, body = sslsocket.receive(lambda m: m[0] is sock, timeout=timeout)
+    _sender, body = sslsocket.receive(lambda m: m[0] is sock, timeout=timeout)
     return body

@@ -105,7 +105,12 @@ def test_a_pass_phrase_never_shows() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(["-cert", "-verify", "-key", "-pass", "-timeout", "x", "0", "2", "'", "pass:a", "-"]), max_size=8))
+@given(
+    st.lists(
+        st.sampled_from(["-cert", "-verify", "-key", "-pass", "-timeout", "x", "0", "2", "'", "pass:a", "-"]),
+        max_size=8,
+    )
+)
 def test_any_string_parses_or_raises_flag_error(words: list[str]) -> None:
     try:
         parse_flags(" ".join(words), env={})
@@ -168,8 +173,12 @@ def test_a_client_at_verify_0_is_warned(certs: Any) -> None:
 )
 def test_bad_files_are_refused_naming_them(certs: Any, flags: str, culprit: str) -> None:
     spelled = flags.format(
-        d=certs.dir, server_cert=certs.server_cert, server_key=certs.server_key, client=certs.client,
-        ca=certs.ca, server=certs.server,
+        d=certs.dir,
+        server_cert=certs.server_cert,
+        server_key=certs.server_key,
+        client=certs.client,
+        ca=certs.ca,
+        server=certs.server,
     )
     with pytest.raises(FlagError, match=culprit):
         build_context(parse_flags(spelled, env={}), server=True)
@@ -178,7 +187,7 @@ def test_bad_files_are_refused_naming_them(certs: Any, flags: str, culprit: str)
 def test_a_file_that_is_not_pem(certs: Any) -> None:
     junk = certs.dir / "junk.pem"
     junk.write_text("not a certificate\n")
-    with pytest.raises(FlagError, match="junk.pem: holds no PEM"):
+    with pytest.raises(FlagError, match=r"junk\.pem: holds no PEM"):
         build_context(parse_flags(f"-cert {junk}", env={}), server=True)
 
 
@@ -203,7 +212,9 @@ def test_pass_phrase_sources(certs: Any, tmp_path: Any) -> None:
 )
 def test_pass_phrase_errors(certs: Any, extra: str, culprit: str) -> None:
     with pytest.raises(FlagError, match=culprit) as info:
-        build_context(parse_flags(f"-cert {certs.server_cert} -key {certs.protected_key} {extra}", env={}), server=True, env={})
+        build_context(
+            parse_flags(f"-cert {certs.server_cert} -key {certs.protected_key} {extra}", env={}), server=True, env={}
+        )
     assert "wrong" not in str(info.value).replace("wrong pass phrase", "")
 
 
@@ -214,8 +225,19 @@ def test_a_pass_phrase_given_for_an_unprotected_key(certs: Any) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["NULL-MD5", "RC4-MD5", "EXP-RC4-MD5", "IDEA-CBC-MD5", "RC2-CBC-MD5", "EXP-RC2-CBC-MD", "DES-CBC-MD5",
-     "DES-CBC-SHA", "DES-CBC3-MD5", "DES-CBC3-SHA", "DES-CFB-M1"],
+    [
+        "NULL-MD5",
+        "RC4-MD5",
+        "EXP-RC4-MD5",
+        "IDEA-CBC-MD5",
+        "RC2-CBC-MD5",
+        "EXP-RC2-CBC-MD",
+        "DES-CBC-MD5",
+        "DES-CBC-SHA",
+        "DES-CBC3-MD5",
+        "DES-CBC3-SHA",
+        "DES-CFB-M1",
+    ],
 )
 def test_the_manuals_ciphers_get_a_clear_error(certs: Any, name: str) -> None:
     with pytest.raises(FlagError) as info:
@@ -238,6 +260,8 @@ def test_unknown_ciphers_are_named(certs: Any) -> None:
 
 def test_modern_ciphers_are_accepted(certs: Any) -> None:
     build_context(
-        parse_flags(f"-cert {certs.server} -cipher ECDHE-ECDSA-AES128-GCM-SHA256 -ciphersuites TLS_AES_128_GCM_SHA256", env={}),
+        parse_flags(
+            f"-cert {certs.server} -cipher ECDHE-ECDSA-AES128-GCM-SHA256 -ciphersuites TLS_AES_128_GCM_SHA256", env={}
+        ),
         server=True,
     )

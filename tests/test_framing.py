@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,7 +47,8 @@ def test_parse_mode(spelling: object, mode: Mode) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [("packet", 3), ("packet", "2"), ("packet", True), ("bytes", 2), "threebytes", 2, None, ("packet",), "{packet,3}"]
+    "bad",
+    [("packet", 3), ("packet", "2"), ("packet", True), ("bytes", 2), "threebytes", 2, None, ("packet",), "{packet,3}"],
 )
 def test_bad_mode_names_the_culprit(bad: object) -> None:
     with pytest.raises(ModeError) as info:
@@ -168,8 +171,13 @@ ASN1 = [
     ("indefinite", bytes.fromhex("3080") + bytes.fromhex("020101") + bytes.fromhex("0000")),
     (
         "nested indefinite",
-        bytes.fromhex("3080") + bytes.fromhex("a080") + bytes.fromhex("0401") + b"k" + bytes.fromhex("0000")
-        + bytes.fromhex("020105") + bytes.fromhex("0000"),
+        bytes.fromhex("3080")
+        + bytes.fromhex("a080")
+        + bytes.fromhex("0401")
+        + b"k"
+        + bytes.fromhex("0000")
+        + bytes.fromhex("020105")
+        + bytes.fromhex("0000"),
     ),
     ("indefinite, empty", bytes.fromhex("30800000")),
 ]
@@ -257,14 +265,16 @@ packets = st.lists(st.binary(max_size=300), max_size=20)
 
 @settings(max_examples=200, deadline=None)
 @given(header=st.sampled_from([1, 2, 4]), items=packets, cuts=st.lists(st.integers(min_value=0), max_size=30))
-def test_any_split_of_encoded_packets_decodes_to_the_same_packets(header: int, items: list[bytes], cuts: list[int]) -> None:
+def test_any_split_of_encoded_packets_decodes_to_the_same_packets(
+    header: int, items: list[bytes], cuts: list[int]
+) -> None:
     mode = Mode(header, True)
     items = [item[: 256**header - 1] for item in items]
     wire = b"".join(mode.encode(item) for item in items)
     points = sorted({cut % (len(wire) + 1) for cut in cuts} | {0, len(wire)})
     decoder = PrefixedDecoder(header)
     out: list[bytes] = []
-    for start, end in zip(points, points[1:]):
+    for start, end in itertools.pairwise(points):
         out += decoder.feed(wire[start:end])
     assert out == items
     assert decoder.buffered == 0
@@ -297,7 +307,7 @@ def test_any_split_of_ber_values_decodes_to_the_same_values(values: list[bytes],
     points = sorted({cut % (len(wire) + 1) for cut in cuts} | {0, len(wire)})
     decoder = Asn1Decoder()
     out: list[bytes] = []
-    for start, end in zip(points, points[1:]):
+    for start, end in itertools.pairwise(points):
         out += decoder.feed(wire[start:end])
     assert out == values
 

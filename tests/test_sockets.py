@@ -10,10 +10,11 @@ import time
 from typing import Any
 
 import pytest
-from helpers import LOCAL, expect, pair
 
 import sslsocket
 from sslsocket.mediator import State
+
+from helpers import LOCAL, accepting, expect, pair
 
 
 def wait_for(predicate: Any, timeout: float = 5) -> None:
@@ -34,9 +35,11 @@ def test_listen_returns_fd_and_port() -> None:
 
 
 def test_listen_on_a_port_in_use_is_the_manual_syncerror() -> None:
-    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw") as first:
-        with pytest.raises(sslsocket.ListenError) as info:
-            sslsocket.listen("STREAM", "AF_INET", (LOCAL, first.port), "raw")
+    with (
+        sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw") as first,
+        pytest.raises(sslsocket.ListenError) as info,
+    ):
+        sslsocket.listen("STREAM", "AF_INET", (LOCAL, first.port), "raw")
     assert info.value.reason == ("listen", "syncerror")
     assert isinstance(info.value, OSError) and isinstance(info.value, sslsocket.SSLSocketError)
 
@@ -105,15 +108,7 @@ def test_raw_mode_delivers_what_arrives(certs: Any) -> None:
 
 
 def test_binary_and_list_modes_talk_to_each_other(certs: Any) -> None:
-    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("binary_packet", 2))
-    me = sslsocket.self()
-    accepted: list[sslsocket.Socket] = []
-    thread = threading.Thread(target=lambda: accepted.append(sslsocket.accept(listen, f"-cert {certs.server}", owner=me)))
-    thread.start()
-    client = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
-    thread.join(10)
-    sslsocket.close(listen)
-    server = accepted[0]
+    client, server = pair(("binary_packet", 2), client_mode=("packet", 2), certs=certs)
     with client, server:
         client.deliver("list")
         assert expect(server) == ("fromsocket", b"list")
@@ -200,17 +195,14 @@ def test_sslsocket_close_and_the_context_manager(certs: Any) -> None:
 def stdlib_peer(certs: Any, mode: Any = ("packet", 2)) -> tuple[sslsocket.Socket, ssl.SSLSocket]:
     """An sslsocket server and, connected to it, a client of Python's own ssl module."""
     listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), mode)
-    me = sslsocket.self()
-    accepted: list[sslsocket.Socket] = []
-    thread = threading.Thread(target=lambda: accepted.append(sslsocket.accept(listen, f"-cert {certs.server}", owner=me)))
-    thread.start()
+    server = accepting(listen, f"-cert {certs.server}")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     raw = ctx.wrap_socket(socket.create_connection((LOCAL, listen.port)))
-    thread.join(10)
+    accepted = server()
     sslsocket.close(listen)
-    return accepted[0], raw
+    return accepted, raw
 
 
 def test_peer_tcp_end_without_close_notify_is_an_error_never_normal(certs: Any) -> None:
@@ -278,7 +270,7 @@ def test_controlling_process_moves_waiting_messages_in_order(certs: Any) -> None
     pid = sslsocket.spawn(new_owner, me)
     sslsocket.controlling_process(client, pid)
     assert client.owner is pid
-    kind, got = sslsocket.receive(lambda m: m[0] == "got", timeout=5)
+    _kind, got = sslsocket.receive(lambda m: m[0] == "got", timeout=5)
     assert got == [f"m{i}" for i in range(1, 10)]
     assert not any(m[0] is client for m in list(me._mailbox))
     with pytest.raises(sslsocket.NotOwner):
@@ -389,12 +381,9 @@ def test_exit_aborts_accept_and_the_listen_socket_stays_usable(certs: Any) -> No
         time.sleep(0.005)
         sslsocket.exit(pid, "abort")
         assert sslsocket.receive(lambda m: m[0] == "aborted", timeout=5) == ("aborted", "abort")
-    accepted: list[sslsocket.Socket] = []
-    thread = threading.Thread(target=lambda: accepted.append(sslsocket.accept(listen, f"-cert {certs.server}", owner=me)))
-    thread.start()
+    accepted = accepting(listen, f"-cert {certs.server}")
     client = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
-    thread.join(10)
-    server = accepted[0]
+    server = accepted()
     client.deliver("still listening")
     assert expect(server) == ("fromsocket", "still listening")
     client.close()
@@ -444,7 +433,7 @@ def test_several_acceptors_at_once(certs: Any) -> None:
 
     def acceptor(n: int) -> None:
         sock = sslsocket.accept(listen, f"-cert {certs.server}")
-        kind, data = sslsocket.receive(lambda m: m[0] is sock, timeout=10)[1]
+        _kind, data = sslsocket.receive(lambda m: m[0] is sock, timeout=10)[1]
         sock.deliver(f"{data} served by {n}")
         sslsocket.receive(lambda m: m[0] is sock and m[1][0] == "socket_closed", timeout=10)
         me.send(("done", n))
@@ -456,7 +445,7 @@ def test_several_acceptors_at_once(certs: Any) -> None:
         c.deliver(f"client {i}")
     served = set()
     for i, c in enumerate(clients):
-        kind, text = expect(c, 10)
+        _kind, text = expect(c, 10)
         assert text.startswith(f"client {i} served by ")
         served.add(text.rsplit(" ", 1)[1])
         c.close()
@@ -468,25 +457,15 @@ def test_several_acceptors_at_once(certs: Any) -> None:
 def test_a_silent_client_does_not_delay_a_good_one(certs: Any) -> None:
     listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
     silent = [socket.create_connection((LOCAL, listen.port)) for _ in range(5)]
-    me = sslsocket.self()
-    accepted: list[Any] = []
-
-    def acceptor() -> None:
-        try:
-            accepted.append(sslsocket.accept(listen, f"-cert {certs.server} -timeout 3", owner=me))
-        except Exception as exc:
-            accepted.append(exc)
-
-    thread = threading.Thread(target=acceptor)
-    thread.start()
+    accepted = accepting(listen, f"-cert {certs.server} -timeout 3")
     time.sleep(0.1)
     start = time.monotonic()
     client = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
-    thread.join(5)
+    server = accepted()
     assert time.monotonic() - start < 2
-    assert isinstance(accepted[0], sslsocket.Socket)
+    assert isinstance(server, sslsocket.Socket)
     client.close()
-    accepted[0].close()
+    server.close()
     for s in silent:
         s.close()
     sslsocket.close(listen)
@@ -536,32 +515,51 @@ def test_a_tls_client_to_a_plain_server_fails_fast() -> None:
 # ---- client -------------------------------------------------------------------------------------------------
 
 
-def test_client_by_host_name_ip_and_service_name(certs: Any) -> None:
-    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw")
-    me = sslsocket.self()
-    for host in ("localhost", LOCAL, (127, 0, 0, 1)):
-        accepted: list[sslsocket.Socket] = []
-        thread = threading.Thread(target=lambda: accepted.append(sslsocket.accept(listen, f"-cert {certs.server}", owner=me)))
-        thread.start()
+@pytest.mark.parametrize("host", ["localhost", LOCAL, (127, 0, 0, 1)])
+def test_client_by_host_name_or_address_and_peername(certs: Any, host: Any) -> None:
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw") as listen:
+        accepted = accepting(listen, f"-cert {certs.server}")
         client = sslsocket.client("STREAM", "AF_INET", (host, listen.port), "raw", "")
-        thread.join(10)
-        assert sslsocket.peername(client) == (listen.port, LOCAL)
-        assert sslsocket.peername(client).port == listen.port
-        assert sslsocket.peername(accepted[0]).address == LOCAL
-        client.close()
-        accepted[0].close()
-    sslsocket.close(listen)
+        server = accepted()
+    assert sslsocket.peername(client) == (listen.port, LOCAL)
+    assert sslsocket.peername(client).port == listen.port
+    assert sslsocket.peername(server).address == LOCAL
+    assert sslsocket.peername(server).port == client._tcp.getsockname()[1]
+    client.close()
+    server.close()
 
 
-def test_client_resolves_a_service_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sslsocket import server
+def test_client_by_service_name(certs: Any) -> None:
+    # a service from /etc/services whose port is free here; the library looks it up by name
+    for service in ("x11-1", "x11-2", "x11-3", "x11-4", "x11-5", "x11-6"):
+        port = socket.getservbyname(service, "tcp")
+        try:
+            listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, port), ("packet", 2))
+            break
+        except sslsocket.ListenError:
+            continue
+    with listen:
+        accepted = accepting(listen, f"-cert {certs.server}")
+        client = sslsocket.client("STREAM", "AF_INET", (LOCAL, service), ("packet", 2), "")
+        server = accepted()
+    assert sslsocket.peername(client).port == port
+    client.close()
+    server.close()
 
-    assert server._host_port(("localhost", "https")) == ("localhost", 443)
-    assert server._host_port(("localhost", "8080")) == ("localhost", 8080)
-    with pytest.raises(sslsocket.ConnectError, match="no-such-service"):
-        server._host_port(("localhost", "no-such-service"))
-    with pytest.raises(ValueError, match="70000"):
-        server._host_port(("localhost", 70000))
+
+@pytest.mark.parametrize(
+    ("address", "error", "culprit"),
+    [
+        ((LOCAL, "no-such-service"), sslsocket.ConnectError, "no-such-service"),
+        ((LOCAL, 70000), ValueError, "70000"),
+        ((LOCAL, 0), ValueError, "port"),
+        (("", 1), ValueError, "host"),
+        ("localhost:443", ValueError, "localhost:443"),
+    ],
+)
+def test_client_refuses_bad_addresses(address: Any, error: type, culprit: str) -> None:
+    with pytest.raises(error, match=culprit):
+        sslsocket.client("STREAM", "AF_INET", address, "raw", "")
 
 
 def test_client_to_nothing_is_a_connect_error() -> None:
@@ -572,25 +570,17 @@ def test_client_to_nothing_is_a_connect_error() -> None:
     with pytest.raises(sslsocket.ConnectError) as info:
         sslsocket.client("STREAM", "AF_INET", (LOCAL, port), "raw", "")
     assert str(port) in str(info.value) and isinstance(info.value, OSError)
-    with pytest.raises(sslsocket.ConnectError, match="no-such-host.invalid"):
+    with pytest.raises(sslsocket.ConnectError, match=r"no-such-host\.invalid"):
         sslsocket.client("STREAM", "AF_INET", ("no-such-host.invalid", 1), "raw", "")
 
 
 def test_ipv6(certs: Any) -> None:
-    listen = sslsocket.listen("STREAM", "AF_INET6", ("::1", 0), ("packet", 2))
-    me = sslsocket.self()
-    accepted: list[sslsocket.Socket] = []
-    thread = threading.Thread(target=lambda: accepted.append(sslsocket.accept(listen, f"-cert {certs.server}", owner=me)))
-    thread.start()
-    client = sslsocket.client("STREAM", "AF_INET6", ("::1", listen.port), ("packet", 2), "")
-    thread.join(10)
-    server = accepted[0]
+    client, server = pair(certs=certs, host="::1", family="AF_INET6")
     client.deliver("over IPv6")
     assert expect(server) == ("fromsocket", "over IPv6")
-    assert sslsocket.peername(client) == (listen.port, "::1")
+    assert sslsocket.peername(client).address == "::1"
     client.close()
     server.close()
-    sslsocket.close(listen)
 
 
 def test_resolve() -> None:

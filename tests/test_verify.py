@@ -4,41 +4,30 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Any
 
 import pytest
-from helpers import LOCAL, expect
+from cryptography import x509
 
 import sslsocket
 from sslsocket.certs import subject_hash_name
-from cryptography import x509
+
+from helpers import LOCAL, accepting
 
 
 def outcome(server_flags: str, client_flags: str, host: str = LOCAL) -> tuple[Any, Any]:
     """(client result, server result): each a Socket or the exception its side raised. Sockets are closed."""
-    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
-    me = sslsocket.self()
-    server: list[Any] = []
-
-    def acceptor() -> None:
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
+        accepted = accepting(listen, server_flags)
         try:
-            server.append(sslsocket.accept(listen, server_flags, timeout=10, owner=me))
+            client: Any = sslsocket.client("STREAM", "AF_INET", (host, listen.port), ("packet", 2), client_flags)
         except sslsocket.SSLSocketError as exc:
-            server.append(exc)
-
-    thread = threading.Thread(target=acceptor)
-    thread.start()
-    try:
-        client: Any = sslsocket.client("STREAM", "AF_INET", (host, listen.port), ("packet", 2), client_flags)
-    except sslsocket.SSLSocketError as exc:
-        client = exc
-    thread.join(10)
-    sslsocket.close(listen)
-    for side in (client, server[0]):
+            client = exc
+        server = accepted()
+    for side in (client, server):
         if isinstance(side, sslsocket.Socket):
             side.close()
-    return client, server[0]
+    return client, server
 
 
 def connected(result: tuple[Any, Any]) -> bool:
@@ -60,7 +49,9 @@ SERVER_CERTS = [
 
 @pytest.mark.parametrize(("name", "cert", "trust", "expected"), SERVER_CERTS, ids=[c[0] for c in SERVER_CERTS])
 @pytest.mark.parametrize("level", [0, 1, 2])
-def test_client_checks_the_server_certificate(certs: Any, name: str, cert: str, trust: str, expected: tuple[bool, ...], level: int) -> None:
+def test_client_checks_the_server_certificate(
+    certs: Any, name: str, cert: str, trust: str, expected: tuple[bool, ...], level: int
+) -> None:
     ca = getattr(certs, trust or "ca")
     result = outcome(f"-cert {getattr(certs, cert)}", f"-verify {level} -CAfile {ca}", host="localhost")
     assert connected(result) == expected[level], result
@@ -81,11 +72,13 @@ CLIENT_CERTS = [
 
 @pytest.mark.parametrize(("name", "cert", "expected"), CLIENT_CERTS, ids=[c[0] for c in CLIENT_CERTS])
 @pytest.mark.parametrize("level", [0, 1, 2])
-def test_server_checks_the_client_certificate(certs: Any, name: str, cert: str | None, expected: tuple[bool, ...], level: int) -> None:
+def test_server_checks_the_client_certificate(
+    certs: Any, name: str, cert: str | None, expected: tuple[bool, ...], level: int
+) -> None:
     client_flags = f"-verify 2 -CAfile {certs.ca}" + (f" -cert {getattr(certs, cert)}" if cert else "")
     result = outcome(f"-cert {certs.server} -verify {level} -CAfile {certs.ca}", client_flags, host="localhost")
     assert connected(result) == expected[level], result
-    client, server = result
+    _client, server = result
     if expected[level] and level > 0 and cert:
         assert server.peer_certificate is not None
     if not expected[level]:
@@ -143,7 +136,11 @@ def test_ssl_cert_file_and_ssl_cert_dir(certs: Any, tmp_path: Any, monkeypatch: 
 
 def test_ciphersuites_choose_the_tls13_suite(certs: Any) -> None:
     suite = "TLS_CHACHA20_POLY1305_SHA256"
-    client, server = outcome(f"-cert {certs.server} -ciphersuites {suite}", f"-verify 2 -CAfile {certs.ca} -ciphersuites {suite}", host="localhost")
+    client, server = outcome(
+        f"-cert {certs.server} -ciphersuites {suite}",
+        f"-verify 2 -CAfile {certs.ca} -ciphersuites {suite}",
+        host="localhost",
+    )
     assert client.cipher == server.cipher == suite and client.protocol == "TLSv1.3"
 
 
@@ -167,6 +164,8 @@ def test_log_writes_a_line_per_event(certs: Any, tmp_path: Any) -> None:
     sslsocket.stop()  # closes the log files
     text = path.read_text()
     assert "handshake done: TLSv1.3" in text and "closed" in text
-    with pytest.raises(sslsocket.FlagError, match="nodir"):
-        with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw") as listen:
-            sslsocket.accept(listen, f"-cert {certs.server} -log {tmp_path}/nodir/x.log")
+    with (
+        sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw") as listen,
+        pytest.raises(sslsocket.FlagError, match="nodir"),
+    ):
+        sslsocket.accept(listen, f"-cert {certs.server} -log {tmp_path}/nodir/x.log")
