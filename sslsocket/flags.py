@@ -333,7 +333,7 @@ def _set_verify(ctx: SSL.Context, settings: Settings, server: bool) -> None:
                 "a client at -verify 0 checks nothing: anyone on the path can pose as the server "
                 "(use -verify 2 -CAfile ca.pem)",
                 InsecureClientWarning,
-                stacklevel=4,
+                stacklevel=5,  # _set_verify, build_context, load_context, client: the caller of client()
             )
         return
     try:
