@@ -159,6 +159,23 @@ def _broken(exc: BaseException) -> ConnectionBroken:
     return error
 
 
+# OpenSSL's reasons for a failed handshake, in words that say what to do about them.
+_HANDSHAKE_REASONS = {
+    "unsupported protocol": "the peer offers only TLS versions this side refuses (TLS 1.2 is the oldest accepted)",
+    "protocol version": "the peer refuses every TLS version this side offers (TLS 1.2 and 1.3)",
+    "no shared cipher": "no cipher in common with the peer (see -cipher and -ciphersuites)",
+    "handshake failure": "the peer refused the handshake (no cipher or TLS version in common?)",
+    "wrong version number": "the peer is not speaking TLS",
+    "http request": "the peer is speaking plain HTTP, not TLS",
+    "packet length too long": "the peer is not speaking TLS",
+    "record layer failure": "the peer is not speaking TLS",
+    "certificate required": "the peer requires a certificate from this side: give -cert",
+    "unknown ca": "the peer does not trust the issuer of this side's certificate",
+    "bad certificate": "the peer refused this side's certificate",
+    "certificate expired": "the peer says this side's certificate has expired",
+}
+
+
 def _ssl_error_text(exc: SSL.Error) -> str:
     parts = []
     for item in exc.args[0] if exc.args and isinstance(exc.args[0], list) else []:
@@ -437,7 +454,11 @@ class Socket:
             return f"the peer's certificate was refused: {verify_error_text(code)} (at depth {depth})"
         if isinstance(exc, SSL.SysCallError):
             return "the peer closed the connection (is it speaking TLS? does it accept our certificate?)"
-        return _ssl_error_text(exc)
+        text = _ssl_error_text(exc)
+        for reason, meaning in _HANDSHAKE_REASONS.items():
+            if reason in text:
+                return f"{meaning} ({text})"
+        return text
 
     def _after_handshake(self, who: str) -> None:
         conn = self._conn

@@ -624,3 +624,34 @@ def test_client_and_server_in_one_process_one_thread_each(certs: Any) -> None:
     assert client.protocol == "TLSv1.3" and server.cipher
     client.close()
     server.close()
+
+
+def test_client_with_another_process_as_owner(certs: Any) -> None:
+    me = sslsocket.self()
+
+    def owner(parent: sslsocket.Pid) -> None:
+        _, body = sslsocket.receive(timeout=5)
+        parent.send(("owner got", body))
+        sslsocket.receive(lambda m: m == "done", timeout=5)
+
+    pid = sslsocket.spawn(owner, me)
+    client, server = pair(certs=certs, owner=pid)
+    assert client.owner is pid
+    server.deliver("for the owner")
+    assert sslsocket.receive(lambda m: m[0] == "owner got", timeout=5) == ("owner got", ("fromsocket", "for the owner"))
+    pid.send("done")
+    assert expect(server) == ("socket_closed", "normal")
+    server.close()
+
+
+def test_every_error_derives_from_sslsocketerror_with_a_reason() -> None:
+    errors = [getattr(sslsocket, name) for name in sslsocket.__all__]
+    errors = [e for e in errors if isinstance(e, type) and issubclass(e, Exception) and not issubclass(e, Warning)]
+    assert len(errors) >= 13
+    for error in errors:
+        assert issubclass(error, sslsocket.SSLSocketError), error
+        assert error("what happened", ("tag", 1)).reason == ("tag", 1)
+        assert error("what happened").reason == "what happened"
+    assert issubclass(sslsocket.Timeout, TimeoutError)
+    assert issubclass(sslsocket.FlagError, ValueError) and issubclass(sslsocket.PacketTooLong, ValueError)
+    assert issubclass(sslsocket.ListenError, OSError) and issubclass(sslsocket.ConnectError, OSError)

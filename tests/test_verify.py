@@ -169,3 +169,53 @@ def test_log_writes_a_line_per_event(certs: Any, tmp_path: Any) -> None:
         pytest.raises(sslsocket.FlagError, match="nodir"),
     ):
         sslsocket.accept(listen, f"-cert {certs.server} -log {tmp_path}/nodir/x.log")
+
+
+def test_tls_below_1_2_is_refused(certs: Any) -> None:
+    import socket
+    import ssl
+    import warnings
+
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw") as listen:
+        accepted = accepting(listen, f"-cert {certs.server}")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+        tcp = socket.create_connection((LOCAL, listen.port))
+        with pytest.raises(ssl.SSLError):
+            ctx.wrap_socket(tcp)
+        tcp.close()
+        server = accepted()
+    assert isinstance(server, sslsocket.HandshakeError)
+    assert "TLS 1.2 is the oldest accepted" in str(server) and "unsupported protocol" in str(server)
+
+
+def test_contexts_have_no_compression_and_no_renegotiation(certs: Any) -> None:
+    from OpenSSL import SSL
+
+    from sslsocket.flags import build_context, parse_flags
+
+    ctx = build_context(parse_flags(f"-cert {certs.server}"), server=True)
+    options = ctx.set_options(0)  # adds nothing; answers the options in force
+    assert options & SSL.OP_NO_COMPRESSION and options & SSL.OP_NO_RENEGOTIATION
+
+
+def test_depth_limits_the_chain(certs: Any, tmp_path: Any) -> None:
+    from sslsocket.certs import make_cert
+
+    root = make_cert("root", ca=True)
+    intermediate = make_cert("intermediate", ca=True, issuer=root)
+    leaf = make_cert("localhost", issuer=intermediate)
+    chain, root_file = tmp_path / "chain.pem", tmp_path / "root.pem"
+    chain.write_bytes(leaf.cert_pem() + leaf.key_pem() + intermediate.cert_pem())  # the server sends its chain
+    root_file.write_bytes(root.cert_pem())
+    # depth counts the CAs between the peer and the trust anchor: one here
+    client, _ = outcome(f"-cert {chain}", f"-verify 2 -CAfile {root_file} -depth 0", host="localhost")
+    assert isinstance(client, sslsocket.HandshakeError) and "chain too long" in str(client)
+    client, _ = outcome(f"-cert {chain}", f"-verify 2 -CAfile {root_file} -depth 1", host="localhost")
+    assert isinstance(client, sslsocket.Socket)
