@@ -1,0 +1,141 @@
+"""Against OpenSSL's own command line: raw mode, cipher choices and verify levels, both directions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from interop import openssl_client, openssl_server, sslsocket_echo_server
+
+import sslsocket
+
+from helpers import LOCAL, expect
+
+
+def test_raw_mode_with_s_server(certs: Any) -> None:
+    with openssl_server(certs, "-rev") as (_, port):  # -rev: sends each line back reversed
+        sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), "raw", f"-verify 2 -CAfile {certs.ca}")
+        sock.deliver("hello sslsocket\n")
+        got = ""
+        while "olleh" not in got:
+            kind, data = expect(sock, 20)
+            assert kind == "fromsocket"
+            got += data
+        assert "tekcoslss olleh" in got
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    ("server_suites", "client_suites", "agreed"),
+    [
+        ("TLS_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"),
+        (
+            "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384",
+            "TLS_CHACHA20_POLY1305_SHA256",
+            "TLS_CHACHA20_POLY1305_SHA256",
+        ),
+        ("TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256", None),
+    ],
+)
+def test_ciphersuites_against_s_server(certs: Any, server_suites: str, client_suites: str, agreed: str | None) -> None:
+    with openssl_server(certs, "-ciphersuites", server_suites) as (_, port):
+        flags = f"-verify 2 -CAfile {certs.ca} -ciphersuites {client_suites}"
+        if agreed is None:
+            with pytest.raises(sslsocket.HandshakeError, match=r"refused the handshake|no cipher"):
+                sslsocket.client("STREAM", "AF_INET", (LOCAL, port), "raw", flags)
+            return
+        sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), "raw", flags)
+        assert (sock.protocol, sock.cipher) == ("TLSv1.3", agreed)
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    ("server_cipher", "client_cipher", "agreed"),
+    [
+        ("ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384"),
+        (
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256",
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+        ),
+        ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", None),
+    ],
+)
+def test_tls12_cipher_against_s_server(certs: Any, server_cipher: str, client_cipher: str, agreed: str | None) -> None:
+    with openssl_server(certs, "-tls1_2", "-cipher", server_cipher) as (_, port):
+        flags = f"-verify 2 -CAfile {certs.ca} -cipher {client_cipher}"
+        if agreed is None:
+            with pytest.raises(sslsocket.HandshakeError, match=r"refused the handshake|no cipher"):
+                sslsocket.client("STREAM", "AF_INET", (LOCAL, port), "raw", flags)
+            return
+        sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), "raw", flags)
+        assert (sock.protocol, sock.cipher) == ("TLSv1.2", agreed)
+        sock.close()
+
+
+def test_client_certificate_required_by_s_server(certs: Any) -> None:
+    with openssl_server(certs, "-Verify", "2", "-CAfile", str(certs.ca), "-verify_return_error") as (_, port):
+        sock = sslsocket.client(
+            "STREAM", "AF_INET", (LOCAL, port), "raw", f"-verify 2 -CAfile {certs.ca} -cert {certs.client}"
+        )
+        assert sock.protocol == "TLSv1.3"
+        sock.close()
+    with openssl_server(certs, "-Verify", "2", "-CAfile", str(certs.ca), "-verify_return_error") as (_, port):
+        try:
+            sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), "raw", f"-verify 2 -CAfile {certs.ca}")
+        except sslsocket.HandshakeError as exc:
+            assert "certificate" in str(exc)
+        else:
+            kind, error = expect(sock, 20)  # TLS 1.3: the refusal comes after the client's handshake
+            assert kind == "socket_closed" and "certificate required" in str(error)
+
+
+def test_a_self_signed_s_server_is_refused_at_verify_2_and_accepted_at_1(certs: Any) -> None:
+    with (
+        openssl_server(certs, cert=certs.self_signed) as (_, port),
+        pytest.raises(sslsocket.HandshakeError, match="self signed"),
+    ):
+        sslsocket.client("STREAM", "AF_INET", (LOCAL, port), "raw", f"-verify 2 -CAfile {certs.ca}")
+    with openssl_server(certs, cert=certs.self_signed) as (_, port):
+        sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), "raw", f"-verify 1 -CAfile {certs.ca}")
+        assert "self signed" in sock.verify_result
+        sock.close()
+
+
+def test_s_client_to_an_sslsocket_raw_server(certs: Any) -> None:
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw") as listen:
+        sslsocket_echo_server(listen, f"-cert {certs.server}")
+        client = openssl_client(
+            listen.port,
+            "-quiet",
+            "-no_ign_eof",
+            "-verify_return_error",
+            "-CAfile",
+            str(certs.ca),
+            "-verify_hostname",
+            "localhost",
+            "-servername",
+            "localhost",
+        )
+        try:
+            client.write("through s_client\n")
+            client.expect("through s_client")
+            client.close_stdin()  # s_client sends its close_notify and ends
+            client.rest(20)
+        finally:
+            client.stop()
+        assert sslsocket.receive(timeout=10) == ("echo ended", "normal")
+
+
+def test_s_client_with_tls_1_1_is_refused(certs: Any) -> None:
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw") as listen:
+        sslsocket_echo_server(listen, f"-cert {certs.server}")
+        client = openssl_client(listen.port, "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0")
+        try:
+            client.close_stdin()
+            output = client.rest(20)
+        finally:
+            client.stop()
+        assert client.proc.returncode != 0, output
+        kind, error = sslsocket.receive(timeout=10)
+        assert kind == "echo failed" and "TLS 1.2 is the oldest accepted" in str(error)
