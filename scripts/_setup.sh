@@ -20,4 +20,8 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
     "${PYTHON:-python3}" -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root${EXTRAS:+[$EXTRAS]}"
+stamp="$venv/.sslsocket-installed-${EXTRAS:-base}"
+if [ ! -e "$stamp" ] || [ "$root/setup.cfg" -nt "$stamp" ]; then
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root${EXTRAS:+[$EXTRAS]}"
+    touch "$stamp"
+fi

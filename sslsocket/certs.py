@@ -6,7 +6,10 @@ Used by the demo, the tests and the ``makecert`` command; nothing here touches a
 from __future__ import annotations
 
 import datetime
+import glob
 import ipaddress
+import os
+import re
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -44,15 +47,21 @@ class Identity:
 
     def write(self, path: str, key_path: str | None = None, password: bytes | None = None) -> None:
         """Write the certificate to ``path``, with the key in the same file (the manual's ``test.pem``) or in
-        ``key_path``."""
+        ``key_path``. A file holding a key is readable by its owner only."""
         if key_path is None:
-            with open(path, "wb") as file:
-                file.write(self.cert_pem() + self.key_pem(password))
+            write_private(path, self.cert_pem() + self.key_pem(password))
         else:
             with open(path, "wb") as file:
                 file.write(self.cert_pem())
-            with open(key_path, "wb") as file:
-                file.write(self.key_pem(password))
+            write_private(key_path, self.key_pem(password))
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600, since it holds a private key."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    os.chmod(path, 0o600)
 
 
 def make_cert(
@@ -109,3 +118,53 @@ def subject_hash_name(cert: x509.Certificate) -> str:
     from OpenSSL import crypto
 
     return f"{crypto.X509.from_cryptography(cert).subject_name_hash():08x}.0"
+
+
+def make_csr(common_name: str, key: str = "ec") -> tuple[x509.CertificateSigningRequest, PrivateKey]:
+    """A certificate signing request for ``common_name`` and its new key: the manual's ``req -new``."""
+    private = new_key(key)
+    request = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
+        .sign(private, hashes.SHA256())
+    )
+    return request, private
+
+
+_HASH_LINK = re.compile(r"^[0-9a-f]{8}\.\d+$")
+
+
+def rehash(directory: str) -> list[tuple[str, str]]:
+    """Make the ``<hash>.N`` links OpenSSL looks up in a CA directory (``SSL_CERT_DIR``, ``-CApath``), as
+    ``c_rehash`` does: stale links first removed, one link per certificate file. Returns (link, target) pairs."""
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if _HASH_LINK.match(name) and os.path.islink(path):
+            os.unlink(path)
+    made: list[tuple[str, str]] = []
+    taken: set[str] = set()
+    for path in sorted(glob.glob(os.path.join(directory, "*.pem")) + glob.glob(os.path.join(directory, "*.crt"))):
+        try:
+            with open(path, "rb") as file:
+                cert = x509.load_pem_x509_certificates(file.read())[0]
+        except (ValueError, IndexError):
+            continue  # not a certificate (a key, a request): nothing to link
+        base = subject_hash_name(cert)[:-2]
+        index = 0
+        while f"{base}.{index}" in taken:
+            index += 1
+        link = f"{base}.{index}"
+        taken.add(link)
+        os.symlink(os.path.basename(path), os.path.join(directory, link))
+        made.append((link, os.path.basename(path)))
+    return made
+
+
+def unprotect(pem: bytes, password: bytes) -> bytes:
+    """The key in ``pem`` without its pass phrase: the manual's ``rsa -in key-protected -out key-unprotected.pem``.
+    Raises ``ValueError`` for a wrong pass phrase."""
+    key = serialization.load_pem_private_key(pem, password)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )

@@ -1,0 +1,374 @@
+"""The ``sslsocket`` command: a demo, a framed TLS server and client for the shell, and the manual's certificate
+recipes. Exit status: 0 success, 1 failure, 2 a usage error."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import getpass
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from . import certs, process
+from .errors import SSLSocketError
+from .flags import Secret
+from .framing import Mode, parse_mode
+from .listener import ListenSocket
+from .mediator import Socket
+from .process import Pid
+from .server import accept, client, close, listen, peername, stop
+
+EPILOG = "Modes in the manual's notation: raw, '{packet,2}', '{binary_packet,4}', asn1, onebyte, twobytes..."
+
+
+class Failure(Exception):
+    """A failure to report in one line, with exit status 1."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(_bind_flags(sys.argv[1:] if argv is None else argv))
+    warnings.formatwarning = lambda message, *_, **__: f"sslsocket {args.command}: warning: {message}\n"
+    try:
+        result: int = args.run(args)
+        return result
+    except (Failure, SSLSocketError, OSError) as exc:
+        print(f"sslsocket {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop()
+
+
+def _bind_flags(argv: list[str]) -> list[str]:
+    """``--flags -verify 2`` as ``--flags=-verify 2``: SSLFlags begin with a dash, which argparse would otherwise
+    take for an option of its own (``-v``)."""
+    bound: list[str] = []
+    words = iter(argv)
+    for word in words:
+        value = next(words, None) if word == "--flags" else None
+        bound.append(word if value is None else f"--flags={value}")
+    return bound
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sslsocket", description="Erlang's ssl_socket interface, in Python.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help, epilog=EPILOG)
+        sub.set_defaults(run=run)
+        return sub
+
+    command("demo", run_demo, "play the manual's scenarios in one process, printing every message")
+
+    serve = command("serve", run_serve, "a TLS server: a spawned process per connection, echoing or chatting")
+    serve.add_argument("port", type=port_number, help="the port to listen on (0: any free one, printed)")
+    serve.add_argument("--host", default="0.0.0.0", help="the address to listen on (default: every interface)")
+    serve.add_argument("--mode", type=mode_argument, default=parse_mode(("packet", 2)), help="default {packet,2}")
+    serve.add_argument("--flags", required=True, help="SSLFlags, for example '-cert server.pem'")
+    serve.add_argument("--chat", action="store_true", help="send every packet to all the other connections")
+
+    connect = command("connect", run_connect, "a TLS client: standard input out as packets, packets in printed")
+    connect.add_argument("host")
+    connect.add_argument("port", help="a port number or a service name")
+    connect.add_argument("--mode", type=mode_argument, default=parse_mode(("packet", 2)), help="default {packet,2}")
+    connect.add_argument("--flags", default="", help="SSLFlags, for example '-verify 2 -CAfile ca.pem'")
+    connect.add_argument("--binary", action="store_true", help="send standard input in raw chunks, not lines")
+    connect.add_argument("--hex", action="store_true", help="print packets in hexadecimal")
+    connect.add_argument("--wait", type=float, default=1.0, help="after end of input, wait this long for replies")
+    connect.add_argument("-v", "--verbose", action="store_true", help="print the peer's certificate and the TLS")
+
+    makecert = command("makecert", run_makecert, "a self-signed certificate and its key in one file")
+    makecert.add_argument("out", help="the PEM file to write (certificate and key)")
+    makecert.add_argument("--cn", default="localhost", help="the common name (and host name); default localhost")
+    makecert.add_argument("--days", type=positive_int, default=365, help="validity in days; default 365")
+    makecert.add_argument("--key", choices=("ec", "rsa"), default="ec", help="key type; default ec (P-256)")
+    makecert.add_argument("--hash-link", action="store_true", help="also make the <hash>.0 link beside it")
+
+    rehash = command("rehash", run_rehash, "make the <hash>.N links of a CA directory, for SSL_CERT_DIR")
+    rehash.add_argument("directory")
+
+    csr = command("csr", run_csr, "a certificate signing request and its new key, to send to a CA")
+    csr.add_argument("--out", required=True, help="the request's PEM file")
+    csr.add_argument("--keyout", required=True, help="the new key's PEM file")
+    csr.add_argument("--cn", default="localhost", help="the common name; default localhost")
+    csr.add_argument("--key", choices=("ec", "rsa"), default="ec", help="key type; default ec (P-256)")
+    csr.add_argument("--pass", dest="password", help="protect the key: pass:TEXT, env:VAR or file:PATH")
+
+    unprotect = command("unprotect", run_unprotect, "remove a key's pass phrase (asked for without echo)")
+    unprotect.add_argument("input")
+    unprotect.add_argument("output")
+    unprotect.add_argument("--pass", dest="password", help="the pass phrase as pass:TEXT, env:VAR or file:PATH")
+    return parser
+
+
+# ---- argument types: bad values become usage errors (exit 2) naming them ----------------------------------------
+
+
+def mode_argument(text: str) -> Mode:
+    try:
+        return parse_mode(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def port_number(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return int(text)
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return int(text)
+
+
+def secret(text: str) -> bytes:
+    kind, sep, value = text.partition(":")
+    if not sep or kind not in ("pass", "env", "file"):
+        raise Failure("give the pass phrase as pass:TEXT, env:VAR or file:PATH")
+    return Secret(kind, value).resolve(os.environ)
+
+
+def status(text: str) -> None:
+    """A progress line on standard error, for what may take a moment."""
+    print(text, file=sys.stderr, flush=True)
+
+
+# ---- demo --------------------------------------------------------------------------------------------------------
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    run()
+    return 0
+
+
+# ---- serve: the manual's top/loop/connection -------------------------------------------------------------------
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    handle = listen("STREAM", "AF_INET6" if ":" in args.host else "AF_INET", (args.host, args.port), args.mode)
+    log(f"listening on {args.host}:{handle.port}, mode {args.mode}, {'chat' if args.chat else 'echo'}")
+    room = process.spawn(chat_room) if args.chat else None
+    try:
+        loop(handle, args.flags, room)
+    finally:
+        close(handle)
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def log(text: str) -> None:
+    print(f"{datetime.datetime.now():%H:%M:%S} {text}", flush=True)
+
+
+def loop(handle: ListenSocket, flags: str, room: Pid | None) -> None:
+    """loop(Listen) -> Pid = spawn(connection, [Listen, self()]), receive {Pid, ok} -> loop(Listen) end."""
+    while True:
+        pid = process.spawn(connection, handle, process.self(), flags, room)
+        match process.receive(sent_by(pid)):
+            case (_, "ok"):
+                pass
+            case (_, ("failed", error)):
+                log(f"refused: {error}")
+
+
+def sent_by(pid: Pid) -> Callable[[Any], bool]:
+    """A ``receive`` pattern: ``{Pid, _}``."""
+    return lambda msg: bool(msg[0] is pid)
+
+
+def connection(handle: ListenSocket, father: Pid, flags: str, room: Pid | None) -> None:
+    try:
+        sock = accept(handle, flags)
+    except SSLSocketError as exc:
+        father.send((process.self(), ("failed", exc)))
+        return
+    father.send((process.self(), "ok"))
+    who = "{1}:{0}".format(*peername(sock))
+    log(f"connected {who} ({sock.protocol}, {sock.cipher})")
+    if room is not None:
+        room.send(("join", process.self()))
+    while True:
+        match process.receive():
+            case (s, ("fromsocket", data)) if s is sock:
+                if room is None:
+                    sock.deliver(data)
+                else:
+                    room.send(("say", process.self(), data))
+            case ("broadcast", data):
+                sock.deliver(data)
+            case (s, ("socket_closed", reason)) if s is sock:
+                log(f"closed {who}: {reason}")
+                if room is not None:
+                    room.send(("leave", process.self()))
+                return
+
+
+def chat_room() -> None:
+    """One process holds the members; each packet said goes to every other member's connection process."""
+    members: set[Pid] = set()
+    while True:
+        match process.receive():
+            case ("join", pid):
+                members.add(pid)
+            case ("leave", pid):
+                members.discard(pid)
+            case ("say", speaker, data):
+                for member in members - {speaker}:
+                    member.send(("broadcast", data))
+
+
+# ---- connect -------------------------------------------------------------------------------------------------
+
+
+def run_connect(args: argparse.Namespace) -> int:
+    port: int | str = int(args.port) if args.port.isdigit() else args.port
+    family = "AF_INET6" if ":" in args.host else "AF_INET"
+    if args.verbose:
+        status(f"connecting to {args.host}:{port} ...")
+    sock = client("STREAM", family, (args.host, port), args.mode, args.flags)
+    if args.verbose:
+        describe(sock)
+    me = process.self()
+    reader = threading.Thread(target=read_input, args=(me, args.binary, args.mode), daemon=True, name="stdin")
+    reader.start()
+    show = show_hex if args.hex else show_text
+    quiet_since: float | None = None
+    while True:
+        timeout = None if quiet_since is None else max(0.0, quiet_since + args.wait - time.monotonic())
+        try:
+            msg = process.receive(timeout=timeout)
+        except TimeoutError:  # end of input, and no reply for --wait seconds: close in order
+            sock.close()
+            return 0
+        match msg:
+            case ("stdin", None):
+                quiet_since = time.monotonic()
+            case ("stdin", data):
+                sock.deliver(data)
+            case (s, ("fromsocket", data)) if s is sock:
+                show(data)
+                if quiet_since is not None:
+                    quiet_since = time.monotonic()
+            case (s, ("socket_closed", "normal")) if s is sock:
+                status("the server closed the connection")
+                return 0
+            case (s, ("socket_closed", error)) if s is sock:
+                raise Failure(f"the connection broke: {error}")
+
+
+def read_input(owner: Pid, binary: bool, mode: Mode) -> None:
+    """Standard input, to the owner's mailbox: lines (without their newline, except in raw mode, a stream), or
+    raw chunks with ``--binary``. ``None`` marks the end."""
+    if binary:
+        while chunk := os.read(sys.stdin.fileno(), 65536):
+            owner.send(("stdin", chunk))
+    else:
+        for line in sys.stdin.buffer:
+            owner.send(("stdin", line if mode.header == 0 and not mode.asn1 else line.rstrip(b"\r\n")))
+    owner.send(("stdin", None))
+
+
+def show_text(data: str | bytes) -> None:
+    raw = data.encode("latin-1") if isinstance(data, str) else data
+    text = "".join(chr(b) if 32 <= b < 127 or b in (9, 10) else f"\\x{b:02x}" for b in raw)
+    print(text if text.endswith("\n") else text + "\n", end="", flush=True)
+
+
+def show_hex(data: str | bytes) -> None:
+    raw = data.encode("latin-1") if isinstance(data, str) else data
+    print(raw.hex(" ") if raw else "(empty)", flush=True)
+
+
+def describe(sock: Socket) -> None:
+    status(f"connected: {sock.protocol}, {sock.cipher}; verify: {sock.verify_result}")
+    cert: Any = sock.peer_certificate
+    if cert is None:
+        status("the server sent no certificate")
+        return
+    status(f"  subject: {cert.subject.rfc4514_string()}")
+    status(f"  issuer:  {cert.issuer.rfc4514_string()}")
+    status(f"  valid:   {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}")
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        status(f"  names:   {', '.join(str(n.value) for n in names)}")
+    except x509.ExtensionNotFound:
+        pass
+
+
+# ---- the certificate recipes ---------------------------------------------------------------------------------
+
+
+def run_makecert(args: argparse.Namespace) -> int:
+    if args.key == "rsa":
+        status("generating a 2048-bit RSA key ...")
+    identity = certs.make_cert(args.cn, days=args.days, key=args.key)
+    identity.write(args.out)
+    print(f"wrote {args.out}: a certificate for {args.cn}, valid {args.days} days, and its {args.key} key")
+    if args.hash_link:
+        link = os.path.join(os.path.dirname(os.path.abspath(args.out)), certs.subject_hash_name(identity.cert))
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(os.path.basename(args.out), link)
+        print(f"linked {link} -> {os.path.basename(args.out)}")
+    return 0
+
+
+def run_rehash(args: argparse.Namespace) -> int:
+    if not os.path.isdir(args.directory):
+        raise Failure(f"{args.directory}: not a directory")
+    made = certs.rehash(args.directory)
+    for link, target in made:
+        print(f"{link} -> {target}")
+    if not made:
+        raise Failure(f"{args.directory}: no PEM certificate (*.pem, *.crt) found")
+    return 0
+
+
+def run_csr(args: argparse.Namespace) -> int:
+    if args.key == "rsa":
+        status("generating a 2048-bit RSA key ...")
+    request, key = certs.make_csr(args.cn, args.key)
+    password = secret(args.password) if args.password else None
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+    )
+    certs.write_private(
+        args.keyout, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    )
+    with open(args.out, "wb") as file:
+        file.write(request.public_bytes(serialization.Encoding.PEM))
+    print(f"wrote {args.out} (the request, for CN={args.cn}) and {args.keyout} (its key)")
+    return 0
+
+
+def run_unprotect(args: argparse.Namespace) -> int:
+    with open(args.input, "rb") as file:
+        pem = file.read()
+    password = secret(args.password) if args.password else getpass.getpass(f"pass phrase for {args.input}: ").encode()
+    try:
+        plain = certs.unprotect(pem, password)
+    except (ValueError, TypeError) as exc:
+        raise Failure(f"{args.input}: wrong pass phrase, or not a protected PEM key") from exc
+    certs.write_private(args.output, plain)
+    print(f"wrote {args.output}: the key without a pass phrase; only the file system protects it now")
+    return 0

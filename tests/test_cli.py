@@ -1,0 +1,301 @@
+"""The sslsocket command, each subcommand run as a subprocess, as a person would run it."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
+from interop import digest, need, otp_client, otp_echo_server
+
+import sslsocket
+
+from helpers import LOCAL, expect
+
+COMMAND = [sys.executable, "-m", "sslsocket"]
+
+
+def run(*args: str, stdin: str | bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    result = subprocess.run([*COMMAND, *args], input=data, capture_output=True, timeout=timeout, check=False)
+    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
+
+
+@contextmanager
+def serving(*args: str) -> Iterator[tuple[list[str], int]]:
+    """``sslsocket serve 0 --host 127.0.0.1 ...``; yields its log (complete once the block ends) and its port;
+    SIGTERM ends it cleanly."""
+    proc = subprocess.Popen(
+        [*COMMAND, "serve", "0", "--host", LOCAL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    log: list[str] = []
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on" in line, (line, proc.stderr.read() if proc.stderr else "")
+        log.append(line)
+        yield log, int(line.split(f"{LOCAL}:")[1].split(",")[0])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+            log += proc.stdout.readlines() if proc.stdout else []
+        finally:
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe:
+                    pipe.close()
+    assert proc.returncode == 0
+
+
+# ---- help and usage ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sub", ["demo", "serve", "connect", "makecert", "rehash", "csr", "unprotect"])
+def test_every_subcommand_has_help(sub: str) -> None:
+    result = run(sub, "--help")
+    assert result.returncode == 0 and "usage: sslsocket " + sub in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "culprit"),
+    [
+        (["serve", "0", "--flags", "-cert x.pem", "--mode", "{packet,3}"], "{packet,3}"),
+        (["serve", "99999", "--flags", "-cert x.pem"], "99999"),
+        (["serve", "0"], "--flags"),
+        (["connect", "localhost"], "port"),
+        (["makecert", "x.pem", "--days", "0"], "'0'"),
+        (["makecert", "x.pem", "--key", "dsa"], "dsa"),
+        (["nonsense"], "nonsense"),
+    ],
+)
+def test_usage_errors_exit_2_naming_the_culprit(args: list[str], culprit: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2 and culprit in result.stderr
+
+
+def test_failures_exit_1_with_one_line() -> None:
+    result = run("connect", LOCAL, "1", "--flags", "-verify 2 -CAfile /no/such/ca.pem")
+    assert result.returncode == 1 and "/no/such/ca.pem" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ---- makecert, csr, rehash, unprotect ------------------------------------------------------------------------
+
+
+def test_makecert(tmp_path: Path) -> None:
+    out = tmp_path / "test.pem"
+    result = run("makecert", str(out), "--cn", "gin.example", "--days", "30", "--hash-link")
+    assert result.returncode == 0, result.stderr
+    pem = out.read_bytes()
+    cert = x509.load_pem_x509_certificate(pem)
+    assert cert.subject.rfc4514_string() == "CN=gin.example"
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 30
+    assert isinstance(load_pem_private_key(pem, None), ec.EllipticCurvePrivateKey)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # it holds the key
+    openssl = need("openssl")
+    verify = subprocess.run([openssl, "verify", "-CAfile", str(out), str(out)], capture_output=True, text=True)
+    assert verify.returncode == 0 and ": OK" in verify.stdout
+    hash_name = subprocess.run(
+        [openssl, "x509", "-hash", "-noout", "-in", str(out)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert os.readlink(tmp_path / f"{hash_name}.0") == "test.pem"
+
+
+def test_makecert_rsa_with_progress(tmp_path: Path) -> None:
+    result = run("makecert", str(tmp_path / "rsa.pem"), "--key", "rsa")
+    assert result.returncode == 0 and "generating" in result.stderr
+    assert isinstance(load_pem_private_key((tmp_path / "rsa.pem").read_bytes(), None), rsa.RSAPrivateKey)
+
+
+def test_a_makecert_certificate_serves_tls(tmp_path: Path) -> None:
+    out = tmp_path / "ssl_server.pem"
+    assert run("makecert", str(out)).returncode == 0
+    with serving("--flags", f"-cert {out}") as (_, port):
+        sock = sslsocket.client("STREAM", "AF_INET", ("localhost", port), ("packet", 2), f"-verify 2 -CAfile {out}")
+        sock.deliver("made by makecert")
+        assert expect(sock, 10) == ("fromsocket", "made by makecert")
+        sock.close()
+
+
+def test_csr(tmp_path: Path) -> None:
+    csr, key = tmp_path / "csr.pem", tmp_path / "key.pem"
+    result = run("csr", "--out", str(csr), "--keyout", str(key), "--cn", "service.example", "--pass", "pass:secret")
+    assert result.returncode == 0, result.stderr
+    request = x509.load_pem_x509_csr(csr.read_bytes())
+    assert request.is_signature_valid and request.subject.rfc4514_string() == "CN=service.example"
+    with pytest.raises(TypeError):
+        load_pem_private_key(key.read_bytes(), None)  # protected
+    private = load_pem_private_key(key.read_bytes(), b"secret")
+    assert private.public_key() == request.public_key()
+    verify = subprocess.run(
+        [need("openssl"), "req", "-verify", "-noout", "-in", str(csr)], capture_output=True, text=True
+    )
+    assert verify.returncode == 0 and "verify OK" in verify.stdout + verify.stderr
+
+
+def test_rehash(tmp_path: Path, certs: Any) -> None:
+    ca_dir = tmp_path / "cas"
+    ca_dir.mkdir()
+    ca_cert = x509.load_pem_x509_certificates(certs.ca.read_bytes())[0]
+    (ca_dir / "test-ca.pem").write_bytes(ca_cert.public_bytes(Encoding.PEM))
+    (ca_dir / "notes.pem").write_text("not a certificate\n")
+    (ca_dir / "deadbeef.0").symlink_to("gone.pem")  # a stale link, removed
+    result = run("rehash", str(ca_dir))
+    assert result.returncode == 0, result.stderr
+    links = sorted(p.name for p in ca_dir.iterdir() if p.is_symlink())
+    assert len(links) == 1 and links[0].endswith(".0") and links != ["deadbeef.0"]
+    verify = subprocess.run(
+        [need("openssl"), "verify", "-CApath", str(ca_dir), str(certs.server_cert)], capture_output=True, text=True
+    )
+    assert verify.returncode == 0 and ": OK" in verify.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run("rehash", str(empty))
+    assert result.returncode == 1 and "no PEM certificate" in result.stderr
+
+
+def test_unprotect(tmp_path: Path, certs: Any) -> None:
+    out = tmp_path / "key-unprotected.pem"
+    result = run("unprotect", str(certs.protected_key), str(out), "--pass", f"pass:{certs.password}")
+    assert result.returncode == 0, result.stderr
+    assert (
+        load_pem_private_key(out.read_bytes(), None).public_key()
+        == load_pem_private_key(certs.server_key.read_bytes(), None).public_key()
+    )
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    result = run("unprotect", str(certs.protected_key), str(tmp_path / "x.pem"), "--pass", "pass:wrong")
+    assert result.returncode == 1 and "wrong pass phrase" in result.stderr and "wrong" not in result.stdout
+
+
+def test_unprotect_asks_without_echo(tmp_path: Path, certs: Any) -> None:
+    out = tmp_path / "asked.pem"
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [*COMMAND, "unprotect", str(certs.protected_key), str(out)],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        start_new_session=True,
+    )
+    os.close(follower)
+    seen = b""
+    try:
+        seen += read_until(leader, b"pass phrase for")
+        os.write(leader, certs.password.encode() + b"\n")
+        proc.wait(30)
+        seen += read_until(leader, b"wrote")
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, seen
+    assert certs.password.encode() not in seen  # the terminal never showed it
+    load_pem_private_key(out.read_bytes(), None)
+
+
+def read_until(fd: int, marker: bytes, timeout: float = 20) -> bytes:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while marker not in data and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+# ---- serve and connect ---------------------------------------------------------------------------------------
+
+
+def test_connect_to_serve_echoes_lines(certs: Any) -> None:
+    with serving("--flags", f"-cert {certs.server}") as (server, port):
+        result = run(
+            "connect", LOCAL, str(port), "--flags", f"-verify 2 -CAfile {certs.ca}", stdin="hello\nworld\x01\n\n"
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "hello\nworld\\x01\n\n"
+    logged = "".join(server)
+    assert "connected 127.0.0.1:" in logged and "TLSv1.3" in logged and ": normal" in logged
+
+
+def test_connect_hex_binary_and_verbose(certs: Any) -> None:
+    with serving("--flags", f"-cert {certs.server}", "--mode", "{binary_packet,4}") as (_, port):
+        result = run(
+            "connect",
+            "localhost",
+            str(port),
+            "--mode",
+            "{binary_packet,4}",
+            "--flags",
+            f"-verify 2 -CAfile {certs.ca}",
+            "--binary",
+            "--hex",
+            "-v",
+            stdin=b"\x00\x01\xff",
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "00 01 ff\n"
+    assert "subject: CN=localhost" in result.stderr and "verify: ok" in result.stderr
+
+
+def test_connect_refused_handshake_exits_1(certs: Any) -> None:
+    with serving("--flags", f"-cert {certs.self_signed}") as (_, port):
+        result = run("connect", "localhost", str(port), "--flags", f"-verify 2 -CAfile {certs.ca}")
+    assert result.returncode == 1 and "self signed" in result.stderr
+
+
+def test_serve_chat_broadcasts_to_the_others(certs: Any) -> None:
+    with serving("--flags", f"-cert {certs.server}", "--chat") as (_, port):
+        a = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), ("packet", 2), f"-verify 2 -CAfile {certs.ca}")
+        b = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), ("packet", 2), f"-verify 2 -CAfile {certs.ca}")
+        time.sleep(0.3)  # both have joined the room
+        a.deliver("hello, all")
+        assert expect(b, 10) == ("fromsocket", "hello, all")
+        b.deliver("hi a")
+        assert expect(a, 10) == ("fromsocket", "hi a")
+        with pytest.raises(sslsocket.Timeout):
+            sslsocket.receive(lambda m: m[0] is a, timeout=0.3)  # a's own words do not come back
+        a.close()
+        b.close()
+
+
+def test_connect_to_an_otp_server(certs: Any) -> None:
+    with otp_echo_server(certs, "2") as (_, port):
+        result = run(
+            "connect",
+            LOCAL,
+            str(port),
+            "--mode",
+            "{packet,2}",
+            "--flags",
+            f"-verify 2 -CAfile {certs.ca}",
+            stdin="to erlang\n",
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "to erlang\n"
+
+
+def test_an_otp_client_to_serve(certs: Any) -> None:
+    with serving("--flags", f"-cert {certs.server}", "--mode", "{packet,4}") as (_, port):
+        client = otp_client(port, "4", [b"from erlang", b""], "cacert", str(certs.ca))
+        try:
+            assert client.rest(30) == [digest(b"from erlang"), digest(b""), "done"]
+        finally:
+            client.stop()
