@@ -299,3 +299,17 @@ def test_an_otp_client_to_serve(certs: Any) -> None:
             assert client.rest(30) == [digest(b"from erlang"), digest(b""), "done"]
         finally:
             client.stop()
+
+
+def test_the_recipes_as_script_files(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    for name in ("makecert", "rehash", "csr", "unprotect"):
+        help_text = subprocess.run(
+            [str(root / "scripts" / name), "--help"], capture_output=True, text=True, timeout=120
+        )
+        assert help_text.returncode == 0 and f"usage: sslsocket {name}" in help_text.stdout
+    made = subprocess.run(
+        [str(root / "scripts" / "makecert"), str(tmp_path / "s.pem")], capture_output=True, timeout=60
+    )
+    assert made.returncode == 0
+    x509.load_pem_x509_certificate((tmp_path / "s.pem").read_bytes())
