@@ -261,6 +261,8 @@ def build_context(settings: Settings, *, server: bool, env: Mapping[str, str] | 
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     # No compression: CRIME. No renegotiation: its attacks and its complexity; TLS 1.3 has none either.
     ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
+    # An idle connection gives back its 34 KiB of record buffers: thousands of held connections stay small.
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     _load_identity(ctx, settings, server, env)
     if settings.cipher:
         _check_ciphers(settings.cipher)

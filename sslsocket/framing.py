@@ -219,15 +219,19 @@ class Mode:
 
     def encode(self, payload: bytes) -> bytes:
         """The bytes on the wire for one packet; raises ``PacketTooLong`` when the header cannot hold its length."""
+        return self.header_for(len(payload)) + payload
+
+    def header_for(self, length: int) -> bytes:
+        """The length header that goes before a packet of ``length`` bytes (empty in raw and asn1 modes)."""
         if not self.header:
-            return payload
-        if len(payload) >= 256**self.header:
+            return b""
+        if length >= 256**self.header:
             raise PacketTooLong(
-                f"a packet of {len(payload)} bytes does not fit the {self.header}-byte header of mode {self}"
+                f"a packet of {length} bytes does not fit the {self.header}-byte header of mode {self}"
                 f" (at most {256**self.header - 1})",
-                ("too_long", len(payload)),
+                ("too_long", length),
             )
-        return len(payload).to_bytes(self.header, "big") + payload
+        return length.to_bytes(self.header, "big")
 
     def present(self, packet: bytes) -> str | bytes:
         """A packet as the owner receives it: bytes in binary modes, a str of one character per byte otherwise."""

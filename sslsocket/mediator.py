@@ -79,6 +79,7 @@ CLOSE_TIMEOUT = 10.0
 LINGER = 1.0
 
 _ids = itertools.count(1)
+_HUP = select.POLLHUP | select.POLLERR
 
 
 class State(enum.Enum):
@@ -229,6 +230,10 @@ class Socket:
         self._forget = forget
         self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue(INBOX_SIZE)
         self._waker = Waker()
+        self._waker_fd = self._waker.fileno()
+        self._poller = select.poll()
+        self._poller.register(self._waker_fd, select.POLLIN)
+        self._poll_mask = 0
         self._sleeping = False
         self._abort_error: ConnectionBroken | None = None
         self._abort_tells_owner = True
@@ -303,7 +308,8 @@ class Socket:
         elif type(body) is tuple and len(body) == 2 and body[0] == "deliver":
             if self._close_sent or self._state is State.CLOSED:
                 raise Closed(f"{self!r} is closed: nothing more can be delivered", "closed")
-            self._put(("deliver", self.mode.encode(to_bytes(body[1]))))
+            payload = to_bytes(body[1])
+            self._put(("deliver", self.mode.header_for(len(payload)), payload))
         else:
             raise BadMessage(f"a socket takes ('deliver', data) or 'close', not {body!r}", ("bad_message", body))
 
@@ -408,22 +414,25 @@ class Socket:
             self._state = State.CLOSED
             self._teardown()
 
-    def _poll_once(self, events: int, deadline: float | None) -> bool:
-        """Sleep until the TCP socket has one of ``events``, the waker is poked, or the deadline: True if the
-        socket is ready."""
-        poller = select.poll()
-        poller.register(self._waker.fileno(), select.POLLIN)
-        if events:
-            poller.register(self._tcp.fileno(), events)
+    def _poll_once(self, events: int, deadline: float | None) -> int:
+        """Sleep until the TCP socket has one of ``events``, the waker is poked, or the deadline. Returns what
+        the TCP socket is ready for (0 when it was not what woke us)."""
+        if events != self._poll_mask:  # one poller for the connection's life; told only of changes
+            if not events:
+                self._poller.unregister(self._tcp)
+            elif not self._poll_mask:
+                self._poller.register(self._tcp, events)
+            else:
+                self._poller.modify(self._tcp, events)
+            self._poll_mask = events
         timeout = None if deadline is None else max(0.0, deadline - monotonic()) * 1000
-        ready = poller.poll(timeout)
-        sock_ready = False
-        for fd, _ in ready:
-            if fd == self._waker.fileno():
+        ready = 0
+        for fd, revents in self._poller.poll(timeout):
+            if fd == self._waker_fd:
                 self._waker.drain()
             else:
-                sock_ready = True
-        return sock_ready
+                ready = revents
+        return ready
 
     def _handshake(self) -> None:
         conn = self._conn
@@ -509,6 +518,8 @@ class Socket:
     def _serve(self) -> None:
         conn = self._conn
         closing_since: float | None = None
+        read_wait = 0  # what the last read waited for: 0 (try now), POLLIN or POLLOUT
+        ready = 0  # what the TCP socket was ready for when poll last woke us
         while True:
             if self._abort_error is not None:
                 self._finish(self._abort_error if self._abort_tells_owner else None, orderly=False)
@@ -527,10 +538,10 @@ class Socket:
                         self._finish(None, orderly=False)
                         return
                     read_wait = 0  # a closing socket reads nothing more for its owner
-                elif self._owner is not None:
-                    read_wait = self._read()
-                else:
+                elif self._owner is None:
                     read_wait = 0  # accepted, not yet claimed: the kernel holds the peer's data
+                elif not read_wait or ready & (read_wait | _HUP) or conn.pending():
+                    read_wait = self._read()  # only when there may be something: no WantRead raised for nothing
             except _PeerClosed:
                 self._peer_closed()
                 return
@@ -538,12 +549,15 @@ class Socket:
                 self._finish(_broken(exc) if closing_since is None else None, orderly=False)
                 return
             events = read_wait | write_wait
+            if closing_since is None and self._owner is not None and not read_wait:
+                events |= select.POLLIN
             self._sleeping = True
             if not self._inbox.empty() or self._abort_error is not None or conn.pending():
                 self._sleeping = False
+                ready = 0
                 continue
             deadline = closing_since + CLOSE_TIMEOUT if closing_since is not None else None
-            self._poll_once(events, deadline)
+            ready = self._poll_once(events, deadline)
             self._sleeping = False
 
     def _take_inbox(self) -> bool:
@@ -555,9 +569,10 @@ class Socket:
             except queue.Empty:
                 return False
             if item[0] == "deliver":
-                if item[1]:
-                    out.append(item[1])
-                    self._out_size += len(item[1])
+                for part in item[1:]:  # the length header, then the payload: joined only when written
+                    if part:
+                        out.append(part)
+                        self._out_size += len(part)
             elif item[0] == "close":
                 return True
         return False

@@ -1,0 +1,546 @@
+#!/usr/bin/env python3
+"""sslsocket against a baseline, side by side, in one process and one run.
+
+The baseline is Python's own ``ssl`` module used directly: a blocking socket and a thread per side, and
+hand-written 4-byte length framing, the code one would write without sslsocket. Both use TLS 1.3 and the same
+ECDSA P-256 certificate, on 127.0.0.1. Each figure alternates the two implementations for several repetitions and
+reports medians and the ratio sslsocket / baseline: the machines are shared and noisy, so only ratios measured
+side by side mean anything.
+
+    python benchmarks/run.py                # the full run
+    python benchmarks/run.py --quick        # a short one (also what the test suite runs)
+    python benchmarks/run.py --plot out.png # and draw throughput against packet size (needs matplotlib)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import socket
+import ssl
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import sslsocket
+from sslsocket.certs import make_cert
+
+LOCAL = "127.0.0.1"
+#: The many-connections figure never opens more than this, whatever is asked: the machine allows about 32,000
+#: tasks in all, shared with everything else on it, and each connection is a thread here.
+MAX_CONNECTIONS = 5000
+
+warnings.simplefilter("ignore", sslsocket.InsecureClientWarning)  # the benchmark's clients check nothing
+
+
+@dataclass
+class Figure:
+    name: str
+    unit: str
+    target: str
+    baseline: list[float] = field(default_factory=list)
+    sslsocket: list[float] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.baseline or not self.sslsocket:
+            return None
+        return statistics.median(self.sslsocket) / statistics.median(self.baseline)
+
+
+class Setup:
+    """The certificate and the baseline's contexts, made once."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="sslsocket-bench-")
+        self.cert = os.path.join(self.dir, "server.pem")
+        make_cert("localhost").write(self.cert)
+        self.server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.server_ctx.load_cert_chain(self.cert)
+        self.server_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.client_ctx.check_hostname = False
+        self.client_ctx.verify_mode = ssl.CERT_NONE
+        self.client_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.flags = f"-cert {self.cert}"
+
+
+# ---- the baseline: Python's ssl, a blocking socket and a thread per side, 4-byte framing by hand -------------
+
+
+def recv_exactly(sock: ssl.SSLSocket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("the peer closed")
+        data += chunk
+    return bytes(data)
+
+
+def recv_packet(sock: ssl.SSLSocket) -> bytes:
+    (length,) = struct.unpack(">I", recv_exactly(sock, 4))
+    return recv_exactly(sock, length)
+
+
+def baseline_pair(setup: Setup, serve: Callable[[ssl.SSLSocket], None]) -> tuple[ssl.SSLSocket, threading.Thread]:
+    listener = socket.create_server((LOCAL, 0))
+
+    def server() -> None:
+        conn, _ = listener.accept()
+        listener.close()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with setup.server_ctx.wrap_socket(conn, server_side=True) as tls:
+            serve(tls)
+
+    thread = threading.Thread(target=server)
+    thread.start()
+    tcp = socket.create_connection(listener.getsockname())
+    tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return setup.client_ctx.wrap_socket(tcp), thread
+
+
+def baseline_pingpong(setup: Setup, count: int, size: int) -> float:
+    def echo(tls: ssl.SSLSocket) -> None:
+        for _ in range(count):
+            packet = recv_packet(tls)
+            tls.sendall(struct.pack(">I", len(packet)) + packet)
+
+    tls, thread = baseline_pair(setup, echo)
+    message = struct.pack(">I", size) + b"p" * size
+    start = time.perf_counter()
+    for _ in range(count):
+        tls.sendall(message)
+        recv_packet(tls)
+    elapsed = time.perf_counter() - start
+    thread.join()
+    tls.close()
+    return count / elapsed
+
+
+def baseline_stream(setup: Setup, count: int, size: int) -> float:
+    done = threading.Event()
+
+    def sink(tls: ssl.SSLSocket) -> None:
+        for _ in range(count):
+            recv_packet(tls)
+        done.set()
+
+    tls, thread = baseline_pair(setup, sink)
+    message = struct.pack(">I", size) + b"s" * size
+    start = time.perf_counter()
+    for _ in range(count):
+        tls.sendall(message)
+    done.wait()
+    elapsed = time.perf_counter() - start
+    thread.join()
+    tls.close()
+    return count / elapsed
+
+
+def baseline_handshakes(setup: Setup, count: int) -> float:
+    listener = socket.create_server((LOCAL, 0))
+
+    def server() -> None:
+        for _ in range(count):
+            conn, _ = listener.accept()
+            with setup.server_ctx.wrap_socket(conn, server_side=True) as tls:
+                packet = recv_packet(tls)
+                tls.sendall(struct.pack(">I", len(packet)) + packet)
+
+    thread = threading.Thread(target=server)
+    thread.start()
+    start = time.perf_counter()
+    for _ in range(count):
+        with setup.client_ctx.wrap_socket(socket.create_connection(listener.getsockname())) as tls:
+            tls.sendall(struct.pack(">I", 5) + b"hello")
+            recv_packet(tls)
+    elapsed = time.perf_counter() - start
+    thread.join()
+    listener.close()
+    return count / elapsed
+
+
+# ---- sslsocket: client and server both sslsocket, the server a spawned process ---------------------------------
+
+
+def sslsocket_pair(setup: Setup, serve: Callable[[sslsocket.Socket], None]) -> sslsocket.Socket:
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("binary_packet", 4))
+
+    def server() -> None:
+        sock = sslsocket.accept(listen, setup.flags)
+        sslsocket.close(listen)
+        serve(sock)
+
+    sslsocket.spawn(server)
+    return sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("binary_packet", 4), "")
+
+
+def sslsocket_pingpong(setup: Setup, count: int, size: int) -> float:
+    def echo(sock: sslsocket.Socket) -> None:
+        me = sslsocket.self()
+        for _ in range(count):
+            _, (_, packet) = sslsocket.receive()
+            sock.send((me, ("deliver", packet)))
+        sslsocket.receive()  # the client's close
+
+    sock = sslsocket_pair(setup, echo)
+    me = sslsocket.self()
+    message = b"p" * size
+    start = time.perf_counter()
+    for _ in range(count):
+        sock.send((me, ("deliver", message)))
+        sslsocket.receive()
+    elapsed = time.perf_counter() - start
+    sock.close()
+    return count / elapsed
+
+
+def sslsocket_stream(setup: Setup, count: int, size: int) -> float:
+    me = sslsocket.self()
+
+    def sink(sock: sslsocket.Socket) -> None:
+        for _ in range(count):
+            sslsocket.receive()
+        me.send("all arrived")
+        sslsocket.receive()
+
+    sock = sslsocket_pair(setup, sink)
+    message = b"s" * size
+    start = time.perf_counter()
+    for _ in range(count):
+        sock.send((me, ("deliver", message)))
+    sslsocket.receive(lambda m: m == "all arrived")
+    elapsed = time.perf_counter() - start
+    sock.close()
+    return count / elapsed
+
+
+def sslsocket_handshakes(setup: Setup, count: int) -> float:
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("binary_packet", 4))
+
+    def server() -> None:
+        for _ in range(count):
+            sock = sslsocket.accept(listen, setup.flags)
+            _, (_, packet) = sslsocket.receive(lambda m, s=sock: m[0] is s)
+            sock.deliver(packet)
+            sslsocket.receive(lambda m, s=sock: m[0] is s)  # its close
+        sslsocket.close(listen)
+
+    sslsocket.spawn(server)
+    me = sslsocket.self()
+    start = time.perf_counter()
+    for _ in range(count):
+        sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("binary_packet", 4), "")
+        sock.send((me, ("deliver", b"hello")))
+        sslsocket.receive(lambda m, s=sock: m[0] is s)
+        sock.close()
+    elapsed = time.perf_counter() - start
+    return count / elapsed
+
+
+# ---- many connections, and several processes: separate processes, never threads, on the client side ------------
+
+MANY_CLIENT = r"""
+import asyncio, ssl, struct, sys
+port, count, hold = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+async def one(opening, echoed, all_echoed):
+    async with opening:  # at most 200 handshakes under way at once, to stay within the listen backlog
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    writer.write(struct.pack(">I", 4) + b"ping")
+    await reader.readexactly(8)
+    echoed.append(1)
+    if len(echoed) == count:
+        all_echoed.set()
+    await all_echoed.wait()  # every connection stays open until all have been served
+    await asyncio.sleep(hold)
+    writer.close()
+async def main():
+    opening, echoed, all_echoed = asyncio.Semaphore(200), [], asyncio.Event()
+    await asyncio.gather(*(one(opening, echoed, all_echoed) for _ in range(count)))
+    print("all echoed", len(echoed), flush=True)
+asyncio.run(main())
+"""
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def many_connections(setup: Setup, count: int) -> tuple[int, float]:
+    """``count`` connections held open at once by one serving process (the manual's my_accept + run); returns
+    how many were served and the resident memory per connection in KiB."""
+    count = min(count, MAX_CONNECTIONS)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 3 * count + 100)), hard))
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("binary_packet", 4), backlog=1024)
+    served: list[int] = []
+    before = rss_kib()
+    peak: list[int] = []
+
+    def run(sockets: set[sslsocket.Socket]) -> None:
+        while True:
+            match sslsocket.receive():
+                case (sock, ("fromsocket", data)):
+                    sockets.add(sock)
+                    sock.deliver(data)
+                    served.append(1)
+                    if len(served) == count:
+                        peak.append(rss_kib())
+                case (sock, ("socket_closed", _)):
+                    sockets.discard(sock)
+                    if not sockets and len(served) == count:
+                        return
+                case "stop":
+                    return
+
+    user = sslsocket.spawn(run, set())
+
+    def my_accept() -> None:
+        for _ in range(count):
+            sock = sslsocket.accept(listen, setup.flags)
+            sslsocket.controlling_process(sock, user)
+
+    sslsocket.spawn(my_accept)
+    client = subprocess.Popen(
+        [sys.executable, "-c", MANY_CLIENT, str(listen.port), str(count), "1.0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        client.wait(600)
+    finally:
+        if client.poll() is None:
+            client.kill()
+        if client.stdout:
+            client.stdout.close()
+    deadline = time.monotonic() + 30
+    while user.alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if user.alive:
+        user.send("stop")
+    sslsocket.close(listen)
+    per_connection = (peak[0] - before) / count if peak else float("nan")
+    return len(served), per_connection
+
+
+WORKER = r"""
+import sys, warnings
+sys.path.insert(0, sys.argv[3])
+import sslsocket
+port, flags = int(sys.argv[1]), sys.argv[2]
+listen = sslsocket.listen("STREAM", "AF_INET", ("127.0.0.1", port), ("binary_packet", 4), reuse_port=True, backlog=512)
+def connection(listen, father):
+    sock = sslsocket.accept(listen, flags)
+    father.send((sslsocket.self(), "ok"))
+    _, (_, data) = sslsocket.receive(lambda m: m[0] is sock)
+    sock.deliver(data)
+    sslsocket.receive(lambda m: m[0] is sock)
+print("ready", flush=True)
+while True:
+    pid = sslsocket.spawn(connection, listen, sslsocket.self())
+    sslsocket.receive(lambda m: m[0] is pid)
+"""
+
+HANDSHAKE_CLIENTS = r"""
+import socket, ssl, struct, sys, time
+port, count = int(sys.argv[1]), int(sys.argv[2])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+for _ in range(count):
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port))) as tls:
+        tls.sendall(struct.pack(">I", 5) + b"hello")
+        got = b""
+        while len(got) < 9:
+            got += tls.recv(9 - len(got))
+"""
+
+
+def processes_handshakes(setup: Setup, workers: int, count: int, clients: int = 4) -> float:
+    """Handshakes per second served by ``workers`` processes sharing one port with ``reuse_port``, against
+    ``clients`` client processes."""
+    probe = socket.socket()
+    probe.bind((LOCAL, 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    root = str(Path(__file__).resolve().parent.parent)
+    servers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(port), setup.flags, root], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(workers)
+    ]
+    try:
+        for server in servers:
+            assert server.stdout is not None
+            server.stdout.readline()
+        start = time.perf_counter()
+        runs = [
+            subprocess.Popen([sys.executable, "-c", HANDSHAKE_CLIENTS, str(port), str(count // clients)])
+            for _ in range(clients)
+        ]
+        for run in runs:
+            run.wait(300)
+        elapsed = time.perf_counter() - start
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
+            if server.stdout:
+                server.stdout.close()
+    return (count // clients) * clients / elapsed
+
+
+# ---- the run ----------------------------------------------------------------------------------------------------
+
+
+def measure(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
+    setup = Setup()
+    quick = args.quick
+    reps = 1 if quick else args.reps
+    n = lambda full, short: short if quick else full  # noqa: E731
+    pairs: list[tuple[Figure, Callable[[], float], Callable[[], float]]] = [
+        (
+            Figure("ping-pong", "round trips/s", ">= 0.6"),
+            lambda: baseline_pingpong(setup, n(5000, 300), 64),
+            lambda: sslsocket_pingpong(setup, n(5000, 300), 64),
+        ),
+        (
+            Figure("stream small", "packets/s", ">= 1.5"),
+            lambda: baseline_stream(setup, n(100000, 3000), 100),
+            lambda: sslsocket_stream(setup, n(100000, 3000), 100),
+        ),
+        (
+            Figure("stream 16 KiB", "packets/s", ">= 1.0"),
+            lambda: baseline_stream(setup, n(20000, 300), 16384),
+            lambda: sslsocket_stream(setup, n(20000, 300), 16384),
+        ),
+        (
+            Figure("stream 1 MiB", "MB/s", ">= 0.9"),
+            lambda: baseline_stream(setup, n(300, 10), 2**20) * 2**20 / 1e6,
+            lambda: sslsocket_stream(setup, n(300, 10), 2**20) * 2**20 / 1e6,
+        ),
+        (
+            Figure("handshakes", "per s", ">= 0.8"),
+            lambda: baseline_handshakes(setup, n(300, 20)),
+            lambda: sslsocket_handshakes(setup, n(300, 20)),
+        ),
+    ]
+    figures = []
+    for figure, base, ours in pairs:
+        for rep in range(reps):
+            order = [(figure.baseline, base), (figure.sslsocket, ours)]
+            for results, run in order if rep % 2 == 0 else reversed(order):
+                results.append(run())
+        figures.append(figure)
+        report_line(figure)
+    count = n(args.connections, 100)
+    served, per_connection = many_connections(setup, count)
+    many = Figure(
+        "many connections",
+        "KiB resident / connection",
+        "<= 96",
+        sslsocket=[per_connection],
+        note=f"{served} of {min(count, MAX_CONNECTIONS)} served",
+    )
+    figures.append(many)
+    report_line(many)
+    handshakes = n(600, 40)
+    several = Figure("several processes", "handshakes/s, 2 workers vs 1", ">= 1.6")
+    for _ in range(reps):
+        several.baseline.append(processes_handshakes(setup, 1, handshakes))
+        several.sslsocket.append(processes_handshakes(setup, 2, handshakes))
+    several.note = "baseline column: 1 sslsocket worker; sslsocket column: 2 workers"
+    figures.append(several)
+    report_line(several)
+    sweep: dict[str, Any] = {}
+    if args.plot:
+        sizes = [64, 1024, 16384, 262144] if quick else [64, 256, 1024, 4096, 16384, 65536, 262144, 1048576]
+        for size in sizes:
+            count = max(10, min(20000, (n(64, 4) * 2**20) // size))
+            sweep[str(size)] = {
+                "baseline": baseline_stream(setup, count, size) * size / 1e6,
+                "sslsocket": sslsocket_stream(setup, count, size) * size / 1e6,
+            }
+    sslsocket.stop()
+    machine = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "openssl (ssl module)": ssl.OPENSSL_VERSION,
+        "quick": quick,
+        "repetitions": reps,
+    }
+    return figures, {"machine": machine, "sweep_mb_per_s": sweep}
+
+
+def report_line(figure: Figure) -> None:
+    def median(values: list[float]) -> str:
+        return f"{statistics.median(values):,.0f}" if values else "-"
+
+    ratio = figure.ratio
+    print(
+        f"{figure.name:<18} {figure.unit:<30} {median(figure.baseline):>12} {median(figure.sslsocket):>12}"
+        f" {'' if ratio is None else f'{ratio:.2f}':>6}  {figure.target:<7} {figure.note}",
+        flush=True,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a short run, one repetition")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions of each figure (default 5)")
+    parser.add_argument("--connections", type=int, default=MAX_CONNECTIONS, help="for the many-connections figure")
+    parser.add_argument("--json", default=str(Path(__file__).with_name("results.json")), help="where to write")
+    parser.add_argument("--plot", help="draw throughput against packet size to this PNG (needs matplotlib)")
+    args = parser.parse_args()
+    print(f"{'figure':<18} {'unit':<30} {'baseline':>12} {'sslsocket':>12} {'ratio':>6}  target")
+    figures, extra = measure(args)
+    result = {"figures": [asdict(f) | {"ratio": f.ratio} for f in figures], **extra}
+    Path(args.json).write_text(json.dumps(result, indent=2))
+    print(f"results written to {args.json}")
+    if args.plot:
+        plot(extra["sweep_mb_per_s"], args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def plot(sweep: dict[str, dict[str, float]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [int(s) for s in sweep]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in ("baseline", "sslsocket"):
+        ax.plot(sizes, [sweep[str(s)][name] for s in sizes], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("packet size (bytes)")
+    ax.set_ylabel("MB/s, one way")
+    ax.set_title("Streaming throughput: sslsocket and Python's ssl with hand-written framing")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
