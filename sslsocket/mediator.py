@@ -56,7 +56,7 @@ from . import process
 from .errors import BadMessage, Closed, ConnectionBroken, HandshakeError, NotOwner
 from .flags import Settings, verify_error_text
 from .framing import FramingError, Mode, to_bytes
-from .process import Pid
+from .process import Delivery, Pid
 
 log = logging.getLogger("sslsocket")
 
@@ -72,6 +72,9 @@ READ_TURN = 512 * 1024
 HIGH_WATER = 1024 * 1024
 #: Messages the inbox holds before ``send`` blocks its caller.
 INBOX_SIZE = 1024
+#: Bytes of packets a socket may have waiting unread in its owner's mailbox before it stops reading from the
+#: network: a peer faster than the owner is then held back by TCP instead of filling memory.
+MAILBOX_SHARE = 4 * 1024 * 1024
 #: How long an orderly close may take to write what is buffered and its close_notify.
 CLOSE_TIMEOUT = 10.0
 #: How long, after its close_notify, a closing socket reads what the peer still sends, so that closing with
@@ -241,6 +244,9 @@ class Socket:
         self._owner_gone = False
         self._owner_lock = threading.Lock()
         self._owner: Owner | None = None
+        self._unread = 0  # weight of this socket's packets waiting in its owner's mailbox
+        self._unread_lock = threading.Lock()
+        self._paused = False  # reading stopped until the owner catches up
         self._state = State.HANDSHAKING
         self._out: deque[bytes] = deque()
         self._out_size = 0
@@ -352,12 +358,23 @@ class Socket:
             if isinstance(old, Pid):
                 waiting = old.take_from(self)
                 old.release(self)
+                self.consumed(sum(m.weight for m in waiting if type(m) is Delivery))  # counted again when moved
             else:
                 waiting = []
             self._set_owner(new)
             if waiting:
                 self._emit_locked(waiting)
         self._waker.poke()
+
+    def consumed(self, weight: int) -> None:
+        """The owner received packets of this weight: if reading was stopped and the owner has caught up, resume."""
+        with self._unread_lock:
+            self._unread -= weight
+            resume = self._paused and self._unread <= MAILBOX_SHARE // 2
+            if resume:
+                self._paused = False
+        if resume:
+            self._waker.poke()
 
     def _owner_ended(self, pid: Pid) -> None:
         if self._owner is pid:
@@ -378,6 +395,10 @@ class Socket:
     def _emit_locked(self, msgs: list[Any]) -> None:
         owner = self._owner
         if isinstance(owner, Pid):
+            weight = sum(m.weight for m in msgs if type(m) is Delivery)
+            if weight:
+                with self._unread_lock:
+                    self._unread += weight
             if not owner.post_many(msgs):
                 self._owner_gone = True
         elif owner is not None:
@@ -549,7 +570,7 @@ class Socket:
                 self._finish(_broken(exc) if closing_since is None else None, orderly=False)
                 return
             events = read_wait | write_wait
-            if closing_since is None and self._owner is not None and not read_wait:
+            if closing_since is None and self._owner is not None and not read_wait and not self._paused:
                 events |= select.POLLIN
             self._sleeping = True
             if not self._inbox.empty() or self._abort_error is not None or conn.pending():
@@ -602,13 +623,19 @@ class Socket:
         return 0
 
     def _read(self) -> int:
-        """Read and deliver until TLS would block. Returns the poll event the read waits for."""
+        """Read and deliver until TLS would block. Returns the poll event the read waits for: 0 while the owner
+        has its share of the mailbox unread, until ``consumed`` wakes us."""
+        with self._unread_lock:
+            if self._unread >= MAILBOX_SHARE:
+                self._paused = True
+                return 0
+        room = MAILBOX_SHARE - self._unread
         conn, decoder, present = self._conn, self._decoder, self.mode.present
         packets: list[bytes] = []
         wait = select.POLLIN
         taken = 0
         try:
-            while taken < READ_TURN:
+            while taken < READ_TURN and taken < room:
                 try:
                     data = conn.recv(RECV_SIZE)
                 except SSL.WantReadError:
@@ -622,7 +649,7 @@ class Socket:
                 packets += decoder.feed(data)
         finally:
             if packets:
-                self._emit([(self, ("fromsocket", present(p))) for p in packets])
+                self._emit([Delivery((self, ("fromsocket", present(p)))) for p in packets])
         return wait
 
     def _peer_closed(self) -> None:

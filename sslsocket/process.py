@@ -28,6 +28,30 @@ _ids = itertools.count(1)
 _local = threading.local()
 
 
+class Delivery(tuple):  # type: ignore[type-arg]
+    """A ``(sock, ("fromsocket", data))`` message: a plain tuple to whoever receives it, and a marker to the
+    mailbox, which tells the socket when it has been received (``consumed``), so that a socket can stop reading
+    from the network while its owner has too much of it waiting."""
+
+    __slots__ = ()
+
+    @property
+    def weight(self) -> int:
+        """What this message counts against its socket's share of the mailbox: its bytes and a fixed cost."""
+        return len(self[1][1]) + MESSAGE_COST
+
+
+#: What one waiting message costs beyond its data (a tuple, a str or bytes object): so that a flood of empty
+#: packets is bounded too.
+MESSAGE_COST = 64
+
+
+def _received(msg: Any) -> Any:
+    if type(msg) is Delivery:
+        msg[0].consumed(msg.weight)
+    return msg
+
+
 class Pid:
     """A process: the target of ``send``, with a mailbox read by ``receive`` in the process's own thread."""
 
@@ -95,12 +119,12 @@ class Pid:
             nonlocal checked
             if match is None:
                 if box:
-                    found.append(box.popleft())
+                    found.append(_received(box.popleft()))
                     return True
                 return False
             for index in range(checked, len(box)):
                 if match(box[index]):
-                    found.append(box[index])
+                    found.append(_received(box[index]))
                     del box[index]
                     return True
             checked = len(box)
@@ -111,10 +135,14 @@ class Pid:
 
     def take_from(self, sender: object) -> list[Any]:
         """Remove and return, in order, every waiting message ``(sender, ...)``: for ``controlling_process``."""
+
+        def from_sender(msg: Any) -> bool:
+            return isinstance(msg, tuple) and len(msg) == 2 and msg[0] is sender
+
         with self._cond:
-            mine = [m for m in self._mailbox if type(m) is tuple and len(m) == 2 and m[0] is sender]
+            mine = [m for m in self._mailbox if from_sender(m)]
             if mine:
-                rest = [m for m in self._mailbox if not (type(m) is tuple and len(m) == 2 and m[0] is sender)]
+                rest = [m for m in self._mailbox if not from_sender(m)]
                 self._mailbox.clear()
                 self._mailbox.extend(rest)
             return mine
