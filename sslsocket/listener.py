@@ -203,9 +203,17 @@ class Listener:
                 on_handshake=lambda s, exc: self._handshake_done(flags, s, exc),
                 forget=self._registry.forget,
             )
-        except OSError:  # the client was already gone (getpeername failed)
+        except OSError as exc:
             tcp.close()
-            return True
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
+                self._give_first(
+                    AcceptError(
+                        f"listen socket {self.handle} took a connection but could not serve it: {exc.strerror}",
+                        ("accept", errno.errorcode.get(exc.errno or 0, exc.errno)),
+                    )
+                )
+                return False
+            return True  # the client was already gone (getpeername failed)
         with self._lock:
             self._handshaking.add(sock)
         self._registry.add(sock)

@@ -75,7 +75,7 @@ INBOX_SIZE = 1024
 #: Bytes of packets a socket may have waiting unread in its owner's mailbox before it stops reading from the
 #: network: a peer faster than the owner is then held back by TCP instead of filling memory.
 MAILBOX_SHARE = 4 * 1024 * 1024
-#: How long an orderly close may take to write what is buffered and its close_notify.
+#: How long an orderly close may go without writing anything before it gives up on a peer that reads nothing.
 CLOSE_TIMEOUT = 10.0
 #: How long, after its close_notify, a closing socket reads what the peer still sends, so that closing with
 #: unread data does not reset the connection and destroy what was just written.
@@ -329,11 +329,17 @@ class Socket:
             return
         self.send((process.self() if isinstance(self._owner, Pid) else None, "close"))
 
-    def abort(self, error: ConnectionBroken, tell_owner: bool = True) -> None:
-        """End the connection at once (``stop()``, a closed listen socket): the owner hears ``error``."""
+    def abort(self, error: ConnectionBroken, tell_owner: bool = True, wake: bool = True) -> None:
+        """End the connection at once (``stop()``, a closed listen socket): the owner hears ``error``. With
+        ``wake=False`` the socket is only marked, so that ``stop()`` can mark every socket before any of them
+        acts, and none mistakes its peer's abort for that peer's own close."""
         if self._abort_error is None:
             self._abort_error = error
             self._abort_tells_owner = tell_owner
+        if wake:
+            self._waker.poke()
+
+    def wake(self) -> None:
         self._waker.poke()
 
     def _put(self, item: tuple[Any, ...]) -> None:
@@ -550,9 +556,12 @@ class Socket:
                 closing_since = monotonic()
                 self._state = State.CLOSING
             try:
+                backlog = self._out_size + self._inbox.qsize()
                 write_wait = self._write()
                 if closing_since is not None:
-                    if not write_wait:
+                    if self._out_size + self._inbox.qsize() < backlog:
+                        closing_since = monotonic()  # CLOSE_TIMEOUT bounds a close that makes no progress
+                    if not write_wait and self._inbox.empty():  # everything delivered is written first
                         self._finish(None, orderly=True)
                         return
                     if monotonic() - closing_since > CLOSE_TIMEOUT:
@@ -567,7 +576,10 @@ class Socket:
                 self._peer_closed()
                 return
             except (SSL.Error, OSError, FramingError) as exc:
-                self._finish(_broken(exc) if closing_since is None else None, orderly=False)
+                if self._abort_error is not None:  # stop() came first; the peer's end is its echo
+                    self._finish(self._abort_error if self._abort_tells_owner else None, orderly=False)
+                else:
+                    self._finish(_broken(exc) if closing_since is None else None, orderly=False)
                 return
             events = read_wait | write_wait
             if closing_since is None and self._owner is not None and not read_wait and not self._paused:
@@ -653,6 +665,9 @@ class Socket:
         return wait
 
     def _peer_closed(self) -> None:
+        if self._abort_error is not None:  # stop() came first; the peer's close is its echo
+            self._finish(self._abort_error if self._abort_tells_owner else None, orderly=False)
+            return
         if self._decoder.buffered:
             error: Any = ConnectionBroken(
                 f"the peer closed the connection in the middle of a packet ({self._decoder.buffered} bytes of it"

@@ -63,7 +63,9 @@ class Registry:
             listener.close("stopped")
         error = ConnectionBroken("the socket server was stopped", "stopped")
         for sock in sockets:
-            sock.abort(error)
+            sock.abort(error, wake=False)
+        for sock in sockets:
+            sock.wake()
         deadline = monotonic() + STOP_TIMEOUT
         for sock in sockets:
             if sock.thread.ident is not None and sock.thread is not threading.current_thread():

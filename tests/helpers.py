@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -65,3 +67,16 @@ def expect(sock: sslsocket.Socket, timeout: float = 5) -> Any:
     """The next message from ``sock`` in the calling process's mailbox, without its sender."""
     _sender, body = sslsocket.receive(lambda m: m[0] is sock, timeout=timeout)
     return body
+
+
+def stdlib_peer(certs: Any, mode: Any = ("packet", 2)) -> tuple[sslsocket.Socket, ssl.SSLSocket]:
+    """An sslsocket server and, connected to it, a client of Python's own ssl module."""
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), mode)
+    server = accepting(listen, f"-cert {certs.server}")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    raw = ctx.wrap_socket(socket.create_connection((LOCAL, listen.port)))
+    accepted = server()
+    sslsocket.close(listen)
+    return accepted, raw

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import ssl
 import struct
 import threading
 import time
@@ -14,7 +13,7 @@ import pytest
 import sslsocket
 from sslsocket.mediator import State
 
-from helpers import LOCAL, accepting, expect, pair
+from helpers import LOCAL, accepting, expect, pair, stdlib_peer
 
 
 def wait_for(predicate: Any, timeout: float = 5) -> None:
@@ -190,19 +189,6 @@ def test_sslsocket_close_and_the_context_manager(certs: Any) -> None:
     with server:
         pass
     wait_for(lambda: server.state is State.CLOSED)
-
-
-def stdlib_peer(certs: Any, mode: Any = ("packet", 2)) -> tuple[sslsocket.Socket, ssl.SSLSocket]:
-    """An sslsocket server and, connected to it, a client of Python's own ssl module."""
-    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), mode)
-    server = accepting(listen, f"-cert {certs.server}")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    raw = ctx.wrap_socket(socket.create_connection((LOCAL, listen.port)))
-    accepted = server()
-    sslsocket.close(listen)
-    return accepted, raw
 
 
 def test_peer_tcp_end_without_close_notify_is_an_error_never_normal(certs: Any) -> None:
