@@ -1,0 +1,63 @@
+"""The manual's server: one process per connection.
+
+    top(Port) -> Listen = ssl_socket:listen('STREAM', 'AF_INET', Port, {packet, 2}), loop(Listen).
+    loop(Listen) -> Pid = spawn(mymod, connection, [Listen, self()]),
+                    receive {Pid, ok} -> loop(Listen) end.
+    connection(Listen, Father) -> Socket = ssl_socket:accept(Listen, "-cert ssl_server.pem"),
+                                  Father ! {self(), ok},
+                                  Socket ! {self(), {deliver, "Hello there"}}, ...
+
+Run it: python examples/top_loop_connection.py. Three clients connect; each is served by its own process.
+"""
+
+import warnings
+
+from _cert import throwaway_certificate
+
+import sslsocket
+from sslsocket import receive, self, spawn
+
+SSL_SERVER = throwaway_certificate()
+warnings.simplefilter("ignore", sslsocket.InsecureClientWarning)  # the example's clients check nothing
+
+
+def top(port, parent, connections):
+    listen = sslsocket.listen("STREAM", "AF_INET", ("127.0.0.1", port), ("packet", 2))
+    parent.send(("listening", listen.port))  # (the manual's top knows its port; ours picked a free one)
+    loop(listen, connections)
+
+
+def loop(listen, connections):
+    if connections == 0:  # the manual's loop runs forever; this one serves a few and stops
+        sslsocket.close(listen)
+        return
+    pid = spawn(connection, listen, self())
+    match receive():
+        case (p, "ok") if p is pid:
+            loop(listen, connections - 1)
+
+
+def connection(listen, father):
+    socket = sslsocket.accept(listen, f"-cert {SSL_SERVER}")
+    father.send((self(), "ok"))  # the father may now spawn the next acceptor
+    socket.send((self(), ("deliver", "Hello there")))
+    match receive():
+        case (s, ("fromsocket", data)) if s is socket:
+            socket.deliver(f"you said {data!r} to process {self()}")
+    receive()  # the client's close: {Socket, {socket_closed, normal}}
+
+
+def main():
+    spawn(top, 0, self(), 3)
+    _, port = receive(timeout=10)
+    for n in range(3):
+        client = sslsocket.client("STREAM", "AF_INET", ("localhost", port), ("packet", 2), "")
+        print(receive(timeout=10)[1])  # ('fromsocket', 'Hello there')
+        client.deliver(f"client {n}")
+        print(receive(timeout=10)[1])
+        client.close()
+    sslsocket.stop()
+
+
+if __name__ == "__main__":
+    main()
