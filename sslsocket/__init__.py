@@ -2,6 +2,29 @@
 
 A process per connection: ``accept`` and ``client`` return a ``Socket``, a mediator thread that alone talks TLS
 and sends what arrives to its controlling process's mailbox, as the manual's messages.
+
+>>> import os, tempfile, warnings, sslsocket
+>>> from sslsocket.certs import make_cert
+>>> cert = os.path.join(tempfile.mkdtemp(), "ssl_server.pem")
+>>> make_cert("localhost").write(cert)
+>>> listen = sslsocket.listen("STREAM", "AF_INET", ("127.0.0.1", 0), ("packet", 2))
+>>> def connection(listen, father):
+...     socket = sslsocket.accept(listen, f"-cert {cert}")
+...     father.send((sslsocket.self(), "ok"))
+...     socket.send((sslsocket.self(), ("deliver", "Hello there")))
+...     sslsocket.receive()  # until the client closes
+>>> pid = sslsocket.spawn(connection, listen, sslsocket.self())
+>>> with warnings.catch_warnings():
+...     warnings.simplefilter("ignore")  # this client checks nothing (-verify 0)
+...     sock = sslsocket.client("STREAM", "AF_INET", ("localhost", listen.port), ("packet", 2), "")
+>>> sslsocket.receive(timeout=5) == (pid, "ok")
+True
+>>> sender, message = sslsocket.receive(timeout=5)
+>>> sender is sock, message
+(True, ('fromsocket', 'Hello there'))
+>>> sock.send((sslsocket.self(), "close"))
+>>> sslsocket.close(listen)
+>>> sslsocket.stop()
 """
 
 from .errors import (

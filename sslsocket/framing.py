@@ -1,4 +1,4 @@
-"""The manual's modes as pure codecs: bytes in, whole packets out. No sockets, no threads, no clocks.
+r"""The manual's modes as pure codecs: bytes in, whole packets out. No sockets, no threads, no clocks.
 
 A decoder's ``feed(data)`` takes whatever TLS handed over and returns the packets it completed, in order; an
 empty list means "need more data". A packet's length is judged as soon as its header is complete, before any of it
@@ -8,6 +8,17 @@ clean end of stream from a truncated one.
 
 A mode's ``encode(payload)`` is the sender's side: the big-endian length header and the payload, refusing what
 does not fit the header.
+
+>>> mode = parse_mode(("packet", 2))
+>>> mode.encode(b"Hello")
+b'\x00\x05Hello'
+>>> decoder = mode.decoder()
+>>> decoder.feed(b"\x00\x05Hel")  # need more
+[]
+>>> decoder.feed(b"lo\x00\x02hi\x00")
+[b'Hello', b'hi']
+>>> decoder.buffered  # one byte of the next header
+1
 """
 
 from __future__ import annotations

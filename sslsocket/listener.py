@@ -51,6 +51,7 @@ class ListenSocket(NamedTuple):
     port: int
 
     def close(self) -> None:
+        """Stop listening (``sslsocket.close(listen)``): every waiting ``accept`` raises ``Closed``."""
         from .server import close
 
         close(self)

@@ -282,17 +282,22 @@ class Socket:
 
     @property
     def state(self) -> State:
+        """Where the connection is: handshaking, open, closing or closed."""
         return self._state
 
     @property
     def owner(self) -> Owner | None:
+        """The controlling process (a ``Pid``), the callback that gets the messages, or None before ``accept``
+        hands the socket over."""
         return self._owner
 
     @property
     def thread(self) -> threading.Thread:
+        """The mediator thread (named ``sslsocket-N-host:port``)."""
         return self._thread
 
     def start(self) -> None:
+        """Start the mediator thread: the library does this; it runs the handshake, then the connection."""
         self._thread.start()
 
     def send(self, msg: Any) -> None:
@@ -340,6 +345,7 @@ class Socket:
             self._waker.poke()
 
     def wake(self) -> None:
+        """Make the mediator look at its inbox and its abort flag now."""
         self._waker.poke()
 
     def _put(self, item: tuple[Any, ...]) -> None:

@@ -7,6 +7,20 @@ manual says.
 
 All waiting of a process (``receive``, ``accept``) goes through ``Pid.wait_until`` on the process's one condition
 variable, so ``exit(pid, reason)`` can interrupt whichever wait the process is in.
+
+>>> import sslsocket
+>>> me = sslsocket.self()
+>>> me.send(("first", 1))
+>>> me.send("second")
+>>> sslsocket.receive(lambda m: m == "second", timeout=1)  # selective: the first one stays
+'second'
+>>> sslsocket.receive(timeout=1)
+('first', 1)
+>>> def child(parent):
+...     parent.send((sslsocket.self(), "hello from a new process"))
+>>> pid = sslsocket.spawn(child, me)
+>>> sslsocket.receive(timeout=5) == (pid, "hello from a new process")
+True
 """
 
 from __future__ import annotations
@@ -69,6 +83,7 @@ class Pid:
 
     @property
     def alive(self) -> bool:
+        """False once the process's thread has ended."""
         return self._alive
 
     def send(self, msg: Any) -> None:
@@ -148,6 +163,7 @@ class Pid:
             return mine
 
     def exit(self, reason: Any) -> None:
+        """``sslsocket.exit(pid, reason)``: see there."""
         with self._cond:
             if self._alive and self._exit is None:
                 self._exit = (reason,)
@@ -167,6 +183,7 @@ class Pid:
             return self._alive
 
     def release(self, sock: Socket) -> None:
+        """Forget that this process controls ``sock`` (it was handed on, or it ended)."""
         with self._cond:
             self._sockets.discard(sock)
 

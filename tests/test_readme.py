@@ -21,3 +21,14 @@ def test_readme_names_the_two_commands_and_they_exist() -> None:
         assert command in text
         assert os.access(ROOT / command, os.X_OK)
     assert "scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    import sslsocket
+
+    for name in sslsocket.__all__:
+        assert (getattr(sslsocket, name).__doc__ or "").strip(), name
+    for cls in (sslsocket.Socket, sslsocket.Pid, sslsocket.ListenSocket):
+        for name, member in vars(cls).items():
+            if not name.startswith("_") and (callable(member) or isinstance(member, property)):
+                assert (member.__doc__ or "").strip(), f"{cls.__name__}.{name}"
