@@ -26,50 +26,44 @@ def test_raw_mode_with_s_server(certs: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("server_suites", "client_suites", "agreed"),
+    ("server_options", "client_flags", "agreed"),
     [
-        ("TLS_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"),
         (
-            "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384",
-            "TLS_CHACHA20_POLY1305_SHA256",
-            "TLS_CHACHA20_POLY1305_SHA256",
+            ["-ciphersuites", "TLS_AES_128_GCM_SHA256"],
+            "-ciphersuites TLS_AES_128_GCM_SHA256",
+            ("TLSv1.3", "TLS_AES_128_GCM_SHA256"),
         ),
-        ("TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256", None),
+        (
+            ["-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"],
+            "-ciphersuites TLS_CHACHA20_POLY1305_SHA256",
+            ("TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256"),
+        ),
+        (["-ciphersuites", "TLS_AES_128_GCM_SHA256"], "-ciphersuites TLS_CHACHA20_POLY1305_SHA256", None),
+        (
+            ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"],
+            "-cipher ECDHE-ECDSA-AES256-GCM-SHA384",
+            ("TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384"),
+        ),
+        (
+            ["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+            "-cipher ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256",
+            ("TLSv1.2", "ECDHE-ECDSA-AES128-GCM-SHA256"),
+        ),
+        (["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"], "-cipher ECDHE-ECDSA-AES256-GCM-SHA384", None),
     ],
+    ids=["1.3 same", "1.3 one in common", "1.3 none in common", "1.2 same", "1.2 one in common", "1.2 none in common"],
 )
-def test_ciphersuites_against_s_server(certs: Any, server_suites: str, client_suites: str, agreed: str | None) -> None:
-    with openssl_server(certs, "-ciphersuites", server_suites) as (_, port):
-        flags = f"-verify 2 -CAfile {certs.ca} -ciphersuites {client_suites}"
+def test_cipher_choices_against_s_server(
+    certs: Any, server_options: list[str], client_flags: str, agreed: tuple[str, str] | None
+) -> None:
+    with openssl_server(certs, *server_options) as (_, port):
+        flags = f"-verify 2 -CAfile {certs.ca} {client_flags}"
         if agreed is None:
             with pytest.raises(sslsocket.HandshakeError, match=r"refused the handshake|no cipher"):
                 sslsocket.client("STREAM", "AF_INET", (LOCAL, port), "raw", flags)
             return
         sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), "raw", flags)
-        assert (sock.protocol, sock.cipher) == ("TLSv1.3", agreed)
-        sock.close()
-
-
-@pytest.mark.parametrize(
-    ("server_cipher", "client_cipher", "agreed"),
-    [
-        ("ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384"),
-        (
-            "ECDHE-ECDSA-AES128-GCM-SHA256",
-            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256",
-            "ECDHE-ECDSA-AES128-GCM-SHA256",
-        ),
-        ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", None),
-    ],
-)
-def test_tls12_cipher_against_s_server(certs: Any, server_cipher: str, client_cipher: str, agreed: str | None) -> None:
-    with openssl_server(certs, "-tls1_2", "-cipher", server_cipher) as (_, port):
-        flags = f"-verify 2 -CAfile {certs.ca} -cipher {client_cipher}"
-        if agreed is None:
-            with pytest.raises(sslsocket.HandshakeError, match=r"refused the handshake|no cipher"):
-                sslsocket.client("STREAM", "AF_INET", (LOCAL, port), "raw", flags)
-            return
-        sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), "raw", flags)
-        assert (sock.protocol, sock.cipher) == ("TLSv1.2", agreed)
+        assert (sock.protocol, sock.cipher) == agreed
         sock.close()
 
 

@@ -352,31 +352,6 @@ def test_a_spawned_owner_ending_closes_its_socket(certs: Any) -> None:
 # ---- accept -------------------------------------------------------------------------------------------------
 
 
-def test_exit_aborts_accept_and_the_listen_socket_stays_usable(certs: Any) -> None:
-    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
-    me = sslsocket.self()
-
-    def acceptor() -> None:
-        try:
-            sslsocket.accept(listen, f"-cert {certs.server}")
-        except sslsocket.Exit as exc:
-            me.send(("aborted", exc.reason))
-
-    for _ in range(20):
-        pid = sslsocket.spawn(acceptor)
-        time.sleep(0.005)
-        sslsocket.exit(pid, "abort")
-        assert sslsocket.receive(lambda m: m[0] == "aborted", timeout=5) == ("aborted", "abort")
-    accepted = accepting(listen, f"-cert {certs.server}")
-    client = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
-    server = accepted()
-    client.deliver("still listening")
-    assert expect(server) == ("fromsocket", "still listening")
-    client.close()
-    server.close()
-    sslsocket.close(listen)
-
-
 def test_closing_the_listen_socket_aborts_accept(certs: Any) -> None:
     listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
     me = sslsocket.self()
