@@ -181,6 +181,14 @@ def parse_flags(flags: str, env: Mapping[str, str] | None = None) -> Settings:
     """Read an SSLFlags string (options separated by spaces; a value with spaces may be quoted).
 
     ``env`` supplies ``SSL_CIPHER``, ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` (default: ``os.environ``).
+
+    >>> settings = parse_flags("-cert 'my server.pem' -verify 2", env={"SSL_CERT_FILE": "ca.pem"})
+    >>> settings.certs, settings.verify, settings.cafile
+    (('my server.pem',), 2, 'ca.pem')
+    >>> parse_flags("-verfy 2", env={})
+    Traceback (most recent call last):
+    ...
+    sslsocket.errors.FlagError: unknown SSLFlags option '-verfy' (did you mean -verify?)
     """
     if not isinstance(flags, str):
         raise FlagError(f"SSLFlags must be a str such as '-cert server.pem', not {type(flags).__name__}")

@@ -262,7 +262,17 @@ _NOTATION = re.compile(r"\{\s*(packet|binary_packet)\s*,\s*(\d+)\s*\}")
 
 def parse_mode(mode: object) -> Mode:
     """The manual's ``Mode`` in its Python spelling (``("packet", 2)``, ``"raw"``, ``"asn1"``...) or in Erlang
-    notation (``"{packet,2}"``); anything else raises ``ModeError`` naming it."""
+    notation (``"{packet,2}"``); anything else raises ``ModeError`` naming it.
+
+    >>> parse_mode("twobytes") == parse_mode(("packet", 2)) == parse_mode("{packet,2}")
+    True
+    >>> print(parse_mode(("binary_packet", 4)))
+    {binary_packet, 4}
+    >>> parse_mode(("packet", 3))
+    Traceback (most recent call last):
+    ...
+    sslsocket.errors.ModeError: bad mode ('packet', 3): N in ('packet', N) must be one of 0, 1, 2, 4
+    """
     if isinstance(mode, Mode):
         return mode
     spelled = mode
@@ -286,7 +296,13 @@ def parse_mode(mode: object) -> Mode:
 
 def to_bytes(data: object) -> bytes:
     """What ``deliver`` sends: a str is one byte per character (an Erlang string), bytes-like is a binary, and a
-    list may hold byte values, strings, binaries and further lists (an Erlang iolist)."""
+    list may hold byte values, strings, binaries and further lists (an Erlang iolist).
+
+    >>> to_bytes("\u20ac")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot deliver '€' at index 0: a str is sent one byte per character, ...
+    """
     if isinstance(data, bytes):
         return data
     if isinstance(data, str):

@@ -54,7 +54,7 @@ from OpenSSL import SSL
 
 from . import process
 from .errors import BadMessage, Closed, ConnectionBroken, HandshakeError, NotOwner
-from .flags import Settings, verify_error_text
+from .flags import Settings, connection_logger, verify_error_text
 from .framing import FramingError, Mode, to_bytes
 from .process import Delivery, Pid
 
@@ -202,7 +202,6 @@ class Socket:
         on_handshake: Callable[[Socket, BaseException | None], None],
         owner: Owner | None = None,
         hostname: str | None = None,
-        limit: int | None = None,
         forget: Callable[[Socket], None] = lambda sock: None,
     ) -> None:
         self.id = next(_ids)
@@ -223,12 +222,8 @@ class Socket:
                 self._conn.set_tlsext_host_name(hostname.encode("idna"))
         self._hostname = hostname
         self._settings = settings
-        self._log = None
-        if settings.log:
-            from .flags import connection_logger
-
-            self._log = connection_logger(settings.log)
-        self._decoder = mode.decoder(limit) if limit else mode.decoder()
+        self._log = connection_logger(settings.log) if settings.log else None
+        self._decoder = mode.decoder()
         self._on_handshake = on_handshake
         self._forget = forget
         self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue(INBOX_SIZE)
