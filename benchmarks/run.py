@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import socket
 import ssl
 import statistics
@@ -54,6 +55,7 @@ class Figure:
     target: str
     baseline: list[float] = field(default_factory=list)
     sslsocket: list[float] = field(default_factory=list)
+    erlang: list[float] = field(default_factory=list)
     note: str = ""
 
     @property
@@ -78,6 +80,14 @@ class Setup:
         self.client_ctx.verify_mode = ssl.CERT_NONE
         self.client_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         self.flags = f"-cert {self.cert}"
+        self.erlang_cert = os.path.join(self.dir, "erlang_cert.pem")  # OTP wants the key in a file of its own
+        self.erlang_key = os.path.join(self.dir, "erlang_key.pem")
+        with open(self.cert, "rb") as both:
+            pem = both.read()
+        cert_end = pem.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----\n")
+        with open(self.erlang_cert, "wb") as cert, open(self.erlang_key, "wb") as key:
+            cert.write(pem[:cert_end])
+            key.write(pem[cert_end:])
 
 
 # ---- the baseline: Python's ssl, a blocking socket and a thread per side, 4-byte framing by hand -------------
@@ -254,6 +264,23 @@ def sslsocket_handshakes(setup: Setup, count: int) -> float:
     return count / elapsed
 
 
+# ---- Erlang/OTP, the optional third column: ssl with {packet, 4}, server and client in one node ----------------
+
+ESCRIPT = shutil.which("escript")
+
+
+def erlang_rate(setup: Setup, kind: str, count: int, size: int) -> float:
+    script = Path(__file__).with_name("erlang_bench.escript")
+    result = subprocess.run(
+        [ESCRIPT or "escript", str(script), kind, str(count), str(size), setup.erlang_cert, setup.erlang_key],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return float(result.stdout.split()[-1])
+
+
 # ---- many connections, and several processes: separate processes, never threads, on the client side ------------
 
 MANY_CLIENT = r"""
@@ -416,37 +443,49 @@ def measure(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
     quick = args.quick
     reps = 1 if quick else args.reps
     n = lambda full, short: short if quick else full  # noqa: E731
-    pairs: list[tuple[Figure, Callable[[], float], Callable[[], float]]] = [
+    erlang = ESCRIPT is not None and not args.no_erlang
+
+    def otp(kind: str, count: int, size: int, scale: float = 1.0) -> Callable[[], float] | None:
+        return (lambda: erlang_rate(setup, kind, count, size) * scale) if erlang else None
+
+    pairs: list[tuple[Figure, Callable[[], float], Callable[[], float], Callable[[], float] | None]] = [
         (
             Figure("ping-pong", "round trips/s", ">= 0.6"),
             lambda: baseline_pingpong(setup, n(5000, 300), 64),
             lambda: sslsocket_pingpong(setup, n(5000, 300), 64),
+            otp("pingpong", n(5000, 300), 64),
         ),
         (
             Figure("stream small", "packets/s", ">= 1.5"),
             lambda: baseline_stream(setup, n(100000, 3000), 100),
             lambda: sslsocket_stream(setup, n(100000, 3000), 100),
+            otp("stream", n(100000, 3000), 100),
         ),
         (
             Figure("stream 16 KiB", "packets/s", ">= 1.0"),
             lambda: baseline_stream(setup, n(20000, 300), 16384),
             lambda: sslsocket_stream(setup, n(20000, 300), 16384),
+            otp("stream", n(20000, 300), 16384),
         ),
         (
             Figure("stream 1 MiB", "MB/s", ">= 0.9"),
             lambda: baseline_stream(setup, n(300, 10), 2**20) * 2**20 / 1e6,
             lambda: sslsocket_stream(setup, n(300, 10), 2**20) * 2**20 / 1e6,
+            otp("stream", n(300, 10), 2**20, 2**20 / 1e6),
         ),
         (
             Figure("handshakes", "per s", ">= 0.8"),
             lambda: baseline_handshakes(setup, n(300, 20)),
             lambda: sslsocket_handshakes(setup, n(300, 20)),
+            None,
         ),
     ]
     figures = []
-    for figure, base, ours in pairs:
+    for figure, base, ours, theirs in pairs:
         for rep in range(reps):
             order = [(figure.baseline, base), (figure.sslsocket, ours)]
+            if theirs is not None:
+                order.append((figure.erlang, theirs))
             for results, run in order if rep % 2 == 0 else reversed(order):
                 results.append(run())
         figures.append(figure)
@@ -496,9 +535,13 @@ def report_line(figure: Figure) -> None:
         return f"{statistics.median(values):,.0f}" if values else "-"
 
     ratio = figure.ratio
+    versus = ""
+    if figure.erlang and figure.sslsocket:
+        versus = f"{statistics.median(figure.sslsocket) / statistics.median(figure.erlang):.2f}"
     print(
         f"{figure.name:<18} {figure.unit:<30} {median(figure.baseline):>12} {median(figure.sslsocket):>12}"
-        f" {'' if ratio is None else f'{ratio:.2f}':>6}  {figure.target:<7} {figure.note}",
+        f" {'' if ratio is None else f'{ratio:.2f}':>6}  {figure.target:<7} {median(figure.erlang):>10} {versus:>6}"
+        f"  {figure.note}",
         flush=True,
     )
 
@@ -510,8 +553,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=MAX_CONNECTIONS, help="for the many-connections figure")
     parser.add_argument("--json", default=str(Path(__file__).with_name("results.json")), help="where to write")
     parser.add_argument("--plot", help="draw throughput against packet size to this PNG (needs matplotlib)")
+    parser.add_argument("--no-erlang", action="store_true", help="leave out the Erlang/OTP column")
     args = parser.parse_args()
-    print(f"{'figure':<18} {'unit':<30} {'baseline':>12} {'sslsocket':>12} {'ratio':>6}  target")
+    print(
+        f"{'figure':<18} {'unit':<30} {'baseline':>12} {'sslsocket':>12} {'ratio':>6}  {'target':<7}"
+        f" {'erlang':>10} {'vs otp':>6}"
+    )
     figures, extra = measure(args)
     result = {"figures": [asdict(f) | {"ratio": f.ratio} for f in figures], **extra}
     Path(args.json).write_text(json.dumps(result, indent=2))
