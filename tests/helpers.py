@@ -35,6 +35,20 @@ def accepting(listen: sslsocket.ListenSocket, flags: str, **kw: Any) -> Callable
     return outcome
 
 
+def waiting_acceptor(listen: sslsocket.ListenSocket, flags: str, ends: type[BaseException]) -> sslsocket.Pid:
+    """A process waiting in ``accept``; when the wait ends with ``ends`` (Closed, Exit...), it sends the caller
+    ``("accept ended", reason)``."""
+    parent = sslsocket.self()
+
+    def acceptor() -> None:
+        try:
+            sslsocket.accept(listen, flags)
+        except ends as exc:
+            parent.send(("accept ended", getattr(exc, "reason", None)))
+
+    return sslsocket.spawn(acceptor)
+
+
 def pair(
     mode: object = ("packet", 2),
     server_flags: str | None = None,

@@ -25,7 +25,7 @@ from OpenSSL import SSL
 import sslsocket
 from sslsocket.mediator import State
 
-from helpers import LOCAL, accepting, expect, pair, stdlib_peer
+from helpers import LOCAL, accepting, expect, pair, stdlib_peer, waiting_acceptor
 
 
 def wait_for(predicate: Any, timeout: float = 10) -> None:
@@ -492,20 +492,12 @@ def test_15_a_hundred_handovers_while_streaming(certs: Any) -> None:
 
 def test_16_exit_during_accept_a_hundred_times(certs: Any) -> None:
     with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
-        me = sslsocket.self()
-
-        def acceptor() -> None:
-            try:
-                sslsocket.accept(listen, f"-cert {certs.server}")
-            except sslsocket.Exit as exc:
-                me.send(("exited", exc.reason))
-
         for n in range(100):
-            pid = sslsocket.spawn(acceptor)
+            pid = waiting_acceptor(listen, f"-cert {certs.server}", sslsocket.Exit)
             if n % 3:
                 time.sleep(0.001)
             sslsocket.exit(pid, n)
-            assert sslsocket.receive(lambda m: m[0] == "exited", timeout=5) == ("exited", n)
+            assert sslsocket.receive(lambda m: m[0] == "accept ended", timeout=5) == ("accept ended", n)
         accepted = accepting(listen, f"-cert {certs.server}")
         client = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
         server = accepted()
@@ -629,21 +621,14 @@ def test_17_running_out_of_descriptors_gives_clear_errors_and_recovers(certs: An
 
 
 def test_18_stop_during_everything(certs: Any) -> None:
-    me = sslsocket.self()
     listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 4))
     streams = [pair(("packet", 4), certs=certs) for _ in range(5)]
     for client, _ in streams:
         for _ in range(50):
             client.deliver("x" * 10000)
 
-    def acceptor() -> None:
-        try:
-            sslsocket.accept(listen, f"-cert {certs.server}")
-        except sslsocket.Closed:
-            me.send("acceptor woke")
-
     for _ in range(3):
-        sslsocket.spawn(acceptor)
+        waiting_acceptor(listen, f"-cert {certs.server}", sslsocket.Closed)
     silent = [socket.create_connection((LOCAL, listen.port)) for _ in range(5)]  # handshakes under way
     time.sleep(0.1)
     start = time.monotonic()
@@ -651,7 +636,7 @@ def test_18_stop_during_everything(certs: Any) -> None:
     assert time.monotonic() - start < 1.0
     assert not [t for t in threading.enumerate() if t.name.startswith("sslsocket-")]
     for _ in range(3):
-        assert sslsocket.receive(lambda m: m == "acceptor woke", timeout=1) == "acceptor woke"
+        assert sslsocket.receive(lambda m: m[0] == "accept ended", timeout=1)[1] == ("accept", "stopped")
     heard: dict[sslsocket.Socket, Any] = {}
     while True:
         try:

@@ -13,7 +13,7 @@ import pytest
 import sslsocket
 from sslsocket.mediator import State
 
-from helpers import LOCAL, accepting, expect, pair, stdlib_peer
+from helpers import LOCAL, accepting, expect, pair, stdlib_peer, waiting_acceptor
 
 
 def wait_for(predicate: Any, timeout: float = 5) -> None:
@@ -354,20 +354,12 @@ def test_a_spawned_owner_ending_closes_its_socket(certs: Any) -> None:
 
 def test_closing_the_listen_socket_aborts_accept(certs: Any) -> None:
     listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
-    me = sslsocket.self()
-
-    def acceptor() -> None:
-        try:
-            sslsocket.accept(listen, f"-cert {certs.server}")
-        except sslsocket.Closed as exc:
-            me.send(("closed", exc.reason))
-
     for _ in range(3):
-        sslsocket.spawn(acceptor)
+        waiting_acceptor(listen, f"-cert {certs.server}", sslsocket.Closed)
     time.sleep(0.05)
     sslsocket.close(listen)
     for _ in range(3):
-        assert sslsocket.receive(timeout=5) == ("closed", ("accept", "closed"))
+        assert sslsocket.receive(timeout=5) == ("accept ended", ("accept", "closed"))
     with pytest.raises(sslsocket.Closed):
         sslsocket.accept(listen, f"-cert {certs.server}")
 
@@ -412,23 +404,6 @@ def test_several_acceptors_at_once(certs: Any) -> None:
         c.close()
     assert served == {"0", "1", "2", "3"}
     assert sorted(sslsocket.receive(lambda m: m[0] == "done", timeout=10)[1] for _ in range(4)) == [0, 1, 2, 3]
-    sslsocket.close(listen)
-
-
-def test_a_silent_client_does_not_delay_a_good_one(certs: Any) -> None:
-    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
-    silent = [socket.create_connection((LOCAL, listen.port)) for _ in range(5)]
-    accepted = accepting(listen, f"-cert {certs.server} -timeout 3")
-    time.sleep(0.1)
-    start = time.monotonic()
-    client = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
-    server = accepted()
-    assert time.monotonic() - start < 2
-    assert isinstance(server, sslsocket.Socket)
-    client.close()
-    server.close()
-    for s in silent:
-        s.close()
     sslsocket.close(listen)
 
 
@@ -557,18 +532,11 @@ def test_stop_closes_everything_wakes_everyone_and_can_start_again(certs: Any) -
     sslsocket.start()  # idempotent
     client, server = pair(certs=certs)
     listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw")
-    me = sslsocket.self()
 
-    def acceptor() -> None:
-        try:
-            sslsocket.accept(listen, f"-cert {certs.server}")
-        except sslsocket.Closed as exc:
-            me.send(("acceptor woke", exc.reason))
-
-    sslsocket.spawn(acceptor)
+    waiting_acceptor(listen, f"-cert {certs.server}", sslsocket.Closed)
     time.sleep(0.05)
     sslsocket.stop()
-    assert sslsocket.receive(lambda m: m[0] == "acceptor woke", timeout=2) == ("acceptor woke", ("accept", "stopped"))
+    assert sslsocket.receive(lambda m: m[0] == "accept ended", timeout=2) == ("accept ended", ("accept", "stopped"))
     for sock in (client, server):
         kind, error = expect(sock, 2)
         assert kind == "socket_closed" and error.reason == "stopped"
