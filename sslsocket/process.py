@@ -242,5 +242,6 @@ def receive(match: Callable[[Any], bool] | None = None, timeout: float | None = 
 
 
 def exit(pid: Pid, reason: Any) -> None:
-    """``exit(Pid, Reason)``: ``pid``, blocked in ``accept`` or ``receive`` now or later, raises ``Exit(reason)``."""
+    """``exit(Pid, Reason)``: ``pid``, blocked in ``accept`` or ``receive`` (or, beyond the manual, in ``client``)
+    now or later, raises ``Exit(reason)``."""
     pid.exit(reason)

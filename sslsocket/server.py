@@ -11,7 +11,7 @@ from time import monotonic
 from typing import Any, NamedTuple
 
 from . import process
-from .errors import Closed, ConnectError, ConnectionBroken, NotOwner
+from .errors import Closed, ConnectError, ConnectionBroken, Exit, NotOwner
 from .flags import close_logs, load_context, parse_flags
 from .framing import parse_mode
 from .listener import Listener, ListenSocket, check_protocol_family, make_listener
@@ -123,19 +123,20 @@ def client(
 ) -> Socket:
     """``client('STREAM', 'AF_INET', {Host, Port}, Mode, SSLFlags)``: connect, handshake, and return the
     ``Socket``, controlled by the caller (or ``owner``). ``Host`` is a name or an IP address; ``Port`` a number
-    or, beyond the manual, a service name such as ``"https"``."""
+    or, beyond the manual, a service name such as ``"https"``. The wait for the handshake is bounded by ``-timeout``
+    and, like ``accept``, aborted by ``exit(pid, reason)``."""
     af = check_protocol_family(protocol, family)
     parsed = parse_mode(mode)
     settings = parse_flags(ssl_flags)
     context = load_context(settings, server=False)
     host, port = _host_port(address)
     tcp = _connect(host, port, af, settings.timeout)
+    me = process.self()
     outcome: list[BaseException | None] = []
-    done = threading.Event()
 
     def handshake_done(sock: Socket, error: BaseException | None) -> None:
         outcome.append(error)
-        done.set()
+        me.wake()
 
     try:
         sock = Socket(
@@ -145,7 +146,7 @@ def client(
             mode=parsed,
             settings=settings,
             on_handshake=handshake_done,
-            owner=owner if owner is not None else process.self(),
+            owner=owner if owner is not None else me,
             hostname=host,
             forget=_registry.forget,
         )
@@ -154,7 +155,11 @@ def client(
         raise ConnectError(f"the connection to {host}:{port} was lost at once: {exc.strerror}", "closed") from exc
     _registry.add(sock)
     sock.start()
-    done.wait()  # the mediator always reports, at the latest when -timeout runs out
+    try:  # the mediator always reports, at the latest when -timeout runs out; exit(pid, reason) ends it sooner
+        me.wait_until(lambda: bool(outcome), None, "client")
+    except Exit:
+        sock.abort(ConnectionBroken("the client call was aborted by an exit signal", "aborted"), tell_owner=False)
+        raise
     if outcome[0] is not None:
         raise outcome[0]
     return sock

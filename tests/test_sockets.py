@@ -584,3 +584,22 @@ def test_every_error_derives_from_sslsocketerror_with_a_reason() -> None:
     assert issubclass(sslsocket.Timeout, TimeoutError)
     assert issubclass(sslsocket.FlagError, ValueError) and issubclass(sslsocket.PacketTooLong, ValueError)
     assert issubclass(sslsocket.ListenError, OSError) and issubclass(sslsocket.ConnectError, OSError)
+
+
+def test_exit_aborts_a_client_in_its_handshake() -> None:
+    mute = socket.create_server((LOCAL, 0))  # takes the TCP connection, never answers the TLS hello
+    me = sslsocket.self()
+
+    def connecting() -> None:
+        try:
+            sslsocket.client("STREAM", "AF_INET", (LOCAL, mute.getsockname()[1]), "raw", "-timeout 30")
+        except sslsocket.Exit as exc:
+            me.send(("client ended", exc.reason))
+
+    pid = sslsocket.spawn(connecting)
+    time.sleep(0.2)
+    start = time.monotonic()
+    sslsocket.exit(pid, "give up")
+    assert sslsocket.receive(lambda m: m[0] == "client ended", timeout=5) == ("client ended", "give up")
+    assert time.monotonic() - start < 2  # not the 30 s of -timeout
+    mute.close()
