@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from . import certs, process
 from .errors import SSLSocketError
-from .flags import Secret
+from .flags import pass_source
 from .framing import Mode, parse_mode
 from .listener import ListenSocket
 from .mediator import Socket
@@ -136,10 +136,7 @@ def positive_int(text: str) -> int:
 
 
 def secret(text: str) -> bytes:
-    kind, sep, value = text.partition(":")
-    if not sep or kind not in ("pass", "env", "file"):
-        raise Failure("give the pass phrase as pass:TEXT, env:VAR or file:PATH")
-    return Secret(kind, value).resolve(os.environ)
+    return pass_source("--pass", text).resolve(os.environ)
 
 
 def status(text: str) -> None:
@@ -184,16 +181,11 @@ def loop(handle: ListenSocket, flags: str, room: Pid | None) -> None:
     """loop(Listen) -> Pid = spawn(connection, [Listen, self()]), receive {Pid, ok} -> loop(Listen) end."""
     while True:
         pid = process.spawn(connection, handle, process.self(), flags, room)
-        match process.receive(sent_by(pid)):
+        match process.receive(process.sent_by(pid)):
             case (_, "ok"):
                 pass
             case (_, ("failed", error)):
                 log(f"refused: {error}")
-
-
-def sent_by(pid: Pid) -> Callable[[Any], bool]:
-    """A ``receive`` pattern: ``{Pid, _}``."""
-    return lambda msg: bool(msg[0] is pid)
 
 
 def connection(handle: ListenSocket, father: Pid, flags: str, room: Pid | None) -> None:

@@ -119,7 +119,7 @@ def _spawn_per_connection(
         names.name(sock, "Socket")
         father.send((process.self(), "ok"))
         sock.send((process.self(), ("deliver", "Hello there")))
-        _, body = process.receive(_from(sock), timeout=10)[1]
+        _, body = process.receive(process.sent_by(sock), timeout=10)[1]
         sock.deliver(f"You said: {body}")
         process.receive(lambda m: m[0] is sock and m[1][0] == "socket_closed", timeout=10)
 
@@ -130,11 +130,11 @@ def _spawn_per_connection(
     names.name(sock, "Client")
     show(f"Client = ssl_socket:client('STREAM', 'AF_INET', {{localhost, {handle.port}}}, {{packet, 2}}, \"\").")
     received(process.receive(lambda m: m[0] is pid, timeout=10))
-    received(process.receive(_from(sock), timeout=10))
+    received(process.receive(process.sent_by(sock), timeout=10))
     show(f"ssl_socket:peername(Client) -> {names.term(tuple(peername(sock)))}")
     show('Client ! {self(), {deliver, "Good day"}}.')
     sock.send((me, ("deliver", "Good day")))
-    received(process.receive(_from(sock), timeout=10))
+    received(process.receive(process.sent_by(sock), timeout=10))
     show("Client ! {self(), close}.")
     sock.send((me, "close"))
     _wait_ended(pid)
@@ -155,7 +155,7 @@ def _modes(names: Names, show: Callable[[str], None], received: Callable[[Any], 
         def echo(listen_socket: ListenSocket) -> None:
             sock = accept(listen_socket, flags)
             while True:
-                _, body = process.receive(_from(sock), timeout=10)
+                _, body = process.receive(process.sent_by(sock), timeout=10)
                 if body[0] != "fromsocket":
                     return
                 sock.deliver(body[1])
@@ -165,7 +165,7 @@ def _modes(names: Names, show: Callable[[str], None], received: Callable[[Any], 
         names.name(sock, "Socket")
         show(f"Socket ! {names.term((process.self(), ('deliver', data)))}.".replace("Shell", "self()"))
         sock.deliver(data)
-        received(process.receive(_from(sock), timeout=10))
+        received(process.receive(process.sent_by(sock), timeout=10))
         sock.close()
         _wait_ended(echoer)
         close(handle)
@@ -204,11 +204,11 @@ def _controlling_process(names: Names, show: Callable[[str], None], received: Ca
         sock.deliver(f"request {n + 1}")
         clients.append(sock)
         received(process.receive(lambda m: m[0] == "user_got", timeout=10))
-        received(process.receive(_from(sock), timeout=10))
+        received(process.receive(process.sent_by(sock), timeout=10))
     user_pid.send("done")
     _wait_ended(user_pid)  # the User process ended: its sockets closed, and the clients hear of it
     for sock in clients:
-        received(process.receive(_from(sock), timeout=10))
+        received(process.receive(process.sent_by(sock), timeout=10))
     _wait_ended(acceptor)
     close(handle)
 
@@ -243,11 +243,6 @@ def _aborted_accept(names: Names, show: Callable[[str], None], flags: str) -> No
     sock.close()
     _wait_ended(pid)
     close(handle)
-
-
-def _from(sock: Socket) -> Callable[[Any], bool]:
-    """A ``receive`` pattern: a message from ``sock``."""
-    return lambda msg: bool(msg[0] is sock)
 
 
 def _wait_ended(pid: Pid, timeout: float = 10) -> None:

@@ -143,7 +143,8 @@ def _seconds(flag: str, text: str) -> float:
     return seconds
 
 
-def _pass_source(flag: str, text: str) -> Secret:
+def pass_source(flag: str, text: str) -> Secret:
+    """``pass:TEXT``, ``env:VAR`` or ``file:PATH``, as ``-pass`` takes it; ``flag`` names the culprit in errors."""
     kind, sep, value = text.partition(":")
     if not sep or kind not in ("pass", "env", "file"):
         raise FlagError(f"{flag}: give the pass phrase as pass:TEXT, env:VAR or file:PATH", ("flag", flag))
@@ -170,7 +171,7 @@ _FLAGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "-CAfile": ("cafile", _text),
     "-cacertfile": ("cafile", _text),
     "-CApath": ("capath", _text),
-    "-pass": ("password", _pass_source),
+    "-pass": ("password", pass_source),
     "-password": ("password", lambda flag, text: Secret("pass", text)),
     "-servername": ("servername", _text),
     "-timeout": ("timeout", _seconds),

@@ -37,6 +37,7 @@ switch the owner in one step that no outgoing message can cut into.
 from __future__ import annotations
 
 import enum
+import errno
 import itertools
 import logging
 import os
@@ -146,7 +147,7 @@ def _broken(exc: BaseException) -> ConnectionBroken:
                 "the peer closed its TCP connection without a TLS close_notify (truncated)", "truncated"
             )
         else:
-            error = ConnectionBroken(f"the connection failed: {text}", "reset" if code == 104 else "os")
+            error = ConnectionBroken(f"the connection failed: {text}", "reset" if code == errno.ECONNRESET else "os")
     elif isinstance(exc, SSL.Error):
         text = _ssl_error_text(exc)
         if "unexpected eof" in text:
@@ -550,14 +551,14 @@ class Socket:
         ready = 0  # what the TCP socket was ready for when poll last woke us
         while True:
             if self._abort_error is not None:
-                self._finish(self._abort_error if self._abort_tells_owner else None, orderly=False)
+                self._finish_aborted()
                 return
             closing = self._take_inbox()
             if (closing or self._owner_gone) and closing_since is None:
                 closing_since = monotonic()
                 self._state = State.CLOSING
             try:
-                backlog = self._out_size + self._inbox.qsize()
+                backlog = self._out_size + self._inbox.qsize() if closing_since is not None else 0
                 write_wait = self._write()
                 if closing_since is not None:
                     if self._out_size + self._inbox.qsize() < backlog:
@@ -578,7 +579,7 @@ class Socket:
                 return
             except (SSL.Error, OSError, FramingError) as exc:
                 if self._abort_error is not None:  # stop() came first; the peer's end is its echo
-                    self._finish(self._abort_error if self._abort_tells_owner else None, orderly=False)
+                    self._finish_aborted()
                 else:
                     self._finish(_broken(exc) if closing_since is None else None, orderly=False)
                 return
@@ -667,7 +668,7 @@ class Socket:
 
     def _peer_closed(self) -> None:
         if self._abort_error is not None:  # stop() came first; the peer's close is its echo
-            self._finish(self._abort_error if self._abort_tells_owner else None, orderly=False)
+            self._finish_aborted()
             return
         if self._decoder.buffered:
             error: Any = ConnectionBroken(
@@ -679,6 +680,10 @@ class Socket:
             error = "normal"
         self._emit([(self, ("socket_closed", error))])
         self._finish(None, orderly=True, linger=False)
+
+    def _finish_aborted(self) -> None:
+        """End after ``abort``: the owner hears the abort's error, unless the abort said not to tell it."""
+        self._finish(self._abort_error if self._abort_tells_owner else None, orderly=False)
 
     def _finish(self, error: ConnectionBroken | None, *, orderly: bool = False, linger: bool = True) -> None:
         """End the connection; tell the owner ``error`` unless it is None."""

@@ -151,9 +151,7 @@ class Pid:
     def take_from(self, sender: object) -> list[Any]:
         """Remove and return, in order, every waiting message ``(sender, ...)``: for ``controlling_process``."""
 
-        def from_sender(msg: Any) -> bool:
-            return isinstance(msg, tuple) and len(msg) == 2 and msg[0] is sender
-
+        from_sender = sent_by(sender)
         with self._cond:
             mine = [m for m in self._mailbox if from_sender(m)]
             if mine:
@@ -233,6 +231,11 @@ def spawn(func: Callable[..., object], *args: object) -> Pid:
 
     threading.Thread(target=run, name=f"process-{pid.id}-{pid.name}", daemon=True).start()
     return pid
+
+
+def sent_by(sender: object) -> Callable[[Any], bool]:
+    """A ``receive`` pattern, the manual's ``{Sender, _}``: a message whose first element is ``sender``."""
+    return lambda msg: isinstance(msg, tuple) and len(msg) == 2 and msg[0] is sender
 
 
 def receive(match: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:

@@ -142,7 +142,7 @@ def test_mutual_tls_with_an_otp_server(certs: Any) -> None:
             kind, error = expect(sock, 20)
             assert kind == "socket_closed" and isinstance(error, sslsocket.ConnectionBroken)
             assert "certificate required" in str(error)
-        assert "handshake_error" in server.expect("handshake_error")
+        server.expect("handshake_error")  # OTP logged the refused handshake
 
 
 def test_mutual_tls_with_an_otp_client(certs: Any) -> None:
