@@ -63,10 +63,12 @@ log = logging.getLogger("sslsocket")
 
 Owner = Pid | Callable[[Any], object]
 
-#: Bytes read from TLS per call: a TLS record holds at most 16 KiB of plaintext.
-RECV_SIZE = 64 * 1024
-#: Bytes handed to one ``SSL_write``: a few records, enough to amortise the call, small enough to interleave reads.
-WRITE_CHUNK = 64 * 1024
+#: Bytes read from TLS per call: a TLS record's most plaintext. A read of this size always empties the record it
+#: reads, so OpenSSL never holds plaintext back, and ``poll`` on the TCP socket alone tells when there is more.
+RECV_SIZE = 16 * 1024
+#: Bytes handed to one ``SSL_write``: sixteen full records. Each call into OpenSSL gives up the GIL and takes it back,
+#: which costs a thread hand-off when another thread wants it, so the calls are few and large.
+WRITE_CHUNK = 256 * 1024
 #: Bytes read per turn of the loop before the inbox and the writes get their turn again.
 READ_TURN = 512 * 1024
 #: Outgoing bytes buffered before the mediator stops taking deliveries from its inbox.
@@ -244,7 +246,7 @@ class Socket:
         self._unread_lock = threading.Lock()
         self._paused = False  # reading stopped until the owner catches up
         self._state = State.HANDSHAKING
-        self._out: deque[bytes] = deque()
+        self._out: deque[bytes | memoryview] = deque()
         self._out_size = 0
         self._pending: memoryview | None = None
         self.verify_errors: list[tuple[int, int]] = []
@@ -572,7 +574,7 @@ class Socket:
                     read_wait = 0  # a closing socket reads nothing more for its owner
                 elif self._owner is None:
                     read_wait = 0  # accepted, not yet claimed: the kernel holds the peer's data
-                elif not read_wait or ready & (read_wait | _HUP) or conn.pending():
+                elif not read_wait or ready & (read_wait | _HUP):
                     read_wait = self._read()  # only when there may be something: no WantRead raised for nothing
             except _PeerClosed:
                 self._peer_closed()
@@ -587,7 +589,7 @@ class Socket:
             if closing_since is None and self._owner is not None and not read_wait and not self._paused:
                 events |= select.POLLIN
             self._sleeping = True
-            if not self._inbox.empty() or self._abort_error is not None or conn.pending():
+            if not self._inbox.empty() or self._abort_error is not None:
                 self._sleeping = False
                 ready = 0
                 continue
@@ -617,15 +619,7 @@ class Socket:
         conn, out = self._conn, self._out
         while self._pending is not None or out:
             if self._pending is None:
-                if len(out[0]) >= WRITE_CHUNK or len(out) == 1:
-                    chunk = out.popleft()
-                else:
-                    parts, size = [], 0
-                    while out and size + len(out[0]) <= WRITE_CHUNK:
-                        size += len(out[0])
-                        parts.append(out.popleft())
-                    chunk = b"".join(parts)
-                self._pending = memoryview(chunk)
+                self._pending = memoryview(self._next_chunk())
             try:
                 sent = conn.send(self._pending)
             except SSL.WantWriteError:
@@ -635,6 +629,26 @@ class Socket:
             self._out_size -= sent
             self._pending = self._pending[sent:] if sent < len(self._pending) else None
         return 0
+
+    def _next_chunk(self) -> bytes | memoryview:
+        """The next bytes for one ``SSL_write``: a part as large as a chunk goes as it is; smaller parts (a header,
+        small packets) are joined, topped up from the front of the next part, so that the records stay full."""
+        out = self._out
+        if len(out[0]) >= WRITE_CHUNK or len(out) == 1:
+            return out.popleft()
+        parts, size = [], 0
+        while out and size < WRITE_CHUNK:
+            part = out[0]
+            room = WRITE_CHUNK - size
+            if len(part) <= room:
+                parts.append(out.popleft())
+                size += len(part)
+            else:
+                view = memoryview(part)
+                parts.append(view[:room])
+                out[0] = view[room:]
+                size = WRITE_CHUNK
+        return b"".join(parts)
 
     def _read(self) -> int:
         """Read and deliver until TLS would block. Returns the poll event the read waits for: 0 while the owner
