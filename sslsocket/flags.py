@@ -262,6 +262,18 @@ def _check_ciphers(cipher: str) -> None:
                 )
 
 
+def _whole_writes(ctx: SSL.Context) -> None:
+    """Make ``SSL_write`` write all it is given before it returns, as OpenSSL does by default; pyOpenSSL turns on
+    partial writes, which return after every 16 KiB record. Every call into OpenSSL gives up the GIL and takes it
+    back, a thread hand-off when another thread wants it: one call per 256 KiB instead of sixteen. pyOpenSSL has no
+    public ``clear_mode``, so this reaches its bindings, and does nothing where they lack the function."""
+    from OpenSSL.SSL import _lib  # type: ignore[attr-defined]
+
+    clear_mode = getattr(_lib, "SSL_CTX_clear_mode", None)
+    if clear_mode is not None:
+        clear_mode(ctx._context, _lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
+
+
 def build_context(settings: Settings, *, server: bool, env: Mapping[str, str] | None = None) -> SSL.Context:
     """A pyOpenSSL Context for one side, fully configured and checked; never mutated afterwards."""
     env = os.environ if env is None else env
@@ -272,6 +284,7 @@ def build_context(settings: Settings, *, server: bool, env: Mapping[str, str] | 
     ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
     # An idle connection gives back its 34 KiB of record buffers: thousands of held connections stay small.
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    _whole_writes(ctx)
     _load_identity(ctx, settings, server, env)
     if settings.cipher:
         _check_ciphers(settings.cipher)

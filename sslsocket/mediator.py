@@ -15,7 +15,7 @@ actual socket". Its thread runs three phases:
    - the inbox (a bounded ``queue.Queue``) is drained into the outgoing buffer while that buffer is below
      ``HIGH_WATER``; past it the inbox fills and senders block in ``send``: backpressure, not growth;
    - the outgoing buffer is written, many packets coalesced into one ``SSL_write``; a write that must be retried
-     is retried with the very same bytes, as OpenSSL requires;
+     is retried with the very same bytes, as OpenSSL requires, once ``poll`` says the socket is ready for it;
    - TLS is read until it would block, the bytes go through the mode's pure decoder, and the packets go to the
      owner in one batch, as ``(sock, ("fromsocket", data))``;
    - it sleeps in ``poll`` on what it waits for: readable always (while it has an owner), writable only while a
@@ -78,7 +78,8 @@ INBOX_SIZE = 1024
 #: Bytes of packets a socket may have waiting unread in its owner's mailbox before it stops reading from the
 #: network: a peer faster than the owner is then held back by TCP instead of filling memory.
 MAILBOX_SHARE = 4 * 1024 * 1024
-#: How long an orderly close may go without writing anything before it gives up on a peer that reads nothing.
+#: How long an orderly close may go without finishing a write (of at most ``WRITE_CHUNK``) before it gives up on a
+#: peer that reads nothing: a peer must read at least 26 KiB/s for a large backlog to be written out.
 CLOSE_TIMEOUT = 10.0
 #: How long, after its close_notify, a closing socket reads what the peer still sends, so that closing with
 #: unread data does not reset the connection and destroy what was just written.
@@ -547,9 +548,9 @@ class Socket:
             raise HandshakeError(f"{who}: its certificate does not name {name!r} (-verify 2)", "hostname") from exc
 
     def _serve(self) -> None:
-        conn = self._conn
         closing_since: float | None = None
         read_wait = 0  # what the last read waited for: 0 (try now), POLLIN or POLLOUT
+        write_wait = 0  # the same for the last write: retried only once poll says the socket is ready for it
         ready = 0  # what the TCP socket was ready for when poll last woke us
         while True:
             if self._abort_error is not None:
@@ -561,7 +562,8 @@ class Socket:
                 self._state = State.CLOSING
             try:
                 backlog = self._out_size + self._inbox.qsize() if closing_since is not None else 0
-                write_wait = self._write()
+                if not write_wait or ready & (write_wait | _HUP):
+                    write_wait = self._write()
                 if closing_since is not None:
                     if self._out_size + self._inbox.qsize() < backlog:
                         closing_since = monotonic()  # CLOSE_TIMEOUT bounds a close that makes no progress
@@ -589,7 +591,7 @@ class Socket:
             if closing_since is None and self._owner is not None and not read_wait and not self._paused:
                 events |= select.POLLIN
             self._sleeping = True
-            if not self._inbox.empty() or self._abort_error is not None:
+            if (self._out_size < HIGH_WATER and not self._inbox.empty()) or self._abort_error is not None:
                 self._sleeping = False
                 ready = 0
                 continue

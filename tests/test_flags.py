@@ -136,6 +136,14 @@ def test_a_server_context(certs: Any) -> None:
     assert ctx.get_verify_mode() == SSL.VERIFY_NONE
 
 
+def test_a_context_writes_whole_buffers_and_releases_idle_ones(certs: Any) -> None:
+    ctx = build_context(parse_flags(f"-cert {certs.server}", env={}), server=True)
+    mode = ctx.set_mode(0)  # OpenSSL answers with the mode now in force
+    assert not mode & SSL._lib.SSL_MODE_ENABLE_PARTIAL_WRITE  # one SSL_write per 256 KiB, not per record
+    assert mode & SSL.MODE_RELEASE_BUFFERS
+    assert mode & SSL._lib.SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER  # a retried write may come from a new memoryview
+
+
 def test_cert_and_key_in_separate_files_or_given_twice(certs: Any) -> None:
     build_context(parse_flags(f"-cert {certs.server_cert} -key {certs.server_key}", env={}), server=True)
     build_context(parse_flags(f"-cert {certs.server_cert} -cert {certs.server_key}", env={}), server=True)

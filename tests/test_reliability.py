@@ -25,7 +25,7 @@ from OpenSSL import SSL
 import sslsocket
 from sslsocket.mediator import State
 
-from helpers import LOCAL, accepting, expect, pair, stdlib_peer, waiting_acceptor
+from helpers import LOCAL, accepting, expect, pair, stdlib_peer, thread_cpu_seconds, waiting_acceptor
 
 
 def wait_for(predicate: Any, timeout: float = 10) -> None:
@@ -381,9 +381,13 @@ def test_12_a_sender_faster_than_the_network_blocks_in_deliver(certs: Any) -> No
     sslsocket.controlling_process(server, pid)
     pid.send("go")
     before = rss_bytes()
-    time.sleep(1.5)
+    time.sleep(0.5)
+    cpu_before = thread_cpu_seconds(server.thread)
+    time.sleep(1.0)
     assert not done.is_set() and server._inbox.full()  # deliver blocked on a full inbox
     assert rss_bytes() - before < 100 * 1024 * 1024  # of the 400 MiB it was asked to send
+    spent = thread_cpu_seconds(server.thread) - cpu_before
+    assert spent < 0.2, f"the blocked mediator spent {spent:.2f} s of CPU in 1 s: it should sleep until writable"
     got = 0
     while got < 6400 * (65536 + 4):
         data = tls.recv(1 << 20)
