@@ -97,6 +97,7 @@ class Listener:
         self._ready: list[tuple[str, Outcome]] = []
         self._handshaking: set[Socket] = set()
         self._waker = Waker()
+        self._taking = False  # the listener thread polls the listen socket: a new acceptor need not wake it
         self._closed: str | None = None
         self._thread: threading.Thread | None = None
         # The flags of the latest acceptor: a connection taken just as the last waiter got its outcome is
@@ -116,17 +117,20 @@ class Listener:
             if self._closed:
                 raise Closed(f"listen socket {self.handle} is closed ({self._closed})", ("accept", "closed"))
             outcome = self._take_ready(flags)
+            wake = False
             if outcome is None:
                 waiter = _Waiter(me, flags, context, settings)
                 self._waiters.append(waiter)
                 self._latest = waiter
+                wake = not self._taking
                 if self._thread is None:
                     self._thread = threading.Thread(
                         target=self._run, name=f"sslsocket-listen-{self.handle.port}", daemon=True
                     )
                     self._thread.start()
         if outcome is None:
-            self._waker.poke()
+            if wake:
+                self._waker.poke()
             try:
                 me.wait_until(lambda: waiter.outcome is not None, deadline, f"accept on {self.handle}")
             except BaseException:
@@ -155,19 +159,25 @@ class Listener:
 
     def _run(self) -> None:
         retry_at = 0.0
+        poller = select.poll()
+        poller.register(self._waker.fileno(), select.POLLIN)
+        polled = False  # whether the listen socket is registered with the poller
         while True:
             with self._lock:
                 if self._closed:
                     return
                 taking = bool(self._waiters) and len(self._handshaking) + len(self._ready) < MAX_PENDING
-            poller = select.poll()
-            poller.register(self._waker.fileno(), select.POLLIN)
+                self._taking = taking
             wait_ms = None
-            if taking:
-                if monotonic() < retry_at:
-                    wait_ms = ACCEPT_RETRY * 1000
-                else:
+            if taking and monotonic() < retry_at:
+                wait_ms = ACCEPT_RETRY * 1000
+                taking = False
+            if taking != polled:
+                if taking:
                     poller.register(self.sock.fileno(), select.POLLIN)
+                else:
+                    poller.unregister(self.sock.fileno())
+                polled = taking
             for fd, _ in poller.poll(wait_ms):
                 if fd == self._waker.fileno():
                     self._waker.drain()
@@ -245,11 +255,15 @@ class Listener:
                         break
                 else:
                     self._ready.append((flags, outcome))
+            # The listener decides again when there may be room for one more handshake, or when the last acceptor
+            # is served: no connection is taken with the flags of an acceptor that has left.
+            wake = not self._taking or not self._waiters
         if closed and error is None:
             sock.abort(ConnectionBroken("the listen socket was closed", "closed"), tell_owner=False)
         if pid is not None:
             pid.wake()
-        self._waker.poke()
+        if wake:
+            self._waker.poke()
 
     def close(self, why: str = "closed") -> None:
         with self._lock:
