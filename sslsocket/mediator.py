@@ -261,7 +261,9 @@ class Socket:
         self.servername: str | None = None
         if owner is not None:
             self._set_owner(owner)
-        self._thread = threading.Thread(target=self._run, name=f"sslsocket-{self.id}-{peer[0]}:{peer[1]}", daemon=True)
+        self._name = f"sslsocket-{self.id}-{peer[0]}:{peer[1]}"
+        self._thread: threading.Thread | None = None
+        self._ended = threading.Event()
 
     # ---- seen from other threads -------------------------------------------------------------------------
 
@@ -291,13 +293,20 @@ class Socket:
         return self._owner
 
     @property
-    def thread(self) -> threading.Thread:
-        """The mediator thread (named ``sslsocket-N-host:port``)."""
+    def thread(self) -> threading.Thread | None:
+        """The mediator thread (named ``sslsocket-N-host:port`` while it serves this connection); None before
+        ``start``."""
         return self._thread
 
     def start(self) -> None:
-        """Start the mediator thread: the library does this; it runs the handshake, then the connection."""
-        self._thread.start()
+        """Give the connection its mediator thread: the library does this; it runs the handshake, then the
+        connection."""
+        self._thread = workers.run(self._run, self._name)
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the mediator has ended: the connection is closed and its descriptors are released. False if
+        ``timeout`` passed first."""
+        return self._ended.wait(timeout)
 
     def send(self, msg: Any) -> None:
         """``Socket ! Msg``: ``(pid, ("deliver", data))`` or ``(pid, "close")``, from the controlling process."""
@@ -444,7 +453,10 @@ class Socket:
             self._finish(_broken(exc))
         finally:
             self._state = State.CLOSED
-            self._teardown()
+            try:
+                self._teardown()
+            finally:
+                self._ended.set()
 
     def _poll_once(self, events: int, deadline: float | None) -> int:
         """Sleep until the TCP socket has one of ``events``, the waker is poked, or the deadline. Returns what
@@ -731,6 +743,78 @@ class Socket:
         finally:
             self._waker.close()
             self._forget(self)
+
+
+class Workers:
+    """The threads that mediators run in. A thread whose connection has ended waits a while for the next one,
+    because here starting a thread costs some 100 µs and several GIL hand-offs, waking a waiting one a single
+    hand-off: a server taking connection after connection (or a client making them) reuses a few threads. A
+    connection still has one thread of its own from its handshake to its end; only the thread's next life is new."""
+
+    #: How many threads wait for a next connection, at most; the others end with their connection.
+    KEEP = 32
+    #: How long a waiting thread waits before it ends.
+    IDLE = 5.0
+    #: The name of a thread while it waits.
+    IDLE_NAME = "sslsocket-idle"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[tuple[queue.SimpleQueue[Callable[[], None] | None], threading.Thread]] = []  # LIFO
+        self._generation = 0  # dismiss() ends the threads of earlier generations, waiting or still busy
+
+    def run(self, job: Callable[[], None], name: str) -> threading.Thread:
+        """Run ``job`` in a waiting thread, or a new one, named ``name``; return that thread."""
+        with self._lock:
+            idle = self._idle.pop() if self._idle else None
+            generation = self._generation
+        if idle is not None:
+            jobs, thread = idle
+            thread.name = name
+            jobs.put(job)
+            return thread
+        fresh: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        fresh.put(job)
+        thread = threading.Thread(target=self._work, args=(fresh, generation), name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def _work(self, jobs: queue.SimpleQueue[Callable[[], None] | None], generation: int) -> None:
+        job = jobs.get()
+        while job is not None:
+            job()
+            process.end_thread_process()  # a callback owner that asked for self() in this thread ended with it
+            job = self._next(jobs, generation)
+
+    def _next(self, jobs: queue.SimpleQueue[Callable[[], None] | None], generation: int) -> Callable[[], None] | None:
+        """Wait, as an idle thread, for the next job; None to end the thread."""
+        me = threading.current_thread()
+        with self._lock:
+            if generation != self._generation or len(self._idle) >= self.KEEP:
+                return None
+            me.name = self.IDLE_NAME
+            self._idle.append((jobs, me))
+        try:
+            return jobs.get(timeout=self.IDLE)
+        except queue.Empty:
+            with self._lock:
+                if (jobs, me) in self._idle:  # nobody took this thread meanwhile
+                    self._idle.remove((jobs, me))
+                    return None
+            return jobs.get()  # taken just now: its job is on the way
+
+    def dismiss(self) -> None:
+        """End every waiting thread, and let none that is busy now wait afterwards (``stop()``)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._generation += 1
+        for jobs, _ in idle:
+            jobs.put(None)
+        for _, thread in idle:
+            thread.join()
+
+
+workers = Workers()
 
 
 def _is_ip(host: str) -> bool:

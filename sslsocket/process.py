@@ -212,6 +212,15 @@ class _Marker:
     pass
 
 
+def end_thread_process() -> None:
+    """End the calling thread's process, if it made one, as the thread's own end would: for a library thread that
+    goes on to other work (a mediator thread that will serve the next connection)."""
+    if getattr(_local, "marker", None) is not None:
+        pid = _local.pid
+        del _local.pid, _local.marker  # the marker's finalizer ends the process
+        assert not pid.alive
+
+
 def spawn(func: Callable[..., object], *args: object) -> Pid:
     """Start ``func(*args)`` in a new process (a daemon thread) and return its ``Pid``.
 

@@ -15,7 +15,7 @@ from .errors import Closed, ConnectError, ConnectionBroken, Exit, NotOwner
 from .flags import close_logs, load_context, parse_flags
 from .framing import parse_mode
 from .listener import Listener, ListenSocket, check_protocol_family, make_listener
-from .mediator import Owner, Socket
+from .mediator import Owner, Socket, workers
 from .process import Pid
 
 #: How long ``stop()`` waits for the library's threads to end. Every one of them wakes at once on ``stop()``;
@@ -68,8 +68,9 @@ class Registry:
             sock.wake()
         deadline = monotonic() + STOP_TIMEOUT
         for sock in sockets:
-            if sock.thread.ident is not None and sock.thread is not threading.current_thread():
-                sock.thread.join(max(0.0, deadline - monotonic()))
+            if sock.thread is not None and sock.thread is not threading.current_thread():
+                sock.wait_closed(max(0.0, deadline - monotonic()))
+        workers.dismiss()
         close_logs()
 
 

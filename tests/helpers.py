@@ -6,6 +6,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -102,3 +103,11 @@ def thread_cpu_seconds(thread: threading.Thread) -> float:
     with open(f"/proc/self/task/{thread.native_id}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10) -> None:
+    """Wait until ``predicate()`` is true; fail the test if it is not within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)

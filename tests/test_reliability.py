@@ -25,14 +25,7 @@ from OpenSSL import SSL
 import sslsocket
 from sslsocket.mediator import State
 
-from helpers import LOCAL, accepting, expect, pair, stdlib_peer, thread_cpu_seconds, waiting_acceptor
-
-
-def wait_for(predicate: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
+from helpers import LOCAL, accepting, expect, pair, stdlib_peer, thread_cpu_seconds, wait_for, waiting_acceptor
 
 
 def ber_octets(content: bytes) -> bytes:

@@ -13,16 +13,7 @@ import pytest
 import sslsocket
 from sslsocket.mediator import State
 
-from helpers import LOCAL, accepting, expect, pair, stdlib_peer, waiting_acceptor
-
-
-def wait_for(predicate: Any, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
-
+from helpers import LOCAL, accepting, expect, pair, stdlib_peer, wait_for, waiting_acceptor
 
 # ---- listen ------------------------------------------------------------------------------------------------
 

@@ -160,7 +160,7 @@ def test_log_writes_a_line_per_event(certs: Any, tmp_path: Any) -> None:
     client, server = outcome(f"-cert {certs.server} -log {path}", f"-verify 2 -CAfile {certs.ca}", host="localhost")
     for sock in (client, server):
         if isinstance(sock, sslsocket.Socket):
-            sock.thread.join(5)
+            assert sock.wait_closed(5)
     sslsocket.stop()  # closes the log files
     text = path.read_text()
     assert "handshake done: TLSv1.3" in text and "closed" in text

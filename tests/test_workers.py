@@ -1,0 +1,94 @@
+"""Mediator threads live on after their connection, waiting a while to serve the next one."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+import sslsocket
+from sslsocket.mediator import Workers, workers
+
+from helpers import expect, pair, wait_for
+
+
+def idle_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == Workers.IDLE_NAME]
+
+
+def closed_pair(certs: Any) -> tuple[threading.Thread, threading.Thread]:
+    """Open a connection, close it from both ends, wait for both mediators to end; return their threads."""
+    client, server = pair(certs=certs)
+    threads = (client.thread, server.thread)
+    assert all(t is not None and t.name.startswith("sslsocket-") and t.name != Workers.IDLE_NAME for t in threads)
+    client.close()
+    assert expect(server) == ("socket_closed", "normal")
+    assert client.wait_closed(5) and server.wait_closed(5)
+    return threads  # type: ignore[return-value]
+
+
+def test_a_new_connection_reuses_the_thread_of_an_ended_one(certs: Any) -> None:
+    sslsocket.stop()  # no thread waiting from an earlier test
+    first = closed_pair(certs)
+    wait_for(lambda: all(t.name == Workers.IDLE_NAME for t in first))
+    second = closed_pair(certs)
+    assert set(second) == set(first)  # no new thread started
+    assert all(t.is_alive() for t in first)
+
+
+def test_stop_ends_every_waiting_thread(certs: Any) -> None:
+    first = closed_pair(certs)
+    wait_for(lambda: all(t.name == Workers.IDLE_NAME for t in first))
+    sslsocket.stop()
+    assert not idle_threads()
+    assert not any(t.is_alive() for t in first)
+
+
+def test_a_waiting_thread_ends_after_the_idle_time(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    sslsocket.stop()
+    monkeypatch.setattr(Workers, "IDLE", 0.2)
+    threads = closed_pair(certs)
+    wait_for(lambda: not any(t.is_alive() for t in threads))
+
+
+def test_at_most_keep_threads_wait(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    sslsocket.stop()
+    monkeypatch.setattr(Workers, "KEEP", 1)
+    pairs = [pair(certs=certs) for _ in range(2)]  # four mediators at once
+    for client, server in pairs:
+        client.close()
+        assert expect(server) == ("socket_closed", "normal")
+        assert client.wait_closed(5) and server.wait_closed(5)
+    wait_for(lambda: len([t for t in threading.enumerate() if t.name.startswith("sslsocket-")]) == 1)
+    assert len(idle_threads()) == 1
+    sslsocket.stop()
+
+
+def test_a_callback_owner_that_became_a_process_ends_with_its_connection(certs: Any) -> None:
+    pids: list[sslsocket.Pid] = []
+
+    def on_message(msg: Any) -> None:
+        pids.append(sslsocket.self())  # in the mediator's thread, which lives on after the connection
+
+    client, server = pair(certs=certs, owner=on_message)
+    server.deliver("hello")
+    wait_for(lambda: pids)
+    assert pids[0].alive
+    server.close()
+    assert client.wait_closed(5)
+    wait_for(lambda: not pids[0].alive, timeout=2)  # long before the thread would end (Workers.IDLE)
+
+
+def test_a_job_runs_in_a_thread_of_the_given_name() -> None:
+    done = threading.Event()
+    names: list[str] = []
+
+    def job() -> None:
+        names.append(threading.current_thread().name)
+        done.set()
+
+    workers.run(job, "sslsocket-test-job")
+    assert done.wait(5)
+    assert names == ["sslsocket-test-job"]
+    sslsocket.stop()
