@@ -400,9 +400,16 @@ for _ in range(count):
 """
 
 
-def processes_handshakes(setup: Setup, workers: int, count: int, clients: int = 4) -> float:
+def busy_jiffies() -> tuple[int, int]:
+    """The machine's busy and total CPU time so far, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        times = [int(t) for t in stat.readline().split()[1:]]
+    return sum(times) - times[3] - times[4], sum(times)  # less idle and iowait
+
+
+def processes_handshakes(setup: Setup, workers: int, count: int, clients: int = 4) -> tuple[float, float]:
     """Handshakes per second served by ``workers`` processes sharing one port with ``reuse_port``, against
-    ``clients`` client processes."""
+    ``clients`` client processes on the same machine; and the share of the machine's CPUs busy meanwhile."""
     probe = socket.socket()
     probe.bind((LOCAL, 0))
     port = probe.getsockname()[1]
@@ -418,21 +425,48 @@ def processes_handshakes(setup: Setup, workers: int, count: int, clients: int = 
         for server in servers:
             assert server.stdout is not None
             server.stdout.readline()
-        start = time.perf_counter()
+        start, busy_before = time.perf_counter(), busy_jiffies()
         runs = [
             subprocess.Popen([sys.executable, "-c", HANDSHAKE_CLIENTS, str(port), str(count // clients)])
             for _ in range(clients)
         ]
         for run in runs:
             run.wait(300)
-        elapsed = time.perf_counter() - start
+        elapsed, busy_after = time.perf_counter() - start, busy_jiffies()
     finally:
         for server in servers:
             server.kill()
             server.wait()
             if server.stdout:
                 server.stdout.close()
-    return (count // clients) * clients / elapsed
+    busy = (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1])
+    return (count // clients) * clients / elapsed, busy
+
+
+# ---- what one thread hand-off costs on this machine: the unit of ping-pong's price ------------------------------
+
+
+def handoff_us(count: int) -> float:
+    """Microseconds for one thread to wake another that sleeps, and for that one to run: two threads bouncing a
+    turn between them through two locks. A round trip through sslsocket is six of these, through the baseline two."""
+    mine, theirs = threading.Lock(), threading.Lock()
+    mine.acquire()
+    theirs.acquire()
+
+    def other() -> None:
+        for _ in range(count):
+            theirs.acquire()
+            mine.release()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    start = time.perf_counter()
+    for _ in range(count):
+        theirs.release()
+        mine.acquire()
+    elapsed = time.perf_counter() - start
+    thread.join()
+    return elapsed / count / 2 * 1e6
 
 
 # ---- the run ----------------------------------------------------------------------------------------------------
@@ -503,12 +537,24 @@ def measure(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
     report_line(many)
     handshakes = n(600, 40)
     several = Figure("several processes", "handshakes/s, 2 workers vs 1", ">= 1.6")
+    busy: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(reps):
-        several.baseline.append(processes_handshakes(setup, 1, handshakes))
-        several.sslsocket.append(processes_handshakes(setup, 2, handshakes))
-    several.note = "baseline column: 1 sslsocket worker; sslsocket column: 2 workers"
+        for workers, results in ((1, several.baseline), (2, several.sslsocket)):
+            rate, share = processes_handshakes(setup, workers, handshakes)
+            results.append(rate)
+            busy[workers].append(share)
+    one, two = statistics.median(busy[1]), statistics.median(busy[2])
+    several.note = (
+        f"baseline column: 1 sslsocket worker, sslsocket column: 2; CPUs busy {one:.0%} and {two:.0%}"
+        f" (clients included): {1 / one:.2f} is the most 2 could gain here"
+    )
     figures.append(several)
     report_line(several)
+    handoff = Figure("thread hand-off", "us, one thread waking another", "-")
+    handoff.sslsocket = [handoff_us(n(20000, 2000)) for _ in range(reps)]
+    handoff.note = "a ping-pong round trip costs sslsocket 6 of these, the baseline 2"
+    figures.append(handoff)
+    report_line(handoff)
     sweep: dict[str, Any] = {}
     if args.plot:
         sizes = [64, 1024, 16384, 262144] if quick else [64, 256, 1024, 4096, 16384, 65536, 262144, 1048576]
@@ -526,6 +572,7 @@ def measure(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
         "openssl (ssl module)": ssl.OPENSSL_VERSION,
         "quick": quick,
         "repetitions": reps,
+        "switch interval (s)": sys.getswitchinterval(),
     }
     return figures, {"machine": machine, "sweep_mb_per_s": sweep}
 
@@ -554,7 +601,12 @@ def main() -> int:
     parser.add_argument("--json", default=str(Path(__file__).with_name("results.json")), help="where to write")
     parser.add_argument("--plot", help="draw throughput against packet size to this PNG (needs matplotlib)")
     parser.add_argument("--no-erlang", action="store_true", help="leave out the Erlang/OTP column")
+    parser.add_argument(
+        "--switch-interval", type=float, help="sys.setswitchinterval for the run, both columns (default 0.005 s)"
+    )
     args = parser.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     print(
         f"{'figure':<18} {'unit':<30} {'baseline':>12} {'sslsocket':>12} {'ratio':>6}  {'target':<7}"
         f" {'erlang':>10} {'vs otp':>6}"

@@ -30,6 +30,7 @@ def test_quick_benchmark_prints_its_table_and_writes_json(tmp_path: Path) -> Non
         "handshakes",
         "many connections",
         "several processes",
+        "thread hand-off",
     ]
     for name in names:
         assert any(line.startswith(name) for line in lines), name
@@ -38,3 +39,5 @@ def test_quick_benchmark_prints_its_table_and_writes_json(tmp_path: Path) -> Non
     for figure in data["figures"][:5]:
         assert figure["baseline"] and figure["sslsocket"] and figure["ratio"] > 0
     assert "100 of 100 served" in data["figures"][5]["note"]
+    assert "CPUs busy" in data["figures"][6]["note"]
+    assert data["figures"][7]["sslsocket"][0] > 0
