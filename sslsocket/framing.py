@@ -90,11 +90,12 @@ class PrefixedDecoder:
 
     def feed(self, data: bytes) -> list[bytes]:
         packets: list[bytes] = []
-        view: memoryview | None = memoryview(data)
+        view = memoryview(data)
         if self._parts:
-            view = self._finish_packet(view, packets)
-            if view is None:
+            rest = self._finish_packet(view, packets)
+            if rest is None:
                 return packets
+            view = rest
         header, limit, size = self._header, self._limit, len(view)
         pos = 0
         while size - pos >= header:
