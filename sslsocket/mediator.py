@@ -231,6 +231,7 @@ class Socket:
         self._on_handshake = on_handshake
         self._forget = forget
         self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue(INBOX_SIZE)
+        self._own: list[tuple[Any, ...]] = []  # what a callback owner sent from the mediator's own thread
         self._waker = Waker()
         self._waker_fd = self._waker.fileno()
         self._poller = select.poll()
@@ -357,6 +358,9 @@ class Socket:
         self._waker.poke()
 
     def _put(self, item: tuple[Any, ...]) -> None:
+        if threading.current_thread() is self._thread:  # a callback owner, answering in the mediator's thread
+            self._own.append(item)  # never the inbox: the thread would wait on itself once the inbox is full
+            return
         self._inbox.put(item)
         if self._sleeping:
             self._waker.poke()
@@ -438,6 +442,7 @@ class Socket:
     # ---- the mediator thread -----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        self._thread = threading.current_thread()  # already so, unless this thread began before start() returned
         try:
             try:
                 self._handshake()
@@ -586,8 +591,8 @@ class Socket:
                         self._finish(None, orderly=False)
                         return
                     read_wait = 0  # a closing socket reads nothing more for its owner
-                elif self._owner is None:
-                    read_wait = 0  # accepted, not yet claimed: the kernel holds the peer's data
+                elif not self._reading():
+                    read_wait = 0  # the kernel holds the peer's data meanwhile
                 elif not read_wait or ready & (read_wait | _HUP):
                     read_wait = self._read()  # only when there may be something: no WantRead raised for nothing
             except _PeerClosed:
@@ -600,10 +605,10 @@ class Socket:
                     self._finish(_broken(exc) if closing_since is None else None, orderly=False)
                 return
             events = read_wait | write_wait
-            if closing_since is None and self._owner is not None and not read_wait and not self._paused:
+            if closing_since is None and not read_wait and not self._paused and self._reading():
                 events |= select.POLLIN
             self._sleeping = True
-            if (self._out_size < HIGH_WATER and not self._inbox.empty()) or self._abort_error is not None:
+            if self._own or (self._out_size < HIGH_WATER and not self._inbox.empty()) or self._abort_error is not None:
                 self._sleeping = False
                 ready = 0
                 continue
@@ -611,21 +616,38 @@ class Socket:
             ready = self._poll_once(events, deadline)
             self._sleeping = False
 
+    def _reading(self) -> bool:
+        """Whether to read from the peer now: not before an acceptor claims the socket, and not while a callback
+        owner's answers (sent from this thread, past any inbox) wait unwritten beyond ``HIGH_WATER``: a peer
+        that sends without reading is then held back by TCP."""
+        owner = self._owner
+        return owner is not None and (isinstance(owner, Pid) or self._out_size < HIGH_WATER)
+
     def _take_inbox(self) -> bool:
-        """Move deliveries into the outgoing buffer, up to ``HIGH_WATER``. True once a close was taken."""
-        inbox, out = self._inbox, self._out
-        while self._out_size < HIGH_WATER:
+        """Move deliveries into the outgoing buffer, up to ``HIGH_WATER`` (all of a callback's own, at once).
+        True once a close was taken."""
+        closing = False
+        if self._own:
+            own, self._own = self._own, []
+            for item in own:
+                closing = self._take(item) or closing
+        inbox = self._inbox
+        while self._out_size < HIGH_WATER and not closing:
             try:
                 item = inbox.get_nowait()
             except queue.Empty:
                 return False
-            if item[0] == "deliver":
-                for part in item[1:]:  # the length header, then the payload: joined only when written
-                    if part:
-                        out.append(part)
-                        self._out_size += len(part)
-            elif item[0] == "close":
-                return True
+            closing = self._take(item)
+        return closing
+
+    def _take(self, item: tuple[Any, ...]) -> bool:
+        """One message into the outgoing buffer; True for a close."""
+        if item[0] == "close":
+            return True
+        for part in item[1:]:  # the length header, then the payload: joined only when written
+            if part:
+                self._out.append(part)
+                self._out_size += len(part)
         return False
 
     def _write(self) -> int:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import select
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -443,6 +445,53 @@ def test_13_eight_threads_on_a_callback_owned_socket(certs: Any) -> None:
     assert all(p == p[:1] * 2000 for p in got)  # never interleaved
     client.close()
     wait_for(lambda: server.state is State.CLOSED)
+
+
+def test_13_a_callback_that_delivers_from_the_mediator_thread_never_deadlocks(certs: Any) -> None:
+    """An echo callback answers in the mediator's own thread. The peer sends far more than the sockets buffer
+    before it reads anything: the mediator must neither wait on its own full inbox nor buffer without bound."""
+    server, tls = stdlib_peer(certs, ("binary_packet", 4))
+
+    def echo(msg: Any) -> None:
+        sock, body = msg
+        if body[0] == "fromsocket":
+            sock.deliver(body[1])
+
+    sslsocket.controlling_process(server, echo)
+    count, chunk = 4000, os.urandom(8192)  # 32 MiB each way
+    stream = (struct.pack(">I", len(chunk)) + chunk) * count
+    received = bytearray()
+    before = rss_bytes()
+    sent = pump(tls, memoryview(stream), 0, received, reading=False, seconds=2.0)  # send only, for 2 s
+    assert sent < len(stream)  # TCP held the peer back
+    assert rss_bytes() - before < 48 * 1024 * 1024
+    pump(tls, memoryview(stream), sent, received, reading=True, seconds=30.0)
+    assert received == stream
+    tls.close()
+    wait_for(lambda: server.state is State.CLOSED)
+
+
+def pump(tls: ssl.SSLSocket, out: memoryview, sent: int, into: bytearray, reading: bool, seconds: float) -> int:
+    """Drive a non-blocking stdlib TLS socket from one thread (an SSL object is not for two): send ``out`` from
+    ``sent`` on and, when ``reading``, read into ``into`` until all of ``out`` came back; returns what was sent."""
+    tls.setblocking(False)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and (len(into) < len(out) if reading else sent < len(out)):
+        want_write = [tls] if sent < len(out) else []
+        readable, writable, _ = select.select([tls] if reading else [], want_write, [], 0.1)
+        if writable:
+            try:
+                sent += tls.send(out[sent : sent + 16384])
+            except ssl.SSLWantWriteError:
+                pass
+        while readable:
+            try:
+                data = tls.recv(1 << 16)
+            except ssl.SSLWantReadError:
+                break
+            assert data, f"the connection ended after {len(into)} bytes"
+            into += data
+    return sent
 
 
 # 15. controlling_process while packets stream in, a hundred times
