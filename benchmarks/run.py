@@ -221,6 +221,33 @@ def sslsocket_pingpong(setup: Setup, count: int, size: int) -> float:
     return count / elapsed
 
 
+def sslsocket_pingpong_callback(setup: Setup, count: int, size: int) -> float:
+    """Ping-pong against an echo server whose owner is a callback: it answers in the mediator's own thread, so a
+    round trip has no hand-off to a server process (four hand-offs in all instead of six)."""
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("binary_packet", 4))
+
+    def echo(msg: tuple[sslsocket.Socket, Any]) -> None:
+        sock, (kind, data) = msg
+        if kind == "fromsocket":
+            sock.deliver(data)
+
+    def server() -> None:
+        sslsocket.accept(listen, setup.flags, owner=echo)
+        sslsocket.close(listen)
+
+    sslsocket.spawn(server)
+    sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("binary_packet", 4), "")
+    me = sslsocket.self()
+    message = b"p" * size
+    start = time.perf_counter()
+    for _ in range(count):
+        sock.send((me, ("deliver", message)))
+        sslsocket.receive()
+    elapsed = time.perf_counter() - start
+    sock.close()
+    return count / elapsed
+
+
 def sslsocket_stream(setup: Setup, count: int, size: int) -> float:
     me = sslsocket.self()
 
@@ -490,6 +517,12 @@ def measure(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
             otp("pingpong", n(5000, 300), 64),
         ),
         (
+            Figure("ping-pong, callback", "round trips/s", ">= 0.6", note="the echo server's owner is a callback"),
+            lambda: baseline_pingpong(setup, n(5000, 300), 64),
+            lambda: sslsocket_pingpong_callback(setup, n(5000, 300), 64),
+            None,
+        ),
+        (
             Figure("stream small", "packets/s", ">= 1.5"),
             lambda: baseline_stream(setup, n(100000, 3000), 100),
             lambda: sslsocket_stream(setup, n(100000, 3000), 100),
@@ -586,7 +619,7 @@ def report_line(figure: Figure) -> None:
     if figure.erlang and figure.sslsocket:
         versus = f"{statistics.median(figure.sslsocket) / statistics.median(figure.erlang):.2f}"
     print(
-        f"{figure.name:<18} {figure.unit:<30} {median(figure.baseline):>12} {median(figure.sslsocket):>12}"
+        f"{figure.name:<20} {figure.unit:<30} {median(figure.baseline):>12} {median(figure.sslsocket):>12}"
         f" {'' if ratio is None else f'{ratio:.2f}':>6}  {figure.target:<7} {median(figure.erlang):>10} {versus:>6}"
         f"  {figure.note}",
         flush=True,
@@ -608,7 +641,7 @@ def main() -> int:
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
     print(
-        f"{'figure':<18} {'unit':<30} {'baseline':>12} {'sslsocket':>12} {'ratio':>6}  {'target':<7}"
+        f"{'figure':<20} {'unit':<30} {'baseline':>12} {'sslsocket':>12} {'ratio':>6}  {'target':<7}"
         f" {'erlang':>10} {'vs otp':>6}"
     )
     figures, extra = measure(args)

@@ -24,6 +24,7 @@ def test_quick_benchmark_prints_its_table_and_writes_json(tmp_path: Path) -> Non
     assert lines[0].split()[:5] == ["figure", "unit", "baseline", "sslsocket", "ratio"]
     names = [
         "ping-pong",
+        "ping-pong, callback",
         "stream small",
         "stream 16 KiB",
         "stream 1 MiB",
@@ -36,8 +37,8 @@ def test_quick_benchmark_prints_its_table_and_writes_json(tmp_path: Path) -> Non
         assert any(line.startswith(name) for line in lines), name
     data = json.loads(out.read_text())
     assert [f["name"] for f in data["figures"]] == names
-    for figure in data["figures"][:5]:
+    for figure in data["figures"][:6]:
         assert figure["baseline"] and figure["sslsocket"] and figure["ratio"] > 0
-    assert "100 of 100 served" in data["figures"][5]["note"]
-    assert "CPUs busy" in data["figures"][6]["note"]
-    assert data["figures"][7]["sslsocket"][0] > 0
+    assert "100 of 100 served" in data["figures"][6]["note"]
+    assert "CPUs busy" in data["figures"][7]["note"]
+    assert data["figures"][8]["sslsocket"][0] > 0
