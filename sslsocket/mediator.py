@@ -73,8 +73,10 @@ WRITE_CHUNK = 256 * 1024
 READ_TURN = 512 * 1024
 #: Outgoing bytes buffered before the mediator stops taking deliveries from its inbox.
 HIGH_WATER = 1024 * 1024
-#: Messages the inbox holds before ``send`` blocks its caller.
+#: What the inbox holds before ``send`` blocks its caller, in units of ``INBOX_UNIT`` bytes of payload, each
+#: message counting one unit at least: 1,024 small messages, or 4 MiB of large ones.
 INBOX_SIZE = 1024
+INBOX_UNIT = 4096
 #: Bytes of packets a socket may have waiting unread in its owner's mailbox before it stops reading from the
 #: network: a peer faster than the owner is then held back by TCP instead of filling memory.
 MAILBOX_SHARE = 4 * 1024 * 1024
@@ -133,6 +135,33 @@ class Waker:
             os.close(self._read_fd)
             if self._write_fd != self._read_fd:
                 os.close(self._write_fd)
+
+
+class Inbox(queue.Queue[tuple[Any, ...]]):
+    """A ``queue.Queue`` whose size is weighed in bytes, not messages: ``("deliver", header, payload)`` weighs
+    one unit per ``INBOX_UNIT`` bytes of payload (one at least), anything else one. ``put`` blocks while the inbox
+    holds ``maxsize`` units or more, so a sender of large packets is held back as soon as one of small ones; a
+    single message larger than the whole inbox still enters an empty one."""
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)
+        self._weight = 0
+
+    def _qsize(self) -> int:
+        return self._weight  # 0 exactly when empty: every message weighs one unit at least
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        super()._put(item)
+        self._weight += _weight(item)
+
+    def _get(self) -> tuple[Any, ...]:
+        item = super()._get()
+        self._weight -= _weight(item)
+        return item
+
+
+def _weight(item: tuple[Any, ...]) -> int:
+    return 1 + len(item[2]) // INBOX_UNIT if item[0] == "deliver" else 1
 
 
 class _PeerClosed(Exception):
@@ -230,7 +259,7 @@ class Socket:
         self._decoder = mode.decoder()
         self._on_handshake = on_handshake
         self._forget = forget
-        self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue(INBOX_SIZE)
+        self._inbox = Inbox(INBOX_SIZE)
         self._own: list[tuple[Any, ...]] = []  # what a callback owner sent from the mediator's own thread
         self._waker = Waker()
         self._waker_fd = self._waker.fileno()

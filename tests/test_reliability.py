@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import random
 import select
 import socket
@@ -25,7 +26,7 @@ from interop import openssl_client
 from OpenSSL import SSL
 
 import sslsocket
-from sslsocket.mediator import State
+from sslsocket.mediator import INBOX_SIZE, INBOX_UNIT, Inbox, State
 
 from helpers import LOCAL, accepting, expect, pair, stdlib_peer, thread_cpu_seconds, wait_for, waiting_acceptor
 
@@ -359,16 +360,18 @@ def test_12_an_owner_that_stops_reading_holds_the_peer_back(certs: Any) -> None:
     server.close()
 
 
-def test_12_a_sender_faster_than_the_network_blocks_in_deliver(certs: Any) -> None:
+@pytest.mark.parametrize("size", [65536, 1 << 20])
+def test_12_a_sender_faster_than_the_network_blocks_in_deliver(certs: Any, size: int) -> None:
     server, tls = stdlib_peer(certs, ("binary_packet", 4))
     me = sslsocket.self()
     done = threading.Event()
-    chunk = b"z" * 65536
+    chunk = b"z" * size
+    count = (400 << 20) // size  # 400 MiB to a peer that does not read
 
     def sender() -> None:
         sslsocket.receive(lambda m: m == "go", timeout=10)  # once it controls the socket
-        for _ in range(6400):  # 400 MiB to a peer that does not read
-            server.deliver(chunk)
+        for _ in range(count):
+            server.deliver(bytearray(chunk))  # a new bytes object each time, as real data would be
         done.set()
         me.send("sent")
 
@@ -380,16 +383,35 @@ def test_12_a_sender_faster_than_the_network_blocks_in_deliver(certs: Any) -> No
     cpu_before = thread_cpu_seconds(server.thread)
     time.sleep(1.0)
     assert not done.is_set() and server._inbox.full()  # deliver blocked on a full inbox
-    assert rss_bytes() - before < 100 * 1024 * 1024  # of the 400 MiB it was asked to send
+    grown = rss_bytes() - before
+    assert grown < 32 * 1024 * 1024, f"{grown >> 20} MiB of the 400 MiB it was asked to send wait in memory"
     spent = thread_cpu_seconds(server.thread) - cpu_before
     assert spent < 0.2, f"the blocked mediator spent {spent:.2f} s of CPU in 1 s: it should sleep until writable"
     got = 0
-    while got < 6400 * (65536 + 4):
+    while got < count * (size + 4):
         data = tls.recv(1 << 20)
         assert data, f"the connection ended after {got} bytes"
         got += len(data)
     assert sslsocket.receive(timeout=10) == "sent"
     tls.close()
+
+
+def test_12_the_inbox_is_weighed_in_bytes() -> None:
+    small = Inbox(INBOX_SIZE)
+    for _ in range(INBOX_SIZE - 1):
+        small.put_nowait(("deliver", b"", b"x"))
+    assert not small.full()
+    small.put_nowait(("close",))
+    assert small.full()  # 1,024 small messages
+    large = Inbox(INBOX_SIZE)
+    large.put_nowait(("deliver", b"", b"x" * (INBOX_SIZE * INBOX_UNIT)))
+    assert large.full() and large.qsize() > INBOX_SIZE  # one message of 4 MiB
+    with pytest.raises(queue.Full):
+        large.put_nowait(("deliver", b"", b""))
+    assert large.get_nowait()[0] == "deliver" and large.empty()
+    huge = Inbox(INBOX_SIZE)
+    huge.put_nowait(("deliver", b"", b"x" * (64 << 20)))  # larger than the whole inbox: enters an empty one
+    assert huge.get_nowait() and huge.empty() and huge.qsize() == 0
 
 
 # 13. eight threads delivering on one socket while data flows both ways
