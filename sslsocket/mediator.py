@@ -636,8 +636,11 @@ class Socket:
             events = read_wait | write_wait
             if closing_since is None and not read_wait and not self._paused and self._reading():
                 events |= select.POLLIN
-            self._sleeping = True
-            if self._own or (self._out_size < HIGH_WATER and not self._inbox.empty()) or self._abort_error is not None:
+            # A sender pokes only a mediator that would take its message: past HIGH_WATER the write is blocked,
+            # and poll wakes us when the socket takes more, without a poke for every message queued meanwhile.
+            taking = self._out_size < HIGH_WATER
+            self._sleeping = taking
+            if self._own or (taking and not self._inbox.empty()) or self._abort_error is not None:
                 self._sleeping = False
                 ready = 0
                 continue
