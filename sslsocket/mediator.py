@@ -151,17 +151,13 @@ class Inbox(queue.Queue[tuple[Any, ...]]):
         return self._weight  # 0 exactly when empty: every message weighs one unit at least
 
     def _put(self, item: tuple[Any, ...]) -> None:
-        super()._put(item)
-        self._weight += _weight(item)
+        self.queue.append(item)
+        self._weight += 1 + len(item[2]) // INBOX_UNIT if item[0] == "deliver" else 1
 
     def _get(self) -> tuple[Any, ...]:
-        item = super()._get()
-        self._weight -= _weight(item)
+        item: tuple[Any, ...] = self.queue.popleft()
+        self._weight -= 1 + len(item[2]) // INBOX_UNIT if item[0] == "deliver" else 1
         return item
-
-
-def _weight(item: tuple[Any, ...]) -> int:
-    return 1 + len(item[2]) // INBOX_UNIT if item[0] == "deliver" else 1
 
 
 class _PeerClosed(Exception):
@@ -293,6 +289,7 @@ class Socket:
             self._set_owner(owner)
         self._name = f"sslsocket-{self.id}-{peer[0]}:{peer[1]}"
         self._thread: threading.Thread | None = None
+        self._ident = 0  # the mediator thread's, once it runs
         self._ended = threading.Event()
 
     # ---- seen from other threads -------------------------------------------------------------------------
@@ -387,7 +384,7 @@ class Socket:
         self._waker.poke()
 
     def _put(self, item: tuple[Any, ...]) -> None:
-        if threading.current_thread() is self._thread:  # a callback owner, answering in the mediator's thread
+        if threading.get_ident() == self._ident:  # a callback owner, answering in the mediator's thread
             self._own.append(item)  # never the inbox: the thread would wait on itself once the inbox is full
             return
         self._inbox.put(item)
@@ -472,6 +469,7 @@ class Socket:
 
     def _run(self) -> None:
         self._thread = threading.current_thread()  # already so, unless this thread began before start() returned
+        self._ident = threading.get_ident()
         try:
             try:
                 self._handshake()
@@ -656,31 +654,26 @@ class Socket:
         return owner is not None and (isinstance(owner, Pid) or self._out_size < HIGH_WATER)
 
     def _take_inbox(self) -> bool:
-        """Move deliveries into the outgoing buffer, up to ``HIGH_WATER`` (all of a callback's own, at once).
-        True once a close was taken."""
-        closing = False
-        if self._own:
-            own, self._own = self._own, []
-            for item in own:
-                closing = self._take(item) or closing
-        inbox = self._inbox
-        while self._out_size < HIGH_WATER and not closing:
-            try:
-                item = inbox.get_nowait()
-            except queue.Empty:
-                return False
-            closing = self._take(item)
-        return closing
-
-    def _take(self, item: tuple[Any, ...]) -> bool:
-        """One message into the outgoing buffer; True for a close."""
-        if item[0] == "close":
-            return True
-        for part in item[1:]:  # the length header, then the payload: joined only when written
-            if part:
-                self._out.append(part)
-                self._out_size += len(part)
-        return False
+        """Move deliveries into the outgoing buffer: all that a callback owner sent from this thread, then the
+        inbox's up to ``HIGH_WATER``. True once a close was taken."""
+        own, self._own = self._own, []
+        mine = iter(own)
+        inbox, out = self._inbox, self._out
+        while True:
+            item = next(mine, None)
+            if item is None:
+                if self._out_size >= HIGH_WATER:
+                    return False
+                try:
+                    item = inbox.get_nowait()
+                except queue.Empty:
+                    return False
+            if item[0] != "deliver":
+                return True  # a close: nothing is sent after it
+            for part in item[1:]:  # the length header, then the payload: joined only when written
+                if part:
+                    out.append(part)
+                    self._out_size += len(part)
 
     def _write(self) -> int:
         """Write what is buffered. 0 when all is written, else the poll event the write waits for."""
