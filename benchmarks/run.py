@@ -189,16 +189,31 @@ def baseline_handshakes(setup: Setup, count: int) -> float:
 # ---- sslsocket: client and server both sslsocket, the server a spawned process ---------------------------------
 
 
-def sslsocket_pair(setup: Setup, serve: Callable[[sslsocket.Socket], None]) -> sslsocket.Socket:
+def sslsocket_pair(
+    setup: Setup, serve: Callable[[sslsocket.Socket], None], owner: Callable[[Any], object] | None = None
+) -> sslsocket.Socket:
     listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("binary_packet", 4))
 
     def server() -> None:
-        sock = sslsocket.accept(listen, setup.flags)
+        sock = sslsocket.accept(listen, setup.flags, owner=owner)
         sslsocket.close(listen)
         serve(sock)
 
     sslsocket.spawn(server)
     return sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("binary_packet", 4), "")
+
+
+def round_trips(sock: sslsocket.Socket, count: int, size: int) -> float:
+    """Round trips per second: a packet of ``size`` bytes, wait for its echo, ``count`` times; then close."""
+    me = sslsocket.self()
+    message = b"p" * size
+    start = time.perf_counter()
+    for _ in range(count):
+        sock.send((me, ("deliver", message)))
+        sslsocket.receive()
+    elapsed = time.perf_counter() - start
+    sock.close()
+    return count / elapsed
 
 
 def sslsocket_pingpong(setup: Setup, count: int, size: int) -> float:
@@ -209,43 +224,19 @@ def sslsocket_pingpong(setup: Setup, count: int, size: int) -> float:
             sock.send((me, ("deliver", packet)))
         sslsocket.receive()  # the client's close
 
-    sock = sslsocket_pair(setup, echo)
-    me = sslsocket.self()
-    message = b"p" * size
-    start = time.perf_counter()
-    for _ in range(count):
-        sock.send((me, ("deliver", message)))
-        sslsocket.receive()
-    elapsed = time.perf_counter() - start
-    sock.close()
-    return count / elapsed
+    return round_trips(sslsocket_pair(setup, echo), count, size)
 
 
 def sslsocket_pingpong_callback(setup: Setup, count: int, size: int) -> float:
     """Ping-pong against an echo server whose owner is a callback: it answers in the mediator's own thread, so a
     round trip has no hand-off to a server process (four hand-offs in all instead of six)."""
-    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("binary_packet", 4))
 
     def echo(msg: tuple[sslsocket.Socket, Any]) -> None:
         sock, (kind, data) = msg
         if kind == "fromsocket":
             sock.deliver(data)
 
-    def server() -> None:
-        sslsocket.accept(listen, setup.flags, owner=echo)
-        sslsocket.close(listen)
-
-    sslsocket.spawn(server)
-    sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("binary_packet", 4), "")
-    me = sslsocket.self()
-    message = b"p" * size
-    start = time.perf_counter()
-    for _ in range(count):
-        sock.send((me, ("deliver", message)))
-        sslsocket.receive()
-    elapsed = time.perf_counter() - start
-    sock.close()
-    return count / elapsed
+    return round_trips(sslsocket_pair(setup, lambda sock: None, owner=echo), count, size)
 
 
 def sslsocket_stream(setup: Setup, count: int, size: int) -> float:
