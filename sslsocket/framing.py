@@ -68,85 +68,49 @@ class RawDecoder:
 
 
 class PrefixedDecoder:
-    """``{packet, N}`` for N in 1, 2, 4: an N-byte big-endian length before each packet.
-
-    Each byte of a packet is copied once, into the packet: whole packets are cut from the bytes that arrived, and a
-    packet that arrives in pieces (a large one comes in 16 KiB records) is kept as those pieces and joined once,
-    when its last byte is in.
-    """
+    """``{packet, N}`` for N in 1, 2, 4: an N-byte big-endian length before each packet."""
 
     def __init__(self, header: int, limit: int = MAX_PACKET_SIZE) -> None:
         if header not in (1, 2, 4):
             raise ValueError(f"header size must be 1, 2 or 4, not {header!r}")
         self._header = header
         self._limit = min(limit, 256**header - 1)
-        self._parts: list[memoryview] = []  # the start of an incomplete packet, as it arrived, header included
-        self._have = 0  # bytes in _parts
-        self._need = 0  # that packet's header and length, once its header is whole; 0 before
+        self._buf = bytearray()
 
     @property
     def buffered(self) -> int:
-        return self._have
+        return len(self._buf)
 
     def feed(self, data: bytes) -> list[bytes]:
-        packets: list[bytes] = []
-        view = memoryview(data)
-        if self._parts:
-            rest = self._finish_packet(view, packets)
-            if rest is None:
-                return packets
-            view = rest
+        buf = self._buf
+        if buf:
+            buf += data
+            view = memoryview(buf)
+        else:
+            view = memoryview(data)
         header, limit, size = self._header, self._limit, len(view)
+        packets = []
         pos = 0
-        while size - pos >= header:
-            length = int.from_bytes(view[pos : pos + header], "big")
-            if length > limit:
-                self._length(length)  # raises
-            end = pos + header + length
-            if end > size:
-                break
-            packets.append(bytes(view[pos + header : end]))
-            pos = end
-        if pos < size:
-            self._parts = [view[pos:]]
-            self._have = size - pos
-            self._need = header + length if self._have >= header else 0
+        try:
+            while size - pos >= header:
+                length = int.from_bytes(view[pos : pos + header], "big")
+                if length > limit:
+                    raise FramingError(
+                        f"the peer announced a packet of {length} bytes; this socket's bound is {limit}",
+                        "too_long",
+                    )
+                end = pos + header + length
+                if end > size:
+                    break
+                packets.append(bytes(view[pos + header : end]))
+                pos = end
+        finally:
+            view.release()
+        if buf:
+            del buf[:pos]
+        elif pos < size:
+            buf += data[pos:]
         return packets
-
-    def _length(self, length: int) -> int:
-        """``length``, or ``FramingError`` when it is past the bound."""
-        if length > self._limit:
-            raise FramingError(
-                f"the peer announced a packet of {length} bytes; this socket's bound is {self._limit}", "too_long"
-            )
-        return length
-
-    def _finish_packet(self, view: memoryview, packets: list[bytes]) -> memoryview | None:
-        """Add ``view`` to the incomplete packet; once it is whole, append it to ``packets`` and return what
-        follows it in ``view``. None while the packet is still incomplete."""
-        parts, header = self._parts, self._header
-        had = self._have
-        parts.append(view)
-        self._have += len(view)
-        if not self._need:
-            if self._have < header:
-                return None
-            head = b"".join(parts[:-1]) + view[: header - had]  # the buffered parts are less than a header
-            self._need = header + self._length(int.from_bytes(head, "big"))
-        if self._have < self._need:
-            return None
-        extra = self._have - self._need  # the bytes of ``view`` past the end of this packet
-        parts[-1] = view[: len(view) - extra]
-        skip, pieces = header, []
-        for part in parts:
-            if skip >= len(part):
-                skip -= len(part)
-            else:
-                pieces.append(part[skip:] if skip else part)
-                skip = 0
-        packets.append(b"".join(pieces))
-        self._parts, self._have, self._need = [], 0, 0
-        return view[len(view) - extra :]
 
 
 class Asn1Decoder:
