@@ -29,6 +29,12 @@ actual socket". Its thread runs three phases:
    *Broken by the peer*: the packets already whole are delivered, then one ``("socket_closed", "normal")`` for a
    close_notify at a packet boundary, or ``("socket_closed", error)`` for anything else.
 
+A callback owner is called in the mediator's thread; what it delivers from there goes straight to the outgoing
+buffer (the inbox would make the thread wait on itself once full), and the socket reads nothing more while that
+buffer is past ``HIGH_WATER``.
+
+The thread itself comes from ``Workers``: when a connection ends, its thread waits a while to serve the next one.
+
 Who owns what: the mediator thread owns the TLS connection, the decoder and the outgoing buffer. ``_owner_lock``
 guards the owner, so ``controlling_process`` can move the messages already waiting in the old owner's mailbox and
 switch the owner in one step that no outgoing message can cut into.
