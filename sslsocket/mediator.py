@@ -815,6 +815,14 @@ class Workers:
         self._lock = threading.Lock()
         self._idle: list[tuple[queue.SimpleQueue[Callable[[], None] | None], threading.Thread]] = []  # LIFO
         self._generation = 0  # dismiss() ends the threads of earlier generations, waiting or still busy
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        """In a child process, the waiting threads are gone: a pre-forking server's workers start their own."""
+        self._lock = threading.Lock()
+        self._idle = []
+        self._generation += 1
 
     def run(self, job: Callable[[], None], name: str) -> threading.Thread:
         """Run ``job`` in a waiting thread, or a new one, named ``name``; return that thread."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from typing import Any
 
@@ -92,3 +94,23 @@ def test_a_job_runs_in_a_thread_of_the_given_name() -> None:
     assert done.wait(5)
     assert names == ["sslsocket-test-job"]
     sslsocket.stop()
+
+
+def test_a_forked_child_starts_threads_of_its_own(certs: Any) -> None:
+    """A pre-forking server forks after its parent used sslsocket: the threads waiting in the parent are not in the
+    child, which must not hand its connections to them."""
+    threads = closed_pair(certs)
+    wait_for(lambda: all(t.name == Workers.IDLE_NAME for t in threads))
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child, which reports through its exit code
+        code = 1
+        try:
+            signal.alarm(20)  # a child that hangs fails instead of holding up the test run
+            client, server = pair(certs=certs)
+            client.deliver("from the child")
+            code = 0 if expect(server) == ("fromsocket", "from the child") else 3
+            client.close()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
