@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import warnings
 from typing import Any
 
 import pytest
@@ -114,3 +115,44 @@ def test_a_forked_child_starts_threads_of_its_own(certs: Any) -> None:
             os._exit(code)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_pre_forked_children_accept_on_the_parents_listen_socket(certs: Any) -> None:
+    """The pre-forking server: the parent listens, each child accepts and serves on the inherited socket."""
+    closed_pair(certs)  # the parent has used sslsocket: threads wait in it
+    listen = sslsocket.listen("STREAM", "AF_INET", ("127.0.0.1", 0), ("packet", 2))
+    children = []
+    for _ in range(2):
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child, which reports through its exit code
+            code = 1
+            try:
+                code = serve_one(listen, f"-cert {certs.server}")
+            finally:
+                os._exit(code)
+        children.append(child)
+    answers = set()
+    for n in range(2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", sslsocket.InsecureClientWarning)
+            client = sslsocket.client("STREAM", "AF_INET", ("127.0.0.1", listen.port), ("packet", 2), "")
+        client.deliver(f"request {n}")
+        kind, answer = expect(client, 10)
+        assert kind == "fromsocket" and answer.startswith(f"request {n} served by ")
+        answers.add(answer.rsplit(" ", 1)[1])
+        client.close()
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    assert answers == {str(child) for child in children}  # each child served one
+    sslsocket.close(listen)
+
+
+def serve_one(listen: sslsocket.ListenSocket, flags: str) -> int:  # pragma: no cover - runs in a forked child
+    """Accept one connection, answer its request with this process's id; 0 when all went as expected."""
+    signal.alarm(20)  # a child that hangs fails instead of holding up the test run
+    sock = sslsocket.accept(listen, flags)
+    _, (kind, data) = sslsocket.receive(lambda m: m[0] is sock, timeout=10)
+    sock.deliver(f"{data} served by {os.getpid()}")
+    sslsocket.receive(lambda m: m[0] is sock, timeout=10)  # the client's close
+    return 0 if kind == "fromsocket" else 3
