@@ -137,10 +137,19 @@ class Waker:
 
     def close(self) -> None:
         with self._lock:
-            self._closed = True
-            os.close(self._read_fd)
-            if self._write_fd != self._read_fd:
-                os.close(self._write_fd)
+            self._close_fds()
+
+    def close_copy(self) -> None:
+        """``close`` in a child after ``fork()``, where no other thread can hold the lock, and it may be held
+        for ever by a thread of the parent's."""
+        self._lock = threading.Lock()
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        self._closed = True
+        os.close(self._read_fd)
+        if self._write_fd != self._read_fd:
+            os.close(self._write_fd)
 
 
 class Inbox(queue.Queue[tuple[Any, ...]]):
@@ -374,6 +383,14 @@ class Socket:
         if self._state is State.CLOSED:
             return
         self.send((process.self() if isinstance(self._owner, Pid) else None, "close"))
+
+    def drop_copy(self) -> None:
+        """In a child after ``fork()``: close this process's copies of the connection's descriptors, sending
+        nothing; the connection, and its mediator thread, are the parent's."""
+        self._state = State.CLOSED
+        self._tcp.close()
+        self._waker.close_copy()
+        self._ended.set()
 
     def abort(self, error: ConnectionBroken, tell_owner: bool = True, wake: bool = True) -> None:
         """End the connection at once (``stop()``, a closed listen socket): the owner hears ``error``. With

@@ -26,6 +26,7 @@ True
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import weakref
 from collections import deque
@@ -210,6 +211,18 @@ def self() -> Pid:
 
 class _Marker:
     pass
+
+
+def _forked() -> None:
+    """In a child after ``fork()``, only the forking thread is left: its process keeps its mailbox, with a lock of
+    its own, which a thread of the parent's may have held at the fork."""
+    pid: Pid | None = getattr(_local, "pid", None)
+    if pid is not None:
+        pid._cond = threading.Condition(threading.RLock())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 
 def end_thread_process() -> None:

@@ -5,6 +5,7 @@ manual's remaining calls (``listen``, ``accept``, ``client``, ``controlling_proc
 from __future__ import annotations
 
 import atexit
+import os
 import socket
 import threading
 from time import monotonic
@@ -54,6 +55,17 @@ class Registry:
         with self._lock:
             self._sockets.discard(sock)
 
+    def forked(self) -> None:
+        """In a child after ``fork()``: the parent's threads are not here. Its connections stay the parent's: the
+        child closes its copies of their descriptors, sending nothing, so that they end when the parent ends them.
+        Its listen sockets stay open, each to start a listener thread of its own at the child's first accept."""
+        self._lock = threading.Lock()
+        sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            sock.drop_copy()
+        for listener in self._listeners.values():
+            listener.forked()
+
     def stop(self) -> None:
         with self._lock:
             listeners = list(self._listeners.values())
@@ -89,6 +101,8 @@ def stop() -> None:
 
 
 atexit.register(stop)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_registry.forked)
 
 
 def listen(

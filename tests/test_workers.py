@@ -13,7 +13,7 @@ import pytest
 import sslsocket
 from sslsocket.mediator import Workers, workers
 
-from helpers import expect, pair, wait_for
+from helpers import accepting, expect, pair, wait_for
 
 
 def idle_threads() -> list[threading.Thread]:
@@ -145,6 +145,33 @@ def test_pre_forked_children_accept_on_the_parents_listen_socket(certs: Any) -> 
         _, status = os.waitpid(child, 0)
         assert os.waitstatus_to_exitcode(status) == 0
     assert answers == {str(child) for child in children}  # each child served one
+    sslsocket.close(listen)
+
+
+def test_a_child_forked_after_the_parent_accepted(certs: Any) -> None:
+    """The parent has accepted (its listener thread runs) and holds a connection when it forks: the child accepts
+    with a listener thread of its own, and holds no copy of the parent's connection open."""
+    listen = sslsocket.listen("STREAM", "AF_INET", ("127.0.0.1", 0), ("packet", 2))
+    served = accepting(listen, f"-cert {certs.server}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sslsocket.InsecureClientWarning)
+        kept = sslsocket.client("STREAM", "AF_INET", ("127.0.0.1", listen.port), ("packet", 2), "")
+        theirs = served()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the child, which reports through its exit code
+            code = 1
+            try:
+                code = serve_one(listen, f"-cert {certs.server}")
+            finally:
+                os._exit(code)
+        client = sslsocket.client("STREAM", "AF_INET", ("127.0.0.1", listen.port), ("packet", 2), "")
+    client.deliver("request")
+    assert expect(client, 10) == ("fromsocket", f"request served by {child}")
+    theirs.close()  # the child's copy of this connection is gone: the peer hears the close at once
+    assert expect(kept, 5) == ("socket_closed", "normal")
+    client.close()
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
     sslsocket.close(listen)
 
 
