@@ -780,8 +780,10 @@ class Socket:
         self._finish(None, orderly=True, linger=False)
 
     def _finish_aborted(self) -> None:
-        """End after ``abort``: the owner hears the abort's error, unless the abort said not to tell it."""
-        self._finish(self._abort_error if self._abort_tells_owner else None, orderly=False)
+        """End after ``abort``: the owner hears the abort's error, unless the abort said not to tell it, or the
+        owner had closed the socket itself (nothing is sent to it after its close)."""
+        tell = self._abort_tells_owner and not self._close_sent
+        self._finish(self._abort_error if tell else None, orderly=False)
 
     def _finish(self, error: ConnectionBroken | None, *, orderly: bool = False, linger: bool = True) -> None:
         """End the connection; tell the owner ``error`` unless it is None."""

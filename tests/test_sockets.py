@@ -539,6 +539,17 @@ def test_stop_closes_everything_wakes_everyone_and_can_start_again(certs: Any) -
     server.close()
 
 
+def test_stop_tells_nothing_to_the_owner_of_a_socket_it_closed(certs: Any) -> None:
+    server, tls = stdlib_peer(certs, ("packet", 4))  # a peer that reads nothing: the close waits behind 8 MiB
+    for _ in range(128):
+        server.deliver(b"x" * 65536)
+    server.close()
+    sslsocket.stop()
+    with pytest.raises(sslsocket.Timeout):  # "closed by you": nothing more is sent to the owner, stop() or not
+        sslsocket.receive(lambda m: m[0] is server, timeout=0.5)
+    tls.close()
+
+
 def test_client_and_server_in_one_process_one_thread_each(certs: Any) -> None:
     client, server = pair(certs=certs)  # the manual said this could not work
     assert client.protocol == "TLSv1.3" and server.cipher
