@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -102,35 +103,22 @@ def test_a_forked_child_starts_threads_of_its_own(certs: Any) -> None:
     child, which must not hand its connections to them."""
     threads = closed_pair(certs)
     wait_for(lambda: all(t.name == Workers.IDLE_NAME for t in threads))
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child, which reports through its exit code
-        code = 1
-        try:
-            signal.alarm(20)  # a child that hangs fails instead of holding up the test run
-            client, server = pair(certs=certs)
-            client.deliver("from the child")
-            code = 0 if expect(server) == ("fromsocket", "from the child") else 3
-            client.close()
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def connect_in_the_child() -> int:
+        client, server = pair(certs=certs)
+        client.deliver("from the child")
+        ok = expect(server) == ("fromsocket", "from the child")
+        client.close()
+        return 0 if ok else 3
+
+    assert exit_code(forked(connect_in_the_child)) == 0
 
 
 def test_pre_forked_children_accept_on_the_parents_listen_socket(certs: Any) -> None:
     """The pre-forking server: the parent listens, each child accepts and serves on the inherited socket."""
     closed_pair(certs)  # the parent has used sslsocket: threads wait in it
     listen = sslsocket.listen("STREAM", "AF_INET", ("127.0.0.1", 0), ("packet", 2))
-    children = []
-    for _ in range(2):
-        child = os.fork()
-        if child == 0:  # pragma: no cover - runs in the child, which reports through its exit code
-            code = 1
-            try:
-                code = serve_one(listen, f"-cert {certs.server}")
-            finally:
-                os._exit(code)
-        children.append(child)
+    children = [forked(lambda: serve_one(listen, f"-cert {certs.server}")) for _ in range(2)]
     answers = set()
     for n in range(2):
         with warnings.catch_warnings():
@@ -141,9 +129,7 @@ def test_pre_forked_children_accept_on_the_parents_listen_socket(certs: Any) -> 
         assert kind == "fromsocket" and answer.startswith(f"request {n} served by ")
         answers.add(answer.rsplit(" ", 1)[1])
         client.close()
-    for child in children:
-        _, status = os.waitpid(child, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+    assert [exit_code(child) for child in children] == [0, 0]
     assert answers == {str(child) for child in children}  # each child served one
     sslsocket.close(listen)
 
@@ -157,27 +143,37 @@ def test_a_child_forked_after_the_parent_accepted(certs: Any) -> None:
         warnings.simplefilter("ignore", sslsocket.InsecureClientWarning)
         kept = sslsocket.client("STREAM", "AF_INET", ("127.0.0.1", listen.port), ("packet", 2), "")
         theirs = served()
-        child = os.fork()
-        if child == 0:  # pragma: no cover - runs in the child, which reports through its exit code
-            code = 1
-            try:
-                code = serve_one(listen, f"-cert {certs.server}")
-            finally:
-                os._exit(code)
+        child = forked(lambda: serve_one(listen, f"-cert {certs.server}"))
         client = sslsocket.client("STREAM", "AF_INET", ("127.0.0.1", listen.port), ("packet", 2), "")
     client.deliver("request")
     assert expect(client, 10) == ("fromsocket", f"request served by {child}")
     theirs.close()  # the child's copy of this connection is gone: the peer hears the close at once
     assert expect(kept, 5) == ("socket_closed", "normal")
     client.close()
-    _, status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert exit_code(child) == 0
     sslsocket.close(listen)
+
+
+def forked(body: Callable[[], int]) -> int:
+    """Fork a child that runs ``body`` and exits with what it returns (1 if it raised); its pid."""
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child, which reports through its exit code
+        code = 1
+        try:
+            signal.alarm(20)  # a child that hangs fails instead of holding up the test run
+            code = body()
+        finally:
+            os._exit(code)
+    return child
+
+
+def exit_code(child: int) -> int:
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status)
 
 
 def serve_one(listen: sslsocket.ListenSocket, flags: str) -> int:  # pragma: no cover - runs in a forked child
     """Accept one connection, answer its request with this process's id; 0 when all went as expected."""
-    signal.alarm(20)  # a child that hangs fails instead of holding up the test run
     sock = sslsocket.accept(listen, flags)
     _, (kind, data) = sslsocket.receive(lambda m: m[0] is sock, timeout=10)
     sock.deliver(f"{data} served by {os.getpid()}")
