@@ -75,10 +75,12 @@ RECV_SIZE = 16 * 1024
 #: Bytes handed to one ``SSL_write``: sixteen full records. Each call into OpenSSL gives up the GIL and takes it back,
 #: which costs a thread hand-off when another thread wants it, so the calls are few and large.
 WRITE_CHUNK = 256 * 1024
-#: Bytes read per turn of the loop before the inbox and the writes get their turn again.
-READ_TURN = 512 * 1024
-#: Outgoing bytes buffered before the mediator stops taking deliveries from its inbox.
-HIGH_WATER = 1024 * 1024
+#: Bytes read per turn of the loop before the inbox and the writes get their turn again (a few milliseconds of
+#: decryption): the owner gets its packets in large batches, and is woken less often.
+READ_TURN = 2 * 1024 * 1024
+#: Outgoing bytes buffered before the mediator stops taking deliveries from its inbox. With the inbox's 4 MiB, a
+#: socket whose peer reads nothing holds at most some 8 MiB before ``send`` blocks.
+HIGH_WATER = 4 * 1024 * 1024
 #: What the inbox holds before ``send`` blocks its caller, in units of ``INBOX_UNIT`` bytes of payload, each
 #: message counting one unit at least: 1,024 small messages, or 4 MiB of large ones.
 INBOX_SIZE = 1024
