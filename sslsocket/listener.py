@@ -266,17 +266,13 @@ class Listener:
             self._waker.poke()
 
     def forked(self) -> None:
-        """In a child after ``fork()`` (see ``Registry.forked``): no listener thread, no acceptor, no connection
-        of the parent's; a waker of the child's own, since the parent's would wake the parent's listener."""
+        """In a child after ``fork()`` (see ``Registry.forked``, which drops the child's copies of every
+        connection): no listener thread, no acceptor, no connection of the parent's; a waker of the child's own,
+        since the parent's would wake the parent's listener."""
         self._lock = threading.Lock()
         self._thread = None
         self._taking = False
         self._waiters, self._latest = [], None
-        for sock in self._handshaking:
-            sock.drop_copy()
-        for _, (unclaimed, _error) in self._ready:
-            if unclaimed is not None:
-                unclaimed.drop_copy()
         self._handshaking, self._ready = set(), []
         self._waker.close_copy()
         self._waker = Waker()

@@ -148,6 +148,8 @@ class Waker:
         self._close_fds()
 
     def _close_fds(self) -> None:
+        if self._closed:  # a child forked between a mediator's teardown and its leaving the registry
+            return
         self._closed = True
         os.close(self._read_fd)
         if self._write_fd != self._read_fd:
@@ -630,11 +632,11 @@ class Socket:
                 closing_since = monotonic()
                 self._state = State.CLOSING
             try:
-                backlog = self._out_size + self._inbox.qsize() if closing_since is not None else 0
+                backlog = self._out_size  # a closing socket progresses by what the write takes off it
                 if not write_wait or ready & (write_wait | _HUP):
                     write_wait = self._write()
                 if closing_since is not None:
-                    if self._out_size + self._inbox.qsize() < backlog:
+                    if self._out_size < backlog:
                         closing_since = monotonic()  # CLOSE_TIMEOUT bounds a close that makes no progress
                     if not write_wait and self._inbox.empty():  # everything delivered is written first
                         self._finish(None, orderly=True)
@@ -843,7 +845,6 @@ class Workers:
         """In a child process, the waiting threads are gone: a pre-forking server's workers start their own."""
         self._lock = threading.Lock()
         self._idle = []
-        self._generation += 1
 
     def run(self, job: Callable[[], None], name: str) -> threading.Thread:
         """Run ``job`` in a waiting thread, or a new one, named ``name``; return that thread."""

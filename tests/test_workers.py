@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -13,8 +15,9 @@ import pytest
 
 import sslsocket
 from sslsocket.mediator import Workers, workers
+from sslsocket.server import _registry
 
-from helpers import accepting, expect, pair, wait_for
+from helpers import accepting, expect, pair, wait_for, waiting_acceptor
 
 
 def idle_threads() -> list[threading.Thread]:
@@ -152,6 +155,26 @@ def test_a_child_forked_after_the_parent_accepted(certs: Any) -> None:
     client.close()
     assert exit_code(child) == 0
     sslsocket.close(listen)
+
+
+def test_a_child_forked_while_a_handshake_is_under_way(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fork comes while the listener holds a connection in its handshake: the child drops its copy of it once,
+    without an error, and its listen socket gets a working waker of its own."""
+    errors: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", errors.append)  # where an at-fork handler's exception goes
+    with sslsocket.listen("STREAM", "AF_INET", ("127.0.0.1", 0), ("packet", 2)) as listen:
+        waiting_acceptor(listen, f"-cert {certs.server}", sslsocket.Closed)
+        silent = socket.create_connection(("127.0.0.1", listen.port))  # never sends its ClientHello
+        listener = _registry.listener(listen)
+        wait_for(lambda: listener._handshaking)
+
+        def check_in_the_child() -> int:
+            listener._waker.poke()  # its own waker: open, and no other's
+            return 4 if errors else 0
+
+        assert exit_code(forked(check_in_the_child)) == 0
+        silent.close()
+    assert sslsocket.receive(lambda m: m[0] == "accept ended", timeout=5) == ("accept ended", ("accept", "closed"))
 
 
 def forked(body: Callable[[], int]) -> int:
