@@ -59,7 +59,8 @@ def main():
     second = sslsocket.client("STREAM", "AF_INET", ("localhost", listen.port), ("packet", 2), "")
     for client, text in ((first, "one"), (second, "two"), (first, "three")):
         client.deliver(text)
-        print("reply:", receive(timeout=10)[1][1])
+        reply = receive(timeout=10)[1][1]
+        print(f"reply: {reply}")  # one string: the run process prints meanwhile
     user.send("stop")
     sslsocket.exit(acceptor, "done")
     sslsocket.close(listen)

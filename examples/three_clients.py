@@ -60,7 +60,8 @@ def main():
     socket2.deliver(bytes.fromhex("0c0548656c6c6f"))  # a BER UTF8String, "Hello"
     socket3.deliver(b"\x00\x01binary")
     for socket in (socket1, socket2, socket3):
-        print("echo:", receive(lambda m, s=socket: m[0] is s, timeout=10)[1])
+        message = receive(lambda m, s=socket: m[0] is s, timeout=10)[1]
+        print(f"echo: {message}")  # one string: the servers' processes print meanwhile
         socket.close()
     sslsocket.stop()
 
