@@ -100,9 +100,6 @@ class Listener:
         self._taking = False  # the listener thread polls the listen socket: a new acceptor need not wake it
         self._closed: str | None = None
         self._thread: threading.Thread | None = None
-        # The flags of the latest acceptor: a connection taken just as the last waiter got its outcome is
-        # handshaken with these and kept for the next acceptor, never dropped.
-        self._latest: _Waiter | None = None
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -121,7 +118,6 @@ class Listener:
             if outcome is None:
                 waiter = _Waiter(me, flags, context, settings)
                 self._waiters.append(waiter)
-                self._latest = waiter
                 wake = not self._taking
                 if self._thread is None:
                     self._thread = threading.Thread(
@@ -186,6 +182,13 @@ class Listener:
                         retry_at = monotonic() + ACCEPT_RETRY
 
     def _take_connection(self) -> bool:
+        """Take one connection, if an acceptor still waits and there is room; False if the listen socket
+        failed."""
+        with self._lock:
+            if not self._waiters or len(self._handshaking) + len(self._ready) >= MAX_PENDING:
+                return True  # the loop stops taking: the kernel's backlog holds the connection meanwhile
+            # Handshaken with this acceptor's flags; should it leave meanwhile, kept for the next with the same.
+            waiter = self._waiters[0]
         try:
             tcp, _ = self.sock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
@@ -198,9 +201,7 @@ class Listener:
                 )
             )
             return False
-        with self._lock:
-            waiter = self._waiters[0] if self._waiters else self._latest
-        if waiter is None or self._closed:
+        if self._closed:
             tcp.close()
             return True
         flags = waiter.flags
@@ -255,9 +256,10 @@ class Listener:
                         break
                 else:
                     self._ready.append((flags, outcome))
-            # The listener decides again when there may be room for one more handshake, or when the last acceptor
-            # is served: no connection is taken with the flags of an acceptor that has left.
-            wake = not self._taking or not self._waiters
+            # A listener that stopped taking for want of room takes again. One that takes with no acceptor left
+            # stops when the next connection comes, without a wake now: a server that accepts in a loop is
+            # back before that.
+            wake = not self._taking and bool(self._waiters)
         if closed and error is None:
             sock.abort(ConnectionBroken("the listen socket was closed", "closed"), tell_owner=False)
         if pid is not None:
@@ -272,7 +274,7 @@ class Listener:
         self._lock = threading.Lock()
         self._thread = None
         self._taking = False
-        self._waiters, self._latest = [], None
+        self._waiters = []
         self._handshaking, self._ready = set(), []
         self._waker.close_copy()
         self._waker = Waker()
