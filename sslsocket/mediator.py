@@ -44,12 +44,15 @@ from __future__ import annotations
 
 import enum
 import errno
+import fcntl
 import itertools
 import logging
 import os
 import queue
 import select
 import socket
+import sys
+import termios
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -88,8 +91,8 @@ INBOX_UNIT = 4096
 #: Bytes of packets a socket may have waiting unread in its owner's mailbox before it stops reading from the
 #: network: a peer faster than the owner is then held back by TCP instead of filling memory.
 MAILBOX_SHARE = 4 * 1024 * 1024
-#: How long an orderly close may go without finishing a write (of at most ``WRITE_CHUNK``) before it gives up on a
-#: peer that reads nothing: a peer must read at least 26 KiB/s for a large backlog to be written out.
+#: How long an orderly close may wait for a peer that takes none of its bytes before it gives up on that peer. A
+#: peer that reads, however slowly, gets everything that was delivered before the close.
 CLOSE_TIMEOUT = 10.0
 #: How long, after its close_notify, a closing socket reads what the peer still sends, so that closing with
 #: unread data does not reset the connection and destroy what was just written.
@@ -623,6 +626,7 @@ class Socket:
         read_wait = 0  # what the last read waited for: 0 (try now), POLLIN or POLLOUT
         write_wait = 0  # the same for the last write: retried only once poll says the socket is ready for it
         ready = 0  # what the TCP socket was ready for when poll last woke us
+        last_unsent = 0  # what the kernel held to send after the last write
         while True:
             if self._abort_error is not None:
                 self._finish_aborted()
@@ -632,12 +636,17 @@ class Socket:
                 closing_since = monotonic()
                 self._state = State.CLOSING
             try:
-                backlog = self._out_size  # a closing socket progresses by what the write takes off it
+                # A closing socket progresses while the peer takes bytes: the kernel holds fewer than after the
+                # last write (only the peer's acknowledgements lower it meanwhile), or a write finished.
+                # CLOSE_TIMEOUT bounds a close without progress.
+                unsent = _unsent(self._tcp) if closing_since is not None else 0
+                backlog = self._out_size
                 if not write_wait or ready & (write_wait | _HUP):
                     write_wait = self._write()
                 if closing_since is not None:
-                    if self._out_size < backlog:
-                        closing_since = monotonic()  # CLOSE_TIMEOUT bounds a close that makes no progress
+                    if self._out_size < backlog or unsent < last_unsent:
+                        closing_since = monotonic()
+                    last_unsent = _unsent(self._tcp)
                     if not write_wait and self._inbox.empty():  # everything delivered is written first
                         self._finish(None, orderly=True)
                         return
@@ -898,6 +907,15 @@ class Workers:
 
 
 workers = Workers()
+
+
+def _unsent(tcp: socket.socket) -> int:
+    """The bytes a TCP socket holds that its peer has not yet acknowledged (Linux's SIOCOUTQ), 0 where the
+    system cannot say."""
+    try:
+        return int.from_bytes(fcntl.ioctl(tcp.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"), sys.byteorder)
+    except (OSError, AttributeError):
+        return 0
 
 
 def _is_ip(host: str) -> bool:

@@ -26,6 +26,7 @@ from interop import openssl_client
 from OpenSSL import SSL
 
 import sslsocket
+from sslsocket import mediator
 from sslsocket.mediator import INBOX_SIZE, INBOX_UNIT, Inbox, State
 
 from helpers import LOCAL, accepting, expect, pair, stdlib_peer, thread_cpu_seconds, wait_for, waiting_acceptor
@@ -316,6 +317,29 @@ def test_11_a_slow_reader_gets_every_byte(certs: Any) -> None:
     assert got.hexdigest() == sent
     tls.close()
     server.close()
+
+
+def test_11_a_slow_reader_gets_every_byte_after_the_owners_close(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The close gives up only on a peer that takes nothing for CLOSE_TIMEOUT, not on one that is slower than that
+    # to take a whole chunk: with buffers this small TCP moves some 100 KiB/s, so a chunk of 256 KiB takes 2 s.
+    monkeypatch.setattr(mediator, "CLOSE_TIMEOUT", 1.0)
+    server, tls = stdlib_peer(certs, ("binary_packet", 4))
+    server._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    tls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    packets = [os.urandom(16384) for _ in range(18)]
+    for p in packets:
+        server.deliver(p)
+    server.close()
+    got = hashlib.sha256()
+    for _ in packets:
+        (length,) = struct.unpack(">I", _exactly(tls, 4))
+        assert length == 16384
+        for _ in range(2):
+            got.update(_exactly(tls, 8192))
+            time.sleep(0.02)
+    assert got.hexdigest() == hashlib.sha256(b"".join(packets)).hexdigest()
+    assert tls.recv(1) == b""  # and then the close_notify
+    tls.close()
 
 
 def _exactly(tls: Any, size: int) -> bytes:
