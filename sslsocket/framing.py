@@ -24,14 +24,15 @@ b'\x00\x05Hello'
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from .errors import ConnectionBroken, ModeError, PacketTooLong
 
-#: The bound on one incoming packet, header included, for ``{packet, 4}`` and ``asn1``: large enough for any
-#: message a framed protocol sends in one piece, small enough that a lying peer cannot exhaust memory.
-#: ``{packet, 1}`` and ``{packet, 2}`` are bounded by their headers (255 and 65,535 bytes).
+#: The default bound on one incoming packet (what follows its header; in ``asn1`` the whole value) for
+#: ``{packet, 4}`` and ``asn1``: large enough for any message a framed protocol sends in one piece, small enough
+#: that a lying peer cannot exhaust memory. ``{packet, 1}`` and ``{packet, 2}`` are bounded by their headers
+#: (255 and 65,535 bytes) too. ``listen`` and ``client`` take another as ``max_packet=``.
 MAX_PACKET_SIZE = 64 * 1024 * 1024
 
 #: BER tag numbers above 2**28 (a tag of more than five bytes) occur in no real schema; refusing them stops a
@@ -215,18 +216,31 @@ class Mode:
     header: int  # 0, 1, 2 or 4: bytes of length before each packet (0 for raw and asn1)
     binary: bool  # deliver bytes (binary_packet) rather than str (packet, raw, asn1)
     asn1: bool = False
+    limit: int = MAX_PACKET_SIZE  # the bound on one incoming packet (none in raw mode, which has no packets)
 
     def __str__(self) -> str:
         if self.asn1:
             return "asn1"
         return f"{{{'binary_packet' if self.binary else 'packet'}, {self.header}}}"
 
-    def decoder(self, limit: int = MAX_PACKET_SIZE) -> Decoder:
+    def decoder(self) -> Decoder:
         if self.asn1:
-            return Asn1Decoder(limit)
+            return Asn1Decoder(self.limit)
         if self.header:
-            return PrefixedDecoder(self.header, limit)
+            return PrefixedDecoder(self.header, self.limit)
         return RawDecoder()
+
+    def bounded(self, max_packet: object) -> Mode:
+        """This mode with another bound on one incoming packet: ``max_packet=`` of ``listen`` and ``client``.
+
+        >>> parse_mode(("packet", 4)).bounded(1024).decoder().feed(bytes([0, 0, 4, 1]))
+        Traceback (most recent call last):
+        ...
+        sslsocket.framing.FramingError: the peer announced a packet of 1025 bytes; this socket's bound is 1024
+        """
+        if type(max_packet) is not int or max_packet < 0:
+            raise ValueError(f"max_packet must be a number of bytes (an int, 0 or more), not {max_packet!r}")
+        return replace(self, limit=max_packet)
 
     def encode(self, payload: bytes) -> bytes:
         """The bytes on the wire for one packet; raises ``PacketTooLong`` when the header cannot hold its length."""

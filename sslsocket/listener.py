@@ -307,10 +307,17 @@ class Listener:
 
 
 def make_listener(
-    protocol: object, family: object, address: object, mode: object, registry: Registry, backlog: int, reuse_port: bool
+    protocol: object,
+    family: object,
+    address: object,
+    mode: object,
+    registry: Registry,
+    backlog: int,
+    reuse_port: bool,
+    max_packet: int,
 ) -> Listener:
     af = check_protocol_family(protocol, family)
-    parsed = parse_mode(mode)
+    parsed = parse_mode(mode).bounded(max_packet)
     if isinstance(address, tuple) and len(address) == 2:
         host, port = address
     else:

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from . import process
 from .errors import Closed, ConnectError, ConnectionBroken, Exit, NotOwner
 from .flags import close_logs, load_context, parse_flags
-from .framing import parse_mode
+from .framing import MAX_PACKET_SIZE, parse_mode
 from .listener import Listener, ListenSocket, check_protocol_family, make_listener
 from .mediator import Owner, Socket, workers
 from .process import Pid
@@ -113,13 +113,15 @@ def listen(
     *,
     backlog: int = 128,
     reuse_port: bool = False,
+    max_packet: int = MAX_PACKET_SIZE,
 ) -> ListenSocket:
     """``listen('STREAM', 'AF_INET', Port, Mode)``: a ``ListenSocket(fd, port)``. Port 0 picks a free port.
 
     ``address`` is a port (listening on every interface, as the manual does) or, beyond the manual, ``(host, port)``
     to listen on one interface only. A port in use raises ``ListenError`` with ``.reason == ("listen", "syncerror")``.
+    ``max_packet`` bounds one incoming packet on every socket accepted from it (64 MiB unless given; see Modes).
     """
-    listener = make_listener(protocol, family, address, mode, _registry, backlog, reuse_port)
+    listener = make_listener(protocol, family, address, mode, _registry, backlog, reuse_port, max_packet)
     _registry.add_listener(listener)
     return listener.handle
 
@@ -134,14 +136,22 @@ def accept(
 
 
 def client(
-    protocol: str, family: str, address: tuple[Any, int | str], mode: Any, ssl_flags: str, *, owner: Owner | None = None
+    protocol: str,
+    family: str,
+    address: tuple[Any, int | str],
+    mode: Any,
+    ssl_flags: str,
+    *,
+    owner: Owner | None = None,
+    max_packet: int = MAX_PACKET_SIZE,
 ) -> Socket:
     """``client('STREAM', 'AF_INET', {Host, Port}, Mode, SSLFlags)``: connect, handshake, and return the
     ``Socket``, controlled by the caller (or ``owner``). ``Host`` is a name or an IP address; ``Port`` a number
     or, beyond the manual, a service name such as ``"https"``. The wait for the handshake is bounded by ``-timeout``
-    and, like ``accept``, aborted by ``exit(pid, reason)``."""
+    and, like ``accept``, aborted by ``exit(pid, reason)``. ``max_packet`` bounds one incoming packet, as for
+    ``listen``."""
     af = check_protocol_family(protocol, family)
-    parsed = parse_mode(mode)
+    parsed = parse_mode(mode).bounded(max_packet)
     settings = parse_flags(ssl_flags)
     context = load_context(settings, server=False)
     host, port = _host_port(address)

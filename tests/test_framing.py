@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -151,6 +152,24 @@ def test_default_bound_is_max_packet_size() -> None:
     assert PrefixedDecoder(4).feed(ok) == []
     with pytest.raises(FramingError):
         PrefixedDecoder(4).feed((MAX_PACKET_SIZE + 1).to_bytes(4, "big"))
+
+
+def test_a_mode_bounded_otherwise_gives_decoders_that_bound() -> None:
+    four, ber = parse_mode(("packet", 4)).bounded(1000), parse_mode("asn1").bounded(100)
+    assert four.decoder().feed(b"\x00\x00\x03\xe8") == []
+    with pytest.raises(FramingError, match="1001 bytes; this socket's bound is 1000"):
+        four.decoder().feed(b"\x00\x00\x03\xe9")
+    assert ber.decoder().feed(b"\x04\x62" + b"x" * 98) == [b"\x04\x62" + b"x" * 98]  # 100 bytes in all
+    with pytest.raises(FramingError, match="bound is 100"):
+        ber.decoder().feed(b"\x04\x63")
+    assert str(four) == "{packet, 4}" and four.header == 4  # the same mode otherwise
+    assert parse_mode(("packet", 4)).decoder().feed(b"\x00\x00\x03\xe9") == []  # the default is untouched
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "1024", None, True])
+def test_a_bad_bound_names_the_culprit(bad: object) -> None:
+    with pytest.raises(ValueError, match=f"max_packet must be .*not {re.escape(repr(bad))}"):
+        parse_mode(("packet", 4)).bounded(bad)
 
 
 def test_raw_delivers_chunks_and_never_an_empty_one() -> None:
@@ -316,7 +335,7 @@ def test_any_split_of_ber_values_decodes_to_the_same_values(values: list[bytes],
 @given(data=st.binary(max_size=200), header=st.sampled_from([0, 1, 2, 4, "asn1"]))
 def test_random_bytes_raise_nothing_but_the_codec_error(data: bytes, header: object) -> None:
     mode = parse_mode("asn1") if header == "asn1" else Mode(header, True)  # type: ignore[arg-type]
-    decoder = mode.decoder(limit=150)
+    decoder = mode.bounded(150).decoder()
     try:
         decoder.feed(data)
     except FramingError:

@@ -153,6 +153,37 @@ def test_5_a_lying_length_is_refused_without_allocating(certs: Any) -> None:
         sock.close()
 
 
+def test_5_max_packet_bounds_each_socket_on_its_own(certs: Any) -> None:
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 4), max_packet=100)
+    server = accepting(listen, f"-cert {certs.server}")
+    client = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 4), "", max_packet=200)
+    accepted = server()
+    sslsocket.close(listen)
+    assert isinstance(accepted, sslsocket.Socket)
+    client.deliver("c" * 100)
+    accepted.deliver("s" * 200)
+    assert expect(accepted) == ("fromsocket", "c" * 100)
+    assert expect(client) == ("fromsocket", "s" * 200)
+    client.deliver("c" * 101)
+    kind, error = expect(accepted)
+    assert kind == "socket_closed" and error.reason == "too_long" and "bound is 100" in str(error)
+    client.close()
+    client, accepted = pair(("packet", 4), certs=certs, max_packet=200)
+    accepted.deliver("s" * 201)
+    kind, error = expect(client)
+    assert kind == "socket_closed" and error.reason == "too_long" and "bound is 200" in str(error)
+    accepted.close()
+
+
+@pytest.mark.parametrize("call", ["listen", "client"])
+def test_5_a_bad_max_packet_is_refused_before_anything_opens(call: str) -> None:
+    with pytest.raises(ValueError, match=r"max_packet must be .*not '1 MiB'"):
+        if call == "listen":
+            sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 4), max_packet="1 MiB")
+        else:
+            sslsocket.client("STREAM", "AF_INET", (LOCAL, 1), ("packet", 4), "", max_packet="1 MiB")
+
+
 # 6. asn1: hostile BER gets a clear error with bounded buffering
 
 
