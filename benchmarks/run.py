@@ -93,17 +93,22 @@ class Setup:
 # ---- the baseline: Python's ssl, a blocking socket and a thread per side, 4-byte framing by hand -------------
 
 
-def recv_exactly(sock: ssl.SSLSocket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise EOFError("the peer closed")
-        data += chunk
-    return bytes(data)
+def recv_exactly(sock: ssl.SSLSocket, size: int) -> bytearray:
+    """``size`` bytes, read straight into one buffer: ``recv(n)`` would allocate ``n`` bytes for each record it
+    returns, which made the baseline's 1 MiB packets three times slower, and their speed depend on what the
+    allocator had seen before (0.5 GB/s in the table, 1.4 GB/s in the sweep that followed larger packets)."""
+    data = bytearray(size)
+    with memoryview(data) as view:
+        got = 0
+        while got < size:
+            n = sock.recv_into(view[got:])
+            if not n:
+                raise EOFError("the peer closed")
+            got += n
+    return data
 
 
-def recv_packet(sock: ssl.SSLSocket) -> bytes:
+def recv_packet(sock: ssl.SSLSocket) -> bytearray:
     (length,) = struct.unpack(">I", recv_exactly(sock, 4))
     return recv_exactly(sock, length)
 
