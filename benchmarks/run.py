@@ -10,6 +10,11 @@ side by side mean anything.
     python benchmarks/run.py                # the full run
     python benchmarks/run.py --quick        # a short one (also what the test suite runs)
     python benchmarks/run.py --plot out.png # and draw throughput against packet size (needs matplotlib)
+
+Large packets move with glibc's mood: it gives memory back and takes it again, one page fault per page. To see
+them without that (see the README's performance section):
+
+    MALLOC_TRIM_THRESHOLD_=268435456 MALLOC_MMAP_THRESHOLD_=33554432 python benchmarks/run.py
 """
 
 from __future__ import annotations
