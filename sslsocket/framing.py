@@ -35,6 +35,12 @@ from .errors import ConnectionBroken, ModeError, PacketTooLong
 #: (255 and 65,535 bytes) too. ``listen`` and ``client`` take another as ``max_packet=``.
 MAX_PACKET_SIZE = 64 * 1024 * 1024
 
+#: A packet at least this large that arrives in pieces is kept as its pieces and joined once, when whole:
+#: gathered in one growing buffer, each piece is copied again as the buffer grows, then the packet once more, all
+#: in the reading mediator's thread, holding the GIL. Measured side by side, each in its own process: a 1 MiB
+#: stream +30% (1.7-1.8 against 1.2-1.4 GB/s), 256 KiB and smaller packets as before.
+JOIN_FROM = 64 * 1024
+
 #: BER tag numbers above 2**28 (a tag of more than five bytes) occur in no real schema; refusing them stops a
 #: peer from sending endless continuation bytes.
 MAX_TAG_BYTES = 5
@@ -69,20 +75,40 @@ class RawDecoder:
 
 
 class PrefixedDecoder:
-    """``{packet, N}`` for N in 1, 2, 4: an N-byte big-endian length before each packet."""
+    """``{packet, N}`` for N in 1, 2, 4: an N-byte big-endian length before each packet.
 
-    def __init__(self, header: int, limit: int = MAX_PACKET_SIZE) -> None:
+    A packet of ``join_from`` bytes or more that is not whole yet is kept as the pieces that arrive and joined once,
+    when it is complete, instead of being gathered in one growing buffer.
+    """
+
+    def __init__(self, header: int, limit: int = MAX_PACKET_SIZE, join_from: int = JOIN_FROM) -> None:
         if header not in (1, 2, 4):
             raise ValueError(f"header size must be 1, 2 or 4, not {header!r}")
         self._header = header
         self._limit = min(limit, 256**header - 1)
+        self._join_from = join_from
         self._buf = bytearray()
+        self._pieces: list[bytes] = []  # a large packet's payload so far, while ``_missing`` is not 0
+        self._collected = 0
+        self._missing = 0
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + (self._header + self._collected if self._missing else 0)
 
     def feed(self, data: bytes) -> list[bytes]:
+        packets: list[bytes] = []
+        if self._missing:
+            missing = self._missing
+            if len(data) < missing:
+                self._pieces.append(data)
+                self._collected += len(data)
+                self._missing -= len(data)
+                return packets
+            self._pieces.append(data[:missing])
+            packets.append(b"".join(self._pieces))
+            self._pieces, self._collected, self._missing = [], 0, 0
+            data = data[missing:]
         buf = self._buf
         if buf:
             buf += data
@@ -90,7 +116,6 @@ class PrefixedDecoder:
         else:
             view = memoryview(data)
         header, limit, size = self._header, self._limit, len(view)
-        packets = []
         pos = 0
         try:
             while size - pos >= header:
@@ -102,6 +127,11 @@ class PrefixedDecoder:
                     )
                 end = pos + header + length
                 if end > size:
+                    if length >= self._join_from:
+                        self._pieces = [bytes(view[pos + header : size])]
+                        self._collected = size - pos - header
+                        self._missing = end - size
+                        pos = size
                     break
                 packets.append(bytes(view[pos + header : end]))
                 pos = end

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sslsocket import ModeError, PacketTooLong
 from sslsocket.framing import (
+    JOIN_FROM,
     MAX_PACKET_SIZE,
     Asn1Decoder,
     FramingError,
@@ -145,6 +146,32 @@ def test_prefixed_judges_the_length_as_soon_as_the_header_is_complete() -> None:
     with pytest.raises(FramingError):
         PrefixedDecoder(4).feed(b"\xff\xff\xff\xff")
     assert PrefixedDecoder(4, limit=1000).feed(b"\x00\x00\x03\xe8") == []  # 1000 is within the bound
+
+
+@pytest.mark.parametrize("join_from", [0, 1, 100, JOIN_FROM])
+def test_prefixed_large_packets_in_pieces(join_from: int) -> None:
+    big = bytes(range(256)) * 400  # 102,400 bytes: past JOIN_FROM
+    wire = (len(big).to_bytes(4, "big") + big) * 2 + b"\x00\x00\x00\x02hi" + b"\x00\x00"
+    for step in (1, 7, 16384, 65536, len(wire)):
+        decoder = PrefixedDecoder(4, join_from=join_from)
+        out: list[bytes] = []
+        for start in range(0, len(wire), step):
+            out += decoder.feed(wire[start : start + step])
+        assert out == [big, big, b"hi"]
+        assert decoder.buffered == 2  # half of the next header
+    decoder = PrefixedDecoder(4, join_from=join_from)
+    assert decoder.feed(wire[:1004]) == []
+    assert decoder.buffered == 1004  # the header and 1,000 bytes of the payload, held either way
+    assert decoder.feed(wire[1004 : 4 + len(big) + 3]) == [big]
+    assert decoder.buffered == 3
+
+
+def test_prefixed_a_large_packet_is_still_judged_at_its_header() -> None:
+    decoder = PrefixedDecoder(4, limit=200_000, join_from=1)
+    assert decoder.feed(b"\x00\x03\x0d\x40" + b"x" * 10) == []  # 200,000: within the bound
+    assert decoder.buffered == 14
+    with pytest.raises(FramingError, match="200001 bytes"):
+        PrefixedDecoder(4, limit=200_000, join_from=1).feed(b"\x00\x03\x0d\x41")
 
 
 def test_default_bound_is_max_packet_size() -> None:
@@ -283,15 +310,20 @@ packets = st.lists(st.binary(max_size=300), max_size=20)
 
 
 @settings(max_examples=200, deadline=None)
-@given(header=st.sampled_from([1, 2, 4]), items=packets, cuts=st.lists(st.integers(min_value=0), max_size=30))
+@given(
+    header=st.sampled_from([1, 2, 4]),
+    items=packets,
+    cuts=st.lists(st.integers(min_value=0), max_size=30),
+    join_from=st.sampled_from([0, 50, JOIN_FROM]),  # which packets are joined from pieces
+)
 def test_any_split_of_encoded_packets_decodes_to_the_same_packets(
-    header: int, items: list[bytes], cuts: list[int]
+    header: int, items: list[bytes], cuts: list[int], join_from: int
 ) -> None:
     mode = Mode(header, True)
     items = [item[: 256**header - 1] for item in items]
     wire = b"".join(mode.encode(item) for item in items)
     points = sorted({cut % (len(wire) + 1) for cut in cuts} | {0, len(wire)})
-    decoder = PrefixedDecoder(header)
+    decoder = PrefixedDecoder(header, join_from=join_from)
     out: list[bytes] = []
     for start, end in itertools.pairwise(points):
         out += decoder.feed(wire[start:end])
