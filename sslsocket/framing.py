@@ -24,6 +24,7 @@ b'\x00\x05Hello'
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -55,7 +56,10 @@ HEADER_SIZES = (0, 1, 2, 4)
 
 
 class FramingError(ConnectionBroken):
-    """The peer broke its mode's framing: a packet past the bound, or malformed BER in ``asn1`` mode."""
+    """The peer broke its mode's framing: a packet past the bound, or malformed BER in ``asn1`` mode. ``packets``
+    are those the same ``feed`` completed before the fault: whole, and still the peer's to deliver."""
+
+    packets: Sequence[bytes] = ()
 
 
 class Decoder(Protocol):
@@ -121,10 +125,12 @@ class PrefixedDecoder:
             while size - pos >= header:
                 length = int.from_bytes(view[pos : pos + header], "big")
                 if length > limit:
-                    raise FramingError(
+                    error = FramingError(
                         f"the peer announced a packet of {length} bytes; this socket's bound is {limit}",
                         "too_long",
                     )
+                    error.packets = packets
+                    raise error
                 end = pos + header + length
                 if end > size:
                     if length >= self._join_from:
@@ -162,17 +168,21 @@ class Asn1Decoder:
     def feed(self, data: bytes) -> list[bytes]:
         buf = self._buf
         buf += data
-        packets = []
+        packets: list[bytes] = []
         pos = 0
-        while pos < len(buf):
-            end = ber_value_end(buf, pos, self._limit)
-            if end is None:
-                break
-            packets.append(bytes(buf[pos:end]))
-            pos = end
-        del buf[:pos]
-        if len(buf) > self._limit:
-            raise FramingError(f"a BER value longer than this socket's bound of {self._limit} bytes", "too_long")
+        try:
+            while pos < len(buf):
+                end = ber_value_end(buf, pos, self._limit)
+                if end is None:
+                    break
+                packets.append(bytes(buf[pos:end]))
+                pos = end
+            del buf[:pos]
+            if len(buf) > self._limit:
+                raise FramingError(f"a BER value longer than this socket's bound of {self._limit} bytes", "too_long")
+        except FramingError as error:
+            error.packets = packets
+            raise
         return packets
 
 

@@ -774,7 +774,11 @@ class Socket:
                 except SSL.ZeroReturnError:
                     raise _PeerClosed() from None
                 taken += len(data)
-                packets += decoder.feed(data)
+                try:
+                    packets += decoder.feed(data)
+                except FramingError as error:
+                    packets += error.packets  # whole before the fault: delivered before the error
+                    raise
         finally:
             if packets:
                 self._emit([Delivery((self, ("fromsocket", present(p)))) for p in packets])

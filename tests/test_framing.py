@@ -174,6 +174,26 @@ def test_prefixed_a_large_packet_is_still_judged_at_its_header() -> None:
         PrefixedDecoder(4, limit=200_000, join_from=1).feed(b"\x00\x03\x0d\x41")
 
 
+def test_a_framing_fault_carries_the_packets_whole_before_it() -> None:
+    with pytest.raises(FramingError) as info:
+        PrefixedDecoder(4, limit=100).feed(b"\x00\x00\x00\x02hi\x00\x00\x00\x00" + b"\x00\x00\x00\x65")
+    assert list(info.value.packets) == [b"hi", b""]
+    big = PrefixedDecoder(4, limit=1000, join_from=10)
+    assert big.feed(b"\x00\x00\x00\x14" + b"a" * 5) == []  # a packet in pieces, then its end and a lie
+    with pytest.raises(FramingError) as info:
+        big.feed(b"a" * 15 + b"\xff\xff\xff\xff")
+    assert list(info.value.packets) == [b"a" * 20]
+    with pytest.raises(FramingError) as info:
+        Asn1Decoder().feed(b"\x04\x02hi\x04\x85\x00\x00\x00\x00\x10")
+    assert list(info.value.packets) == [b"\x04\x02hi"] and info.value.reason == "bad_asn1"
+    with pytest.raises(FramingError) as info:
+        Asn1Decoder(limit=10).feed(b"\x04\x02hi\x04\x20" + b"x" * 10)
+    assert list(info.value.packets) == [b"\x04\x02hi"] and info.value.reason == "too_long"
+    with pytest.raises(FramingError) as info:
+        PrefixedDecoder(2, limit=5).feed(b"\x00\x06")
+    assert list(info.value.packets) == []
+
+
 def test_default_bound_is_max_packet_size() -> None:
     ok = (MAX_PACKET_SIZE).to_bytes(4, "big")
     assert PrefixedDecoder(4).feed(ok) == []

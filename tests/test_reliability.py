@@ -153,6 +153,25 @@ def test_5_a_lying_length_is_refused_without_allocating(certs: Any) -> None:
         sock.close()
 
 
+@pytest.mark.parametrize(
+    ("mode", "wire", "first"),
+    [
+        (("packet", 4), b"\x00\x00\x00\x02hi" + b"\xff\xff\xff\xff", "hi"),
+        ("asn1", b"\x04\x02hi" + b"\x04\x85\x00\x00\x00\x00\x10", "\x04\x02hi"),
+    ],
+    ids=["lying length", "bad BER"],
+)
+def test_5_packets_whole_before_a_framing_fault_are_delivered_first(
+    certs: Any, mode: Any, wire: bytes, first: str
+) -> None:
+    server, tls = stdlib_peer(certs, mode)
+    tls.sendall(wire)  # one write: the good packet and the fault arrive in one read
+    assert expect(server) == ("fromsocket", first)
+    kind, error = expect(server)
+    assert kind == "socket_closed" and isinstance(error, sslsocket.ConnectionBroken)
+    tls.close()
+
+
 def test_5_max_packet_bounds_each_socket_on_its_own(certs: Any) -> None:
     listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 4), max_packet=100)
     server = accepting(listen, f"-cert {certs.server}")
