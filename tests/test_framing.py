@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -164,6 +165,24 @@ def test_prefixed_large_packets_in_pieces(join_from: int) -> None:
     assert decoder.buffered == 1004  # the header and 1,000 bytes of the payload, held either way
     assert decoder.feed(wire[1004 : 4 + len(big) + 3]) == [big]
     assert decoder.buffered == 3
+
+
+def test_prefixed_tiny_pieces_of_a_large_packet_cost_no_more_than_the_packet() -> None:
+    # A peer may send a large packet one byte per TLS record: its pieces' own overhead (some 40 bytes each as
+    # separate objects) must not outgrow the bound the packet was judged by.
+    big = bytes(range(256)) * 400
+    wire = len(big).to_bytes(4, "big") + big
+    decoder = PrefixedDecoder(4, join_from=1)
+    tracemalloc.start()
+    try:
+        for index in range(len(wire) - 1):
+            assert decoder.feed(wire[index : index + 1]) == []
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * len(big)
+    assert decoder.buffered == len(wire) - 1
+    assert decoder.feed(wire[-1:]) == [big]
 
 
 def test_prefixed_a_large_packet_is_still_judged_at_its_header() -> None:
