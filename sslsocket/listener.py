@@ -162,7 +162,7 @@ class Listener:
             with self._lock:
                 if self._closed:
                     return
-                taking = bool(self._waiters) and len(self._handshaking) + len(self._ready) < MAX_PENDING
+                taking = bool(self._waiters) and self._has_room()
                 self._taking = taking
             wait_ms = None
             if taking and monotonic() < retry_at:
@@ -181,11 +181,15 @@ class Listener:
                     if not self._take_connection():
                         retry_at = monotonic() + ACCEPT_RETRY
 
+    def _has_room(self) -> bool:
+        """Whether one more connection may be taken (under the lock)."""
+        return len(self._handshaking) + len(self._ready) < MAX_PENDING
+
     def _take_connection(self) -> bool:
         """Take one connection, if an acceptor still waits and there is room; False if the listen socket
         failed."""
         with self._lock:
-            if not self._waiters or len(self._handshaking) + len(self._ready) >= MAX_PENDING:
+            if not (self._waiters and self._has_room()):
                 return True  # the loop stops taking: the kernel's backlog holds the connection meanwhile
             # Handshaken with this acceptor's flags; should it leave meanwhile, kept for the next with the same.
             waiter = self._waiters[0]

@@ -177,12 +177,16 @@ class Inbox(queue.Queue[tuple[Any, ...]]):
 
     def _put(self, item: tuple[Any, ...]) -> None:
         self.queue.append(item)
-        self._weight += 1 + len(item[2]) // INBOX_UNIT if item[0] == "deliver" else 1
+        self._weight += _weight_of(item)
 
     def _get(self) -> tuple[Any, ...]:
         item: tuple[Any, ...] = self.queue.popleft()
-        self._weight -= 1 + len(item[2]) // INBOX_UNIT if item[0] == "deliver" else 1
+        self._weight -= _weight_of(item)
         return item
+
+
+def _weight_of(item: tuple[Any, ...]) -> int:
+    return 1 + len(item[2]) // INBOX_UNIT if item[0] == "deliver" else 1
 
 
 class _PeerClosed(Exception):
