@@ -166,7 +166,9 @@ class Inbox(queue.Queue[tuple[Any, ...]]):
     """A ``queue.Queue`` whose size is weighed in bytes, not messages: ``("deliver", header, payload)`` weighs
     one unit per ``INBOX_UNIT`` bytes of payload (one at least), anything else one. ``put`` blocks while the inbox
     holds ``maxsize`` units or more, so a sender of large packets is held back as soon as one of small ones; a
-    single message larger than the whole inbox still enters an empty one."""
+    single message larger than the whole inbox still enters an empty one.
+
+    The mediator, its only reader, takes what waits with ``take``: under one lock, not a ``get`` per message."""
 
     def _init(self, maxsize: int) -> None:
         super()._init(maxsize)
@@ -183,6 +185,26 @@ class Inbox(queue.Queue[tuple[Any, ...]]):
         item: tuple[Any, ...] = self.queue.popleft()
         self._weight -= _weight_of(item)
         return item
+
+    def empty(self) -> bool:
+        """Whether nothing waits: without the lock, as good as ``Queue.empty`` (a sender may put right after)."""
+        return not self.queue
+
+    def take(self, room: int) -> list[tuple[Any, ...]]:
+        """Remove the oldest messages, in order, while their bytes fit ``room`` (the first at least), up to the
+        first that is not a delivery; wake the senders that wait for space."""
+        taken: list[tuple[Any, ...]] = []
+        with self.mutex:
+            waiting = self.queue
+            while waiting and room > 0:
+                item = self._get()
+                taken.append(item)
+                if item[0] != "deliver":
+                    break
+                room -= len(item[1]) + len(item[2])
+            if taken:
+                self.not_full.notify_all()
+        return taken
 
 
 def _weight_of(item: tuple[Any, ...]) -> int:
@@ -700,23 +722,23 @@ class Socket:
         """Move deliveries into the outgoing buffer: all that a callback owner sent from this thread, then the
         inbox's up to ``HIGH_WATER``. True once a close was taken."""
         own, self._own = self._own, []
-        mine = iter(own)
-        inbox, out = self._inbox, self._out
-        while True:
-            item = next(mine, None)
-            if item is None:
-                if self._out_size >= HIGH_WATER:
-                    return False
-                try:
-                    item = inbox.get_nowait()
-                except queue.Empty:
-                    return False
+        if self._buffer(own):
+            return True
+        if self._out_size < HIGH_WATER and not self._inbox.empty():
+            return self._buffer(self._inbox.take(HIGH_WATER - self._out_size))
+        return False
+
+    def _buffer(self, items: list[tuple[Any, ...]]) -> bool:
+        """Append deliveries to the outgoing buffer, up to a close: True when there was one."""
+        out = self._out
+        for item in items:
             if item[0] != "deliver":
                 return True  # a close: nothing is sent after it
             for part in item[1:]:  # the length header, then the payload: joined only when written
                 if part:
                     out.append(part)
                     self._out_size += len(part)
+        return False
 
     def _write(self) -> int:
         """Write what is buffered. 0 when all is written, else the poll event the write waits for."""

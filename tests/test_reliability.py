@@ -488,6 +488,32 @@ def test_12_the_inbox_is_weighed_in_bytes() -> None:
     assert huge.get_nowait() and huge.empty() and huge.qsize() == 0
 
 
+def test_12_the_mediator_takes_the_inbox_in_order_up_to_its_room_and_a_close() -> None:
+    inbox = Inbox(INBOX_SIZE)
+    for n in range(5):
+        inbox.put_nowait(("deliver", b"\0\0\0\3", b"%03d" % n))
+    inbox.put_nowait(("close",))
+    inbox.put_nowait(("deliver", b"", b"after"))
+    assert inbox.take(0) == []
+    assert inbox.take(1) == [("deliver", b"\0\0\0\3", b"000")]  # the first even past the room
+    assert inbox.take(14) == [("deliver", b"\0\0\0\3", b"001"), ("deliver", b"\0\0\0\3", b"002")]
+    assert inbox.take(1 << 20) == [("deliver", b"\0\0\0\3", b"003"), ("deliver", b"\0\0\0\3", b"004"), ("close",)]
+    assert inbox.take(1 << 20) == [("deliver", b"", b"after")] and inbox.empty() and inbox.qsize() == 0
+
+
+def test_12_taking_from_a_full_inbox_wakes_its_blocked_sender() -> None:
+    inbox = Inbox(INBOX_SIZE)
+    inbox.put_nowait(("deliver", b"", b"x" * (INBOX_SIZE * INBOX_UNIT)))
+    sent = threading.Event()
+    sender = threading.Thread(target=lambda: (inbox.put(("deliver", b"", b"y")), sent.set()))
+    sender.start()
+    assert not sent.wait(0.2)  # blocked: the inbox is full
+    assert len(inbox.take(1)) == 1
+    assert sent.wait(10)
+    sender.join()
+    assert inbox.take(1 << 20) == [("deliver", b"", b"y")]
+
+
 # 13. eight threads delivering on one socket while data flows both ways
 
 
