@@ -805,6 +805,10 @@ class Socket:
                 except FramingError as error:
                     packets += error.packets  # whole before the fault: delivered before the error
                     raise
+                if len(data) < RECV_SIZE:
+                    # Less than a full record: OpenSSL read the whole record and holds nothing more, so poll on
+                    # the TCP socket tells if there is more; no read that would only raise WantReadError.
+                    break
         finally:
             if packets:
                 self._emit([Delivery((self, ("fromsocket", present(p)))) for p in packets])

@@ -93,3 +93,25 @@ def test_asn1_indefinite_length_arrives_whole_however_it_is_split(certs: Any) ->
     tls.close()
     assert expect(server, 20) == ("socket_closed", "normal")
     server.close()
+
+
+def test_many_small_records_in_one_tcp_segment_all_arrive(certs: Any) -> None:
+    """The mediator stops reading after a record shorter than the largest and lets poll tell whether the kernel
+    holds more: records that arrive together, some packets split across them, must all be read."""
+    packets = [bytes([n % 251]) * (n % 40) for n in range(300)]
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("binary_packet", 4)) as listen:
+        sslsocket_echo_server(listen, f"-cert {certs.server}")
+        tls = stdlib_client(listen.port, certs)
+        tls.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)  # every record below goes out together
+        for n, packet in enumerate(packets):
+            framed = struct.pack(">I", len(packet)) + packet
+            cut = n % 3  # a third of the packets cross a record boundary
+            for part in (framed[:cut], framed[cut:]) if cut else (framed,):
+                tls.sendall(part)  # each write its own TLS record
+        tls.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        for packet in packets:
+            (length,) = struct.unpack(">I", recv_exactly(tls, 4))
+            assert recv_exactly(tls, length) == packet
+        tls.unwrap()
+        tls.close()
+        assert sslsocket.receive(timeout=10) == ("echo ended", "normal")
