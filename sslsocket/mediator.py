@@ -195,14 +195,14 @@ class Inbox(queue.Queue[tuple[Any, ...]]):
         first that is not a delivery; wake the senders that wait for space."""
         taken: list[tuple[Any, ...]] = []
         with self.mutex:
-            waiting = self.queue
+            waiting, weight = self.queue, self._weight
             while waiting and room > 0:
                 item = self._get()
                 taken.append(item)
                 if item[0] != "deliver":
                     break
                 room -= len(item[1]) + len(item[2])
-            if taken:
+            if taken and weight >= self.maxsize:  # senders wait only while it is full
                 self.not_full.notify_all()
         return taken
 
@@ -762,6 +762,10 @@ class Socket:
         out = self._out
         if len(out[0]) >= WRITE_CHUNK or len(out) == 1:
             return out.popleft()
+        if self._out_size <= WRITE_CHUNK:  # all of it, in one (a header and its small packet, most often)
+            chunk = b"".join(out)
+            out.clear()
+            return chunk
         parts, size = [], 0
         while out and size < WRITE_CHUNK:
             part = out[0]
