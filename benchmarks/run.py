@@ -42,6 +42,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import OpenSSL.SSL
+
 import sslsocket
 from sslsocket.certs import make_cert
 
@@ -290,6 +292,58 @@ def sslsocket_handshakes(setup: Setup, count: int) -> float:
         sock.close()
     elapsed = time.perf_counter() - start
     return count / elapsed
+
+
+# ---- handshakes with one key exchange on both sides -----------------------------------------------------------
+
+#: An OpenSSL configuration that limits every TLS context, Python's ``ssl`` and pyOpenSSL's alike, to X25519.
+X25519_CONF = """openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_section
+[ssl_section]
+system_default = system_default_section
+[system_default_section]
+Groups = X25519
+"""
+
+HANDSHAKES_CHILD = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import run
+setup = run.Setup()
+reps, count = int(sys.argv[2]), int(sys.argv[3])
+base, ours = [], []
+for rep in range(reps):
+    order = [(base, run.baseline_handshakes), (ours, run.sslsocket_handshakes)]
+    for results, measure in order if rep % 2 == 0 else reversed(order):
+        results.append(measure(setup, count))
+run.sslsocket.stop()
+print(json.dumps([base, ours]))
+"""
+
+
+def x25519_environment(setup: Setup) -> dict[str, str]:
+    """The environment of a process whose TLS contexts all use X25519 alone: the key exchange of an OpenSSL
+    older than 3.5 (Python's ``ssl`` may link one), where a newer one offers X25519MLKEM768 first."""
+    path = os.path.join(setup.dir, "x25519.cnf")
+    with open(path, "w") as conf:
+        conf.write(X25519_CONF)
+    return {**os.environ, "OPENSSL_CONF": path}
+
+
+def x25519_handshakes(setup: Setup, reps: int, count: int) -> tuple[list[float], list[float]]:
+    """The handshakes figure, both columns, in a child process where both sides use X25519 (a configuration is
+    process-wide, so it cannot be switched within this one)."""
+    child = subprocess.run(
+        [sys.executable, "-c", HANDSHAKES_CHILD, str(Path(__file__).resolve().parent), str(reps), str(count)],
+        env=x25519_environment(setup),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    base, ours = json.loads(child.stdout.splitlines()[-1])
+    return base, ours
 
 
 # ---- Erlang/OTP, the optional third column: ssl with {packet, 4}, server and client in one node ----------------
@@ -558,6 +612,16 @@ def measure(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
                 results.append(run())
         figures.append(figure)
         report_line(figure)
+    same = Figure(
+        "handshakes, X25519",
+        "per s",
+        "-",
+        note="both sides on X25519 (OPENSSL_CONF), the key exchange of the baseline's OpenSSL here; the line above"
+        " keeps sslsocket's default X25519MLKEM768",
+    )
+    same.baseline, same.sslsocket = x25519_handshakes(setup, reps, n(300, 20))
+    figures.append(same)
+    report_line(same)
     count = n(args.connections, 100)
     served, per_connection = many_connections(setup, count)
     many = Figure(
@@ -606,6 +670,7 @@ def measure(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "openssl (ssl module)": ssl.OPENSSL_VERSION,
+        "openssl (pyOpenSSL)": OpenSSL.SSL.OpenSSL_version(OpenSSL.SSL.OPENSSL_VERSION).decode(),
         "quick": quick,
         "repetitions": reps,
         "switch interval (s)": sys.getswitchinterval(),

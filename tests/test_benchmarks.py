@@ -29,6 +29,7 @@ def test_quick_benchmark_prints_its_table_and_writes_json(tmp_path: Path) -> Non
         "stream 16 KiB",
         "stream 1 MiB",
         "handshakes",
+        "handshakes, X25519",
         "many connections",
         "several processes",
         "thread hand-off",
@@ -37,8 +38,59 @@ def test_quick_benchmark_prints_its_table_and_writes_json(tmp_path: Path) -> Non
         assert any(line.startswith(name) for line in lines), name
     data = json.loads(out.read_text())
     assert [f["name"] for f in data["figures"]] == names
-    for figure in data["figures"][:6]:
+    for figure in data["figures"][:7]:
         assert figure["baseline"] and figure["sslsocket"] and figure["ratio"] > 0
-    assert "100 of 100 served" in data["figures"][6]["note"]
-    assert "CPUs busy" in data["figures"][7]["note"]
-    assert data["figures"][8]["sslsocket"][0] > 0
+    assert "100 of 100 served" in data["figures"][7]["note"]
+    assert "CPUs busy" in data["figures"][8]["note"]
+    assert data["figures"][9]["sslsocket"][0] > 0
+
+
+GROUP_OF_A_HANDSHAKE = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from OpenSSL import SSL
+from sslsocket.certs import make_cert
+cert = make_cert("localhost")
+server_ctx = SSL.Context(SSL.TLS_METHOD)
+server_ctx.use_certificate(cert.cert)
+server_ctx.use_privatekey(cert.key)
+server, client = SSL.Connection(server_ctx), SSL.Connection(SSL.Context(SSL.TLS_METHOD))
+server.set_accept_state()
+client.set_connect_state()
+for _ in range(10):
+    for one, other in ((client, server), (server, client)):
+        try:
+            one.do_handshake()
+        except SSL.WantReadError:
+            pass
+        try:
+            other.bio_write(one.bio_read(65536))
+        except SSL.WantReadError:
+            pass
+print(client.get_group_name())
+"""
+
+
+def test_the_x25519_configuration_changes_pyopenssls_key_exchange(tmp_path: Path) -> None:
+    """The premise of the "handshakes, X25519" line: pyOpenSSL's OpenSSL offers the hybrid X25519MLKEM768 by
+    default, and the benchmark's configuration brings it down to X25519, the key exchange of an older OpenSSL."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import run
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    def group(env: dict[str, str] | None) -> str:
+        child = subprocess.run(
+            [sys.executable, "-c", GROUP_OF_A_HANDSHAKE, str(ROOT)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return child.stdout.strip()
+
+    setup = run.Setup()
+    assert group(None) == "X25519MLKEM768"
+    assert group(run.x25519_environment(setup)) == "x25519"
