@@ -20,6 +20,7 @@ At 1 and 2 any failure other than an unknown issuer (expired, bad signature, not
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import os
 import re
@@ -194,6 +195,14 @@ def parse_flags(flags: str, env: Mapping[str, str] | None = None) -> Settings:
     if not isinstance(flags, str):
         raise FlagError(f"SSLFlags must be a str such as '-cert server.pem', not {type(flags).__name__}")
     env = os.environ if env is None else env
+    return _parse(flags, env.get("SSL_CIPHER"), env.get("SSL_CERT_FILE"), env.get("SSL_CERT_DIR"))
+
+
+@functools.lru_cache(maxsize=64)
+def _parse(flags: str, cipher_env: str | None, cafile_env: str | None, capath_env: str | None) -> Settings:
+    """``parse_flags`` of the string and the three variables it reads: remembered, since a server accepting in a
+    loop, or a client connecting again and again, passes the same flags each time (``shlex`` is slow; Settings
+    are frozen). A string that fails is not remembered: it raises each time."""
     try:
         words = shlex.split(flags)
     except ValueError as exc:
@@ -217,13 +226,13 @@ def parse_flags(flags: str, env: Mapping[str, str] | None = None) -> Settings:
             values[name] = value
         index += 2
     values["certs"] = tuple(certs)
-    if "cipher" not in values and env.get("SSL_CIPHER"):
-        values["cipher"] = env["SSL_CIPHER"]
+    if "cipher" not in values and cipher_env:
+        values["cipher"] = cipher_env
     if "cafile" not in values and "capath" not in values:
-        if env.get("SSL_CERT_FILE"):
-            values["cafile"] = env["SSL_CERT_FILE"]
-        if env.get("SSL_CERT_DIR"):
-            values["capath"] = env["SSL_CERT_DIR"]
+        if cafile_env:
+            values["cafile"] = cafile_env
+        if capath_env:
+            values["capath"] = capath_env
     return Settings(**values)
 
 

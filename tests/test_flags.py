@@ -273,3 +273,13 @@ def test_modern_ciphers_are_accepted(certs: Any) -> None:
         ),
         server=True,
     )
+
+
+def test_parsed_flags_are_remembered_per_string_and_environment() -> None:
+    first = parse_flags("-verify 1 -depth 3", env={})
+    assert parse_flags("-verify 1 -depth 3", env={}) is first  # a server accepting in a loop parses once
+    other = parse_flags("-verify 1 -depth 3", env={"SSL_CERT_FILE": "ca.pem"})
+    assert other is not first and other.cafile == "ca.pem" and first.cafile is None
+    for _ in range(2):  # a bad string is not remembered: it fails every time
+        with pytest.raises(FlagError, match="-verfy"):
+            parse_flags("-verfy 1", env={})
