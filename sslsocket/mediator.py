@@ -16,8 +16,9 @@ actual socket". Its thread runs three phases:
      ``HIGH_WATER``; past it the inbox fills and senders block in ``send``: backpressure, not growth;
    - the outgoing buffer is written, many packets coalesced into one ``SSL_write``; a write that must be retried
      is retried with the very same bytes, as OpenSSL requires, once ``poll`` says the socket is ready for it;
-   - TLS is read until it would block, the bytes go through the mode's pure decoder, and the packets go to the
-     owner in one batch, as ``(sock, ("fromsocket", data))``;
+   - TLS is read until it would block, or until a record shorter than the largest (OpenSSL then holds nothing
+     more, and ``poll`` tells whether the kernel does); the bytes go through the mode's pure decoder, and the
+     packets go to the owner in one batch, as ``(sock, ("fromsocket", data))``;
    - it sleeps in ``poll`` on what it waits for: readable always (while it has an owner), writable only while a
      write is blocked.
 
@@ -781,8 +782,8 @@ class Socket:
         return b"".join(parts)
 
     def _read(self) -> int:
-        """Read and deliver until TLS would block. Returns the poll event the read waits for: 0 while the owner
-        has its share of the mailbox unread, until ``consumed`` wakes us."""
+        """Read and deliver until TLS would block, or a short record. Returns the poll event the read waits for:
+        0 while the owner has its share of the mailbox unread, until ``consumed`` wakes us."""
         with self._unread_lock:
             if self._unread >= MAILBOX_SHARE:
                 self._paused = True
