@@ -26,9 +26,12 @@ actual socket". Its thread runs three phases:
    mediator says so first, then looks at the inbox once more. Either way no message waits unseen.
 
 3. **End.** *Closed by you* (the owner's ``close``, or the owner process ending): everything already delivered
-   is written, then close_notify, then the TCP socket is shut and closed; nothing more is sent to the owner.
+   is written, then close_notify, then the TCP socket is shut and closed; nothing more is sent to the owner. A
+   close never waits for room in the inbox, and counts from the moment it is made: a peer that takes nothing for
+   ``CLOSE_TIMEOUT`` is given up on even when the close sits behind a full inbox.
    *Broken by the peer*: the packets already whole are delivered, then one ``("socket_closed", "normal")`` for a
    close_notify at a packet boundary, or ``("socket_closed", error)`` for anything else.
+   Either way, when the thread ends the inbox is closed: a ``deliver`` still waiting for room raises ``Closed``.
 
 A callback owner is called in the mediator's thread; what it delivers from there goes straight to the outgoing
 buffer (the inbox would make the thread wait on itself once full), and the socket reads nothing more while that
@@ -169,11 +172,32 @@ class Inbox(queue.Queue[tuple[Any, ...]]):
     holds ``maxsize`` units or more, so a sender of large packets is held back as soon as one of small ones; a
     single message larger than the whole inbox still enters an empty one.
 
-    The mediator, its only reader, takes what waits with ``take``: under one lock, not a ``get`` per message."""
+    The mediator, its only reader, takes what waits with ``take``: under one lock, not a ``get`` per message. A
+    close never waits for room (it weighs one unit, and comes once). When the connection has ended, ``close``
+    empties the inbox and wakes every sender still waiting for room: ``offer`` then refuses."""
 
     def _init(self, maxsize: int) -> None:
         super()._init(maxsize)
         self._weight = 0
+        self._closed = False
+
+    def offer(self, item: tuple[Any, ...]) -> bool:
+        """Put ``item``, waiting while the inbox is full (a delivery only); False once the inbox is closed."""
+        with self.not_full:
+            while not self._closed and self._weight >= self.maxsize and item[0] == "deliver":
+                self.not_full.wait()
+            if self._closed:
+                return False
+            self._put(item)
+            return True
+
+    def close(self) -> None:
+        """The connection has ended: drop what waits, and let no sender wait any longer."""
+        with self.mutex:
+            self._closed = True
+            self.queue.clear()
+            self._weight = 0
+            self.not_full.notify_all()
 
     def _qsize(self) -> int:
         return self._weight  # 0 exactly when empty: every message weighs one unit at least
@@ -403,11 +427,13 @@ class Socket:
             if not self._close_sent and self._state is not State.CLOSED:
                 self._close_sent = True
                 self._put(("close",))
+                self._waker.poke()  # even a mediator blocked on a full write starts its close timer now
         elif type(body) is tuple and len(body) == 2 and body[0] == "deliver":
             if self._close_sent or self._state is State.CLOSED:
                 raise Closed(f"{self!r} is closed: nothing more can be delivered", "closed")
             payload = to_bytes(body[1])
-            self._put(("deliver", self.mode.header_for(len(payload)), payload))
+            if not self._put(("deliver", self.mode.header_for(len(payload)), payload)):
+                raise Closed(f"{self!r} closed while this delivery waited for room: it was not sent", "closed")
         else:
             raise BadMessage(f"a socket takes ('deliver', data) or 'close', not {body!r}", ("bad_message", body))
 
@@ -443,13 +469,16 @@ class Socket:
         """Make the mediator look at its inbox and its abort flag now."""
         self._waker.poke()
 
-    def _put(self, item: tuple[Any, ...]) -> None:
+    def _put(self, item: tuple[Any, ...]) -> bool:
+        """Hand ``item`` to the mediator; False when the connection has ended meanwhile."""
         if threading.get_ident() == self._ident:  # a callback owner, answering in the mediator's thread
             self._own.append(item)  # never the inbox: the thread would wait on itself once the inbox is full
-            return
-        self._inbox.put(item)
+            return True
+        if not self._inbox.offer(item):
+            return False
         if self._sleeping:
             self._waker.poke()
+        return True
 
     def _set_owner(self, owner: Owner) -> None:
         if isinstance(owner, Pid) and not owner.adopt(self):
@@ -545,6 +574,7 @@ class Socket:
             self._finish(_broken(exc))
         finally:
             self._state = State.CLOSED
+            self._inbox.close()  # a sender waiting for room raises Closed instead of waiting for ever
             try:
                 self._teardown()
             finally:
@@ -661,7 +691,7 @@ class Socket:
             if self._abort_error is not None:
                 self._finish_aborted()
                 return
-            closing = self._take_inbox()
+            closing = self._take_inbox() or self._close_sent  # behind a full write, the close still counts
             if (closing or self._owner_gone) and closing_since is None:
                 closing_since = monotonic()
                 self._state = State.CLOSING

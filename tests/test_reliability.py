@@ -470,6 +470,51 @@ def test_12_a_sender_faster_than_the_network_blocks_in_deliver(certs: Any, size:
     tls.close()
 
 
+def test_12_a_sender_blocked_in_deliver_hears_of_a_connection_that_broke(certs: Any) -> None:
+    server, tls = stdlib_peer(certs, ("binary_packet", 4))
+    me = sslsocket.self()
+
+    def sender() -> None:
+        sslsocket.receive(lambda m: m == "go", timeout=10)
+        try:
+            while True:
+                server.deliver(b"z" * 65536)  # to a peer that reads nothing: blocks once the inbox is full
+        except sslsocket.Closed as exc:
+            me.send(("refused", exc))
+        kind, error = expect(server)
+        me.send((kind, error))
+
+    pid = sslsocket.spawn(sender)
+    sslsocket.controlling_process(server, pid)
+    pid.send("go")
+    wait_for(lambda: server._inbox.full())
+    tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    tls.close()  # a reset: the mediator ends, and the blocked deliver must not wait for ever
+    refused, exc = sslsocket.receive(timeout=10)
+    assert refused == "refused" and "was not sent" in str(exc)
+    kind, error = sslsocket.receive(timeout=10)
+    assert kind == "socket_closed" and isinstance(error, sslsocket.ConnectionBroken)
+
+
+@pytest.mark.timeout(30)
+def test_12_a_close_behind_a_full_inbox_returns_and_gives_up_after_close_timeout(
+    certs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mediator, "CLOSE_TIMEOUT", 1.0)
+    server, tls = stdlib_peer(certs, ("binary_packet", 4))
+    server._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    tls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    whole_inbox = b"x" * (INBOX_SIZE * INBOX_UNIT)
+    server.deliver(whole_inbox)  # taken, and its write blocks: the peer reads nothing
+    server.deliver(whole_inbox)  # waits in the inbox, which is now full
+    wait_for(lambda: server._inbox.full())
+    started = time.monotonic()
+    server.close()  # waited for room, for ever, before: the close is a control message, not data
+    assert time.monotonic() - started < 1
+    assert server.wait_closed(10)  # the peer took nothing for CLOSE_TIMEOUT: given up
+    tls.close()
+
+
 def test_12_the_inbox_is_weighed_in_bytes() -> None:
     small = Inbox(INBOX_SIZE)
     for _ in range(INBOX_SIZE - 1):
@@ -512,6 +557,21 @@ def test_12_taking_from_a_full_inbox_wakes_its_blocked_sender() -> None:
     assert sent.wait(10)
     sender.join()
     assert inbox.take(1 << 20) == [("deliver", b"", b"y")]
+
+
+def test_12_a_closed_inbox_refuses_and_wakes_its_waiting_sender() -> None:
+    inbox = Inbox(INBOX_SIZE)
+    assert inbox.offer(("deliver", b"", b"x" * (INBOX_SIZE * INBOX_UNIT))) and inbox.full()
+    assert inbox.offer(("close",))  # a close never waits for room
+    outcome: list[bool] = []
+    sender = threading.Thread(target=lambda: outcome.append(inbox.offer(("deliver", b"", b"y"))))
+    sender.start()
+    sender.join(0.2)
+    assert sender.is_alive()  # waiting for room
+    inbox.close()
+    sender.join(10)
+    assert outcome == [False] and inbox.empty() and inbox.qsize() == 0
+    assert not inbox.offer(("close",))
 
 
 # 13. eight threads delivering on one socket while data flows both ways
