@@ -181,15 +181,28 @@ class Inbox(queue.Queue[tuple[Any, ...]]):
         self._weight = 0
         self._closed = False
 
-    def offer(self, item: tuple[Any, ...]) -> bool:
-        """Put ``item``, waiting while the inbox is full (a delivery only); False once the inbox is closed."""
+    def offer(self, item: tuple[Any, ...], sender: Pid | None = None) -> bool:
+        """Put ``item``, waiting while the inbox is full (a delivery only); False once the inbox is closed. A
+        ``sender`` process waiting here is woken by its exit signal, and raises ``Exit``: nothing was put."""
         with self.not_full:
-            while not self._closed and self._weight >= self.maxsize and item[0] == "deliver":
-                self.not_full.wait()
+            if self._must_wait(item):
+                if sender is not None:
+                    sender.waiting_on(self.not_full)
+                try:
+                    while self._must_wait(item):
+                        if sender is not None:
+                            sender.check_exit()
+                        self.not_full.wait()
+                finally:
+                    if sender is not None:
+                        sender.waiting_on(None)
             if self._closed:
                 return False
             self._put(item)
             return True
+
+    def _must_wait(self, item: tuple[Any, ...]) -> bool:
+        return not self._closed and self._weight >= self.maxsize and item[0] == "deliver"
 
     def close(self) -> None:
         """The connection has ended: drop what waits, and let no sender wait any longer."""
@@ -474,7 +487,8 @@ class Socket:
         if threading.get_ident() == self._ident:  # a callback owner, answering in the mediator's thread
             self._own.append(item)  # never the inbox: the thread would wait on itself once the inbox is full
             return True
-        if not self._inbox.offer(item):
+        owner = self._owner
+        if not self._inbox.offer(item, owner if isinstance(owner, Pid) else None):
             return False
         if self._sleeping:
             self._waker.poke()

@@ -76,6 +76,7 @@ class Pid:
         self._cond = threading.Condition(threading.RLock())
         self._mailbox: deque[Any] = deque()
         self._exit: tuple[Any] | None = None
+        self._waiting_on: threading.Condition | None = None  # another wait that ``exit`` interrupts
         self._alive = True
         self._sockets: set[Socket] = set()
 
@@ -167,6 +168,20 @@ class Pid:
             if self._alive and self._exit is None:
                 self._exit = (reason,)
             self._cond.notify_all()
+        other = self._waiting_on
+        if other is not None:
+            with other:
+                other.notify_all()
+
+    def waiting_on(self, cond: threading.Condition | None) -> None:
+        """This process waits on ``cond`` outside ``wait_until`` (a ``deliver`` waiting for room): ``exit`` wakes
+        it too, and the waiter calls ``check_exit`` before each wait. None when that wait is over."""
+        self._waiting_on = cond
+
+    def check_exit(self) -> None:
+        """Raise ``Exit`` if an exit signal is pending (and consume it)."""
+        with self._cond:
+            self._raise_exit()
 
     def _raise_exit(self) -> None:
         if self._exit is not None:
@@ -267,6 +282,6 @@ def receive(match: Callable[[Any], bool] | None = None, timeout: float | None = 
 
 
 def exit(pid: Pid, reason: Any) -> None:
-    """``exit(Pid, Reason)``: ``pid``, blocked in ``accept`` or ``receive`` (or, beyond the manual, in ``client``)
-    now or later, raises ``Exit(reason)``."""
+    """``exit(Pid, Reason)``: ``pid``, blocked in ``accept`` or ``receive`` (or, beyond the manual, in ``client``
+    or in a ``deliver`` waiting for room, whose packet is then not sent) now or later, raises ``Exit(reason)``."""
     pid.exit(reason)

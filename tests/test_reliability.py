@@ -496,6 +496,32 @@ def test_12_a_sender_blocked_in_deliver_hears_of_a_connection_that_broke(certs: 
     assert kind == "socket_closed" and isinstance(error, sslsocket.ConnectionBroken)
 
 
+def test_12_exit_interrupts_a_deliver_waiting_for_room(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mediator, "CLOSE_TIMEOUT", 1.0)
+    server, tls = stdlib_peer(certs, ("binary_packet", 4))
+    me = sslsocket.self()
+
+    def sender() -> None:
+        sslsocket.receive(lambda m: m == "go", timeout=10)
+        sent = 0
+        try:
+            while True:
+                server.deliver(b"z" * 65536)  # to a peer that reads nothing: blocks once the inbox is full
+                sent += 1
+        except sslsocket.Exit as exc:
+            me.send(("interrupted", exc.reason, sent))
+
+    pid = sslsocket.spawn(sender)
+    sslsocket.controlling_process(server, pid)
+    pid.send("go")
+    wait_for(lambda: server._inbox.full())
+    sslsocket.exit(pid, "enough")
+    kind, reason, sent = sslsocket.receive(timeout=10)
+    assert (kind, reason) == ("interrupted", "enough") and sent > 0
+    assert server.wait_closed(10)  # its process ended: the socket closed, giving up on a peer that reads nothing
+    tls.close()
+
+
 @pytest.mark.timeout(30)
 def test_12_a_close_behind_a_full_inbox_returns_and_gives_up_after_close_timeout(
     certs: Any, monkeypatch: pytest.MonkeyPatch
