@@ -14,6 +14,7 @@ usable. Closing the listen socket (or ``stop()``) wakes every acceptor with ``Cl
 from __future__ import annotations
 
 import errno
+import logging
 import select
 import socket
 import threading
@@ -40,6 +41,8 @@ MAX_PENDING = 128
 #: After the listen socket fails to take a connection (out of file descriptors...), wait this long before trying
 #: again, rather than spinning.
 ACCEPT_RETRY = 0.1
+
+log = logging.getLogger("sslsocket")
 
 FAMILIES = {"AF_INET": socket.AF_INET, "AF_INET6": socket.AF_INET6}
 
@@ -154,6 +157,21 @@ class Listener:
         return None
 
     def _run(self) -> None:
+        try:
+            self._take_connections()
+        except BaseException as exc:  # a bug, or the system refusing something: no acceptor may wait for ever
+            log.exception("the thread of listen socket %s failed", self.handle)
+            with self._lock:
+                waiters, self._waiters = self._waiters, []
+                self._thread = None  # the next accept starts another
+            for waiter in waiters:
+                waiter.outcome = (
+                    None,
+                    AcceptError(f"listen socket {self.handle} failed: {exc!r}", ("accept", "failed")),
+                )
+                waiter.pid.wake()
+
+    def _take_connections(self) -> None:
         retry_at = 0.0
         poller = select.poll()
         poller.register(self._waker.fileno(), select.POLLIN)
@@ -230,10 +248,24 @@ class Listener:
                 )
                 return False
             return True  # the client was already gone (getpeername failed)
+        except BaseException:
+            tcp.close()
+            raise
         with self._lock:
             self._handshaking.add(sock)
         self._registry.add(sock)
-        sock.start()
+        try:
+            sock.start()
+        except RuntimeError as exc:  # no thread to be had: the system's limit on tasks
+            with self._lock:
+                self._handshaking.discard(sock)
+            self._give_first(
+                AcceptError(
+                    f"listen socket {self.handle} took a connection but could not start its thread: {exc}",
+                    ("accept", "no_thread"),
+                )
+            )
+            return False
         return True
 
     def _give_first(self, error: BaseException) -> None:

@@ -416,8 +416,18 @@ class Socket:
 
     def start(self) -> None:
         """Give the connection its mediator thread: the library does this; it runs the handshake, then the
-        connection."""
-        self._thread = workers.run(self._run, self._name)
+        connection. When no thread can be started (``RuntimeError``, the system's limit on tasks), the connection
+        is closed, its descriptors released, and the error raised."""
+        try:
+            self._thread = workers.run(self._run, self._name)
+        except RuntimeError:
+            self._state = State.CLOSED
+            self._inbox.close()
+            try:
+                self._teardown()
+            finally:
+                self._ended.set()
+            raise
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the mediator has ended: the connection is closed and its descriptors are released. False if

@@ -179,7 +179,10 @@ def client(
         tcp.close()
         raise ConnectError(f"the connection to {host}:{port} was lost at once: {exc.strerror}", "closed") from exc
     _registry.add(sock)
-    sock.start()
+    try:
+        sock.start()
+    except RuntimeError as exc:
+        raise ConnectError(f"could not start a thread for the connection to {host}:{port}: {exc}", "no_thread") from exc
     try:  # the mediator always reports, at the latest when -timeout runs out; exit(pid, reason) ends it sooner
         me.wait_until(lambda: bool(outcome), None, "client")
     except Exit:

@@ -605,3 +605,73 @@ def test_exit_aborts_a_client_in_its_handshake() -> None:
     assert sslsocket.receive(lambda m: m[0] == "client ended", timeout=5) == ("client ended", "give up")
     assert time.monotonic() - start < 2  # not the 30 s of -timeout
     mute.close()
+
+
+# ---- the system refusing a thread, and the listener's own failures -----------------------------------------
+
+
+def _no_thread(job: Any, name: str) -> Any:
+    raise RuntimeError("can't start new thread")
+
+
+def test_a_client_without_a_thread_to_run_in_is_a_connect_error(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sslsocket import mediator
+
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
+        monkeypatch.setattr(mediator.workers, "run", _no_thread)
+        with pytest.raises(sslsocket.ConnectError, match="could not start a thread") as caught:
+            sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
+        assert caught.value.reason == "no_thread"  # and its descriptors are closed: the leak check would fail
+
+
+def test_accept_hears_of_a_connection_that_got_no_thread_and_the_next_one_works(
+    certs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sslsocket import mediator
+
+    flags = f"-cert {certs.server}"
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
+        outcome = accepting(listen, flags)
+        with monkeypatch.context() as patch:
+            patch.setattr(mediator.workers, "run", _no_thread)
+            raw = socket.create_connection((LOCAL, listen.port))
+            error = outcome()
+        raw.close()
+        assert isinstance(error, sslsocket.AcceptError) and error.reason == ("accept", "no_thread")
+        assert "could not start its thread" in str(error)
+        client, server = pair(certs=certs)  # the library works on
+        client.close()
+        server.close()
+        outcome = accepting(listen, flags)
+        again = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
+        accepted = outcome()
+        assert isinstance(accepted, sslsocket.Socket)
+        again.close()
+        accepted.close()
+
+
+def test_a_failing_listener_thread_fails_its_acceptors_and_accept_starts_another(
+    certs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sslsocket import listener
+
+    flags = f"-cert {certs.server}"
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("a bug in the listener")
+
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
+        outcome = accepting(listen, flags)
+        with monkeypatch.context() as patch:
+            patch.setattr(listener, "Socket", broken)
+            raw = socket.create_connection((LOCAL, listen.port))
+            error = outcome()
+        raw.close()
+        assert isinstance(error, sslsocket.AcceptError) and error.reason == ("accept", "failed")
+        assert "a bug in the listener" in str(error)
+        outcome = accepting(listen, flags)
+        again = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
+        accepted = outcome()
+        assert isinstance(accepted, sslsocket.Socket)
+        again.close()
+        accepted.close()
