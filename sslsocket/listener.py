@@ -123,10 +123,17 @@ class Listener:
                 self._waiters.append(waiter)
                 wake = not self._taking
                 if self._thread is None:
-                    self._thread = threading.Thread(
+                    thread = threading.Thread(
                         target=self._run, name=f"sslsocket-listen-{self.handle.port}", daemon=True
                     )
-                    self._thread.start()
+                    try:
+                        thread.start()
+                    except RuntimeError as exc:  # the system's limit on tasks: the next accept tries again
+                        self._waiters.remove(waiter)
+                        raise AcceptError(
+                            f"listen socket {self.handle} could not start its thread: {exc}", ("accept", "no_thread")
+                        ) from exc
+                    self._thread = thread
         if outcome is None:
             if wake:
                 self._waker.poke()

@@ -675,3 +675,27 @@ def test_a_failing_listener_thread_fails_its_acceptors_and_accept_starts_another
         assert isinstance(accepted, sslsocket.Socket)
         again.close()
         accepted.close()
+
+
+def test_accept_when_the_listener_gets_no_thread_fails_and_the_next_accept_works(
+    certs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sslsocket import listener
+
+    class NoThread(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    flags = f"-cert {certs.server}"
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
+        with monkeypatch.context() as patch:
+            patch.setattr(listener.threading, "Thread", NoThread)
+            with pytest.raises(sslsocket.AcceptError, match="could not start its thread") as caught:
+                sslsocket.accept(listen, flags, timeout=5)
+        assert caught.value.reason == ("accept", "no_thread")
+        outcome = accepting(listen, flags)
+        again = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
+        accepted = outcome()
+        assert isinstance(accepted, sslsocket.Socket)
+        again.close()
+        accepted.close()
