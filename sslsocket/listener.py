@@ -44,6 +44,9 @@ ACCEPT_RETRY = 0.1
 
 log = logging.getLogger("sslsocket")
 
+#: What the system says when it has no descriptor, memory or buffer left for one more connection.
+NO_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
+
 FAMILIES = {"AF_INET": socket.AF_INET, "AF_INET6": socket.AF_INET6}
 
 
@@ -246,7 +249,7 @@ class Listener:
             )
         except OSError as exc:
             tcp.close()
-            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
+            if exc.errno in NO_RESOURCES:
                 self._give_first(
                     AcceptError(
                         f"listen socket {self.handle} took a connection but could not serve it: {exc.strerror}",

@@ -15,7 +15,7 @@ from . import process
 from .errors import Closed, ConnectError, ConnectionBroken, Exit, NotOwner
 from .flags import close_logs, load_context, parse_flags
 from .framing import MAX_PACKET_SIZE, parse_mode
-from .listener import Listener, ListenSocket, check_protocol_family, make_listener
+from .listener import NO_RESOURCES, Listener, ListenSocket, check_protocol_family, make_listener
 from .mediator import Owner, Socket, workers
 from .process import Pid
 
@@ -177,6 +177,10 @@ def client(
         )
     except OSError as exc:
         tcp.close()
+        if exc.errno in NO_RESOURCES:
+            raise ConnectError(
+                f"no resources for the connection to {host}:{port}: {exc.strerror}", ("resources", exc.strerror)
+            ) from exc
         raise ConnectError(f"the connection to {host}:{port} was lost at once: {exc.strerror}", "closed") from exc
     _registry.add(sock)
     try:
@@ -220,7 +224,12 @@ def _connect(host: str, port: int, family: int, timeout: float) -> socket.socket
         raise ConnectError(f"cannot resolve host {host!r}: {exc.strerror}", ("resolve", host)) from exc
     last: OSError | None = None
     for af, kind, proto, _, addr in infos:
-        tcp = socket.socket(af, kind, proto)
+        try:
+            tcp = socket.socket(af, kind, proto)
+        except OSError as exc:
+            raise ConnectError(
+                f"no socket for the connection to {host}:{port}: {exc.strerror}", ("resources", exc.strerror)
+            ) from exc
         tcp.settimeout(timeout)
         try:
             tcp.connect(addr)

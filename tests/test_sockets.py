@@ -699,3 +699,22 @@ def test_accept_when_the_listener_gets_no_thread_fails_and_the_next_accept_works
         assert isinstance(accepted, sslsocket.Socket)
         again.close()
         accepted.close()
+
+
+def test_a_client_out_of_descriptors_says_so(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    def no_descriptor(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "eventfd", no_descriptor)  # the connection's waker, after its TCP socket
+            with pytest.raises(sslsocket.ConnectError, match=r"no resources .* Too many open files") as caught:
+                sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
+        assert caught.value.reason == ("resources", "Too many open files")
+        with monkeypatch.context() as patch:
+            patch.setattr(socket, "socket", no_descriptor)  # before any TCP socket
+            with pytest.raises(sslsocket.ConnectError, match=r"no socket .* Too many open files"):
+                sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
