@@ -614,6 +614,16 @@ def _no_thread(job: Any, name: str) -> Any:
     raise RuntimeError("can't start new thread")
 
 
+def _accepts_again(listen: sslsocket.ListenSocket, flags: str) -> None:
+    """The listen socket works on: a client connects, and an accept gets its socket."""
+    outcome = accepting(listen, flags)
+    client = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
+    accepted = outcome()
+    assert isinstance(accepted, sslsocket.Socket)
+    client.close()
+    accepted.close()
+
+
 def test_a_client_without_a_thread_to_run_in_is_a_connect_error(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from sslsocket import mediator
 
@@ -624,57 +634,41 @@ def test_a_client_without_a_thread_to_run_in_is_a_connect_error(certs: Any, monk
         assert caught.value.reason == "no_thread"  # and its descriptors are closed: the leak check would fail
 
 
-def test_accept_hears_of_a_connection_that_got_no_thread_and_the_next_one_works(
-    certs: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from sslsocket import mediator
+def _listener_bug(*args: Any, **kwargs: Any) -> Any:
+    raise ValueError("a bug in the listener")
 
+
+@pytest.mark.parametrize(
+    ("module", "target", "name", "replacement", "reason", "says"),
+    [
+        ("mediator", "workers", "run", _no_thread, "no_thread", "could not start its thread"),  # the task limit
+        ("listener", None, "Socket", _listener_bug, "failed", "a bug in the listener"),  # the thread itself dies
+    ],
+)
+def test_accept_hears_when_a_connection_cannot_be_served_and_the_listen_socket_works_on(
+    certs: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    module: str,
+    target: str | None,
+    name: str,
+    replacement: Any,
+    reason: str,
+    says: str,
+) -> None:
+    import importlib
+
+    where = importlib.import_module(f"sslsocket.{module}")
     flags = f"-cert {certs.server}"
     with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
         outcome = accepting(listen, flags)
         with monkeypatch.context() as patch:
-            patch.setattr(mediator.workers, "run", _no_thread)
+            patch.setattr(getattr(where, target) if target else where, name, replacement)
             raw = socket.create_connection((LOCAL, listen.port))
             error = outcome()
         raw.close()
-        assert isinstance(error, sslsocket.AcceptError) and error.reason == ("accept", "no_thread")
-        assert "could not start its thread" in str(error)
-        client, server = pair(certs=certs)  # the library works on
-        client.close()
-        server.close()
-        outcome = accepting(listen, flags)
-        again = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
-        accepted = outcome()
-        assert isinstance(accepted, sslsocket.Socket)
-        again.close()
-        accepted.close()
-
-
-def test_a_failing_listener_thread_fails_its_acceptors_and_accept_starts_another(
-    certs: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from sslsocket import listener
-
-    flags = f"-cert {certs.server}"
-
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise ValueError("a bug in the listener")
-
-    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
-        outcome = accepting(listen, flags)
-        with monkeypatch.context() as patch:
-            patch.setattr(listener, "Socket", broken)
-            raw = socket.create_connection((LOCAL, listen.port))
-            error = outcome()
-        raw.close()
-        assert isinstance(error, sslsocket.AcceptError) and error.reason == ("accept", "failed")
-        assert "a bug in the listener" in str(error)
-        outcome = accepting(listen, flags)
-        again = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
-        accepted = outcome()
-        assert isinstance(accepted, sslsocket.Socket)
-        again.close()
-        accepted.close()
+        assert isinstance(error, sslsocket.AcceptError) and error.reason == ("accept", reason)
+        assert says in str(error)
+        _accepts_again(listen, flags)
 
 
 def test_accept_when_the_listener_gets_no_thread_fails_and_the_next_accept_works(
@@ -693,12 +687,7 @@ def test_accept_when_the_listener_gets_no_thread_fails_and_the_next_accept_works
             with pytest.raises(sslsocket.AcceptError, match="could not start its thread") as caught:
                 sslsocket.accept(listen, flags, timeout=5)
         assert caught.value.reason == ("accept", "no_thread")
-        outcome = accepting(listen, flags)
-        again = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
-        accepted = outcome()
-        assert isinstance(accepted, sslsocket.Socket)
-        again.close()
-        accepted.close()
+        _accepts_again(listen, flags)
 
 
 def test_a_client_out_of_descriptors_says_so(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
