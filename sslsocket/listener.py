@@ -47,6 +47,12 @@ log = logging.getLogger("sslsocket")
 #: What the system says when it has no descriptor, memory or buffer left for one more connection.
 NO_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
 
+
+def errno_name(exc: OSError) -> str:
+    """``"EMFILE"`` for an OSError of that errno: how the reasons of accept's and client's errors name it."""
+    return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+
+
 FAMILIES = {"AF_INET": socket.AF_INET, "AF_INET6": socket.AF_INET6}
 
 
@@ -229,7 +235,7 @@ class Listener:
             self._give_first(
                 AcceptError(
                     f"listen socket {self.handle} could not take a connection: {exc.strerror}",
-                    ("accept", errno.errorcode.get(exc.errno or 0, exc.errno)),
+                    ("accept", errno_name(exc)),
                 )
             )
             return False
@@ -253,7 +259,7 @@ class Listener:
                 self._give_first(
                     AcceptError(
                         f"listen socket {self.handle} took a connection but could not serve it: {exc.strerror}",
-                        ("accept", errno.errorcode.get(exc.errno or 0, exc.errno)),
+                        ("accept", errno_name(exc)),
                     )
                 )
                 return False

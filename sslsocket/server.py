@@ -15,7 +15,7 @@ from . import process
 from .errors import Closed, ConnectError, ConnectionBroken, Exit, NotOwner
 from .flags import close_logs, load_context, parse_flags
 from .framing import MAX_PACKET_SIZE, parse_mode
-from .listener import NO_RESOURCES, Listener, ListenSocket, check_protocol_family, make_listener
+from .listener import NO_RESOURCES, Listener, ListenSocket, check_protocol_family, errno_name, make_listener
 from .mediator import Owner, Socket, workers
 from .process import Pid
 
@@ -179,7 +179,7 @@ def client(
         tcp.close()
         if exc.errno in NO_RESOURCES:
             raise ConnectError(
-                f"no resources for the connection to {host}:{port}: {exc.strerror}", ("resources", exc.strerror)
+                f"no resources for the connection to {host}:{port}: {exc.strerror}", ("resources", errno_name(exc))
             ) from exc
         raise ConnectError(f"the connection to {host}:{port} was lost at once: {exc.strerror}", "closed") from exc
     _registry.add(sock)
@@ -228,7 +228,7 @@ def _connect(host: str, port: int, family: int, timeout: float) -> socket.socket
             tcp = socket.socket(af, kind, proto)
         except OSError as exc:
             raise ConnectError(
-                f"no socket for the connection to {host}:{port}: {exc.strerror}", ("resources", exc.strerror)
+                f"no socket for the connection to {host}:{port}: {exc.strerror}", ("resources", errno_name(exc))
             ) from exc
         tcp.settimeout(timeout)
         try:

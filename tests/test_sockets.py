@@ -702,7 +702,7 @@ def test_a_client_out_of_descriptors_says_so(certs: Any, monkeypatch: pytest.Mon
             patch.setattr(os, "eventfd", no_descriptor)  # the connection's waker, after its TCP socket
             with pytest.raises(sslsocket.ConnectError, match=r"no resources .* Too many open files") as caught:
                 sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
-        assert caught.value.reason == ("resources", "Too many open files")
+        assert caught.value.reason == ("resources", "EMFILE")
         with monkeypatch.context() as patch:
             patch.setattr(socket, "socket", no_descriptor)  # before any TCP socket
             with pytest.raises(sslsocket.ConnectError, match=r"no socket .* Too many open files"):
