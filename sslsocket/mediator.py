@@ -421,12 +421,7 @@ class Socket:
         try:
             self._thread = workers.run(self._run, self._name)
         except RuntimeError:
-            self._state = State.CLOSED
-            self._inbox.close()
-            try:
-                self._teardown()
-            finally:
-                self._ended.set()
+            self._end()
             raise
 
     def wait_closed(self, timeout: float | None = None) -> bool:
@@ -597,12 +592,16 @@ class Socket:
             log.exception("mediator of %r failed", self)
             self._finish(_broken(exc))
         finally:
-            self._state = State.CLOSED
-            self._inbox.close()  # a sender waiting for room raises Closed instead of waiting for ever
-            try:
-                self._teardown()
-            finally:
-                self._ended.set()
+            self._end()
+
+    def _end(self) -> None:
+        """The connection is over, or never ran: closed, descriptors released, ``wait_closed`` answered."""
+        self._state = State.CLOSED
+        self._inbox.close()  # a sender waiting for room raises Closed instead of waiting for ever
+        try:
+            self._teardown()
+        finally:
+            self._ended.set()
 
     def _poll_once(self, events: int, deadline: float | None) -> int:
         """Sleep until the TCP socket has one of ``events``, the waker is poked, or the deadline. Returns what
@@ -715,8 +714,9 @@ class Socket:
             if self._abort_error is not None:
                 self._finish_aborted()
                 return
-            closing = self._take_inbox() or self._close_sent  # behind a full write, the close still counts
-            if (closing or self._owner_gone) and closing_since is None:
+            self._take_inbox()
+            # The close counts from the owner's close, even while it waits in the inbox behind a blocked write.
+            if (self._close_sent or self._owner_gone) and closing_since is None:
                 closing_since = monotonic()
                 self._state = State.CLOSING
             try:
@@ -773,27 +773,24 @@ class Socket:
         owner = self._owner
         return owner is not None and (isinstance(owner, Pid) or self._out_size < HIGH_WATER)
 
-    def _take_inbox(self) -> bool:
+    def _take_inbox(self) -> None:
         """Move deliveries into the outgoing buffer: all that a callback owner sent from this thread, then the
-        inbox's up to ``HIGH_WATER``. True once a close was taken."""
+        inbox's up to ``HIGH_WATER``. (A close, taken too, is already known by ``_close_sent``.)"""
         own, self._own = self._own, []
-        if self._buffer(own):
-            return True
+        self._buffer(own)
         if self._out_size < HIGH_WATER and not self._inbox.empty():
-            return self._buffer(self._inbox.take(HIGH_WATER - self._out_size))
-        return False
+            self._buffer(self._inbox.take(HIGH_WATER - self._out_size))
 
-    def _buffer(self, items: list[tuple[Any, ...]]) -> bool:
-        """Append deliveries to the outgoing buffer, up to a close: True when there was one."""
+    def _buffer(self, items: list[tuple[Any, ...]]) -> None:
+        """Append deliveries to the outgoing buffer, up to a close: nothing is sent after it."""
         out = self._out
         for item in items:
             if item[0] != "deliver":
-                return True  # a close: nothing is sent after it
+                return
             for part in item[1:]:  # the length header, then the payload: joined only when written
                 if part:
                     out.append(part)
                     self._out_size += len(part)
-        return False
 
     def _write(self) -> int:
         """Write what is buffered. 0 when all is written, else the poll event the write waits for."""
