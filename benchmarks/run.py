@@ -294,6 +294,17 @@ def sslsocket_handshakes(setup: Setup, count: int) -> float:
     return count / elapsed
 
 
+def alternated(reps: int, *measures: Callable[[], float]) -> list[list[float]]:
+    """Each measure ``reps`` times, taking turns, the order reversed every other round so that none always runs
+    first on a warm or a cold machine; the results of each, in the order given."""
+    results: list[list[float]] = [[] for _ in measures]
+    turns = list(zip(results, measures, strict=True))
+    for rep in range(reps):
+        for into, measure in turns if rep % 2 == 0 else reversed(turns):
+            into.append(measure())
+    return results
+
+
 # ---- handshakes with one key exchange on both sides -----------------------------------------------------------
 
 #: An OpenSSL configuration that limits every TLS context, Python's ``ssl`` and pyOpenSSL's alike, to X25519.
@@ -312,13 +323,11 @@ sys.path.insert(0, sys.argv[1])
 import run
 setup = run.Setup()
 reps, count = int(sys.argv[2]), int(sys.argv[3])
-base, ours = [], []
-for rep in range(reps):
-    order = [(base, run.baseline_handshakes), (ours, run.sslsocket_handshakes)]
-    for results, measure in order if rep % 2 == 0 else reversed(order):
-        results.append(measure(setup, count))
+results = run.alternated(
+    reps, lambda: run.baseline_handshakes(setup, count), lambda: run.sslsocket_handshakes(setup, count)
+)
 run.sslsocket.stop()
-print(json.dumps([base, ours]))
+print(json.dumps(results))
 """
 
 
@@ -604,12 +613,10 @@ def measure(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
     ]
     figures = []
     for figure, base, ours, theirs in pairs:
-        for rep in range(reps):
-            order = [(figure.baseline, base), (figure.sslsocket, ours)]
-            if theirs is not None:
-                order.append((figure.erlang, theirs))
-            for results, run in order if rep % 2 == 0 else reversed(order):
-                results.append(run())
+        if theirs is None:
+            figure.baseline, figure.sslsocket = alternated(reps, base, ours)
+        else:
+            figure.baseline, figure.sslsocket, figure.erlang = alternated(reps, base, ours, theirs)
         figures.append(figure)
         report_line(figure)
     same = Figure(
@@ -658,12 +665,12 @@ def measure(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
         sizes = [64, 1024, 16384, 262144] if quick else [64, 256, 1024, 4096, 16384, 65536, 262144, 1048576]
         for size in sizes:
             count = max(10, min(20000, (n(64, 4) * 2**20) // size))
-            runs: dict[str, list[float]] = {"baseline": [], "sslsocket": []}
-            for rep in range(min(reps, 3)):  # alternating, and the median: one run of a point says little here
-                for name in ("baseline", "sslsocket") if rep % 2 == 0 else ("sslsocket", "baseline"):
-                    stream = baseline_stream if name == "baseline" else sslsocket_stream
-                    runs[name].append(stream(setup, count, size) * size / 1e6)
-            sweep[str(size)] = {name: statistics.median(values) for name, values in runs.items()}
+            base_runs, our_runs = alternated(  # and the median: one run of a point says little here
+                min(reps, 3),
+                lambda c=count, s=size: baseline_stream(setup, c, s) * s / 1e6,
+                lambda c=count, s=size: sslsocket_stream(setup, c, s) * s / 1e6,
+            )
+            sweep[str(size)] = {"baseline": statistics.median(base_runs), "sslsocket": statistics.median(our_runs)}
     sslsocket.stop()
     machine = {
         "python": platform.python_version(),
