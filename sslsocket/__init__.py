@@ -29,6 +29,7 @@ True
 
 from .errors import (
     AcceptError,
+    BadArgument,
     BadMessage,
     Closed,
     ConnectError,
@@ -42,6 +43,7 @@ from .errors import (
     PacketTooLong,
     SSLSocketError,
     Timeout,
+    WrongType,
 )
 from .flags import InsecureClientWarning
 from .listener import ListenSocket
@@ -62,6 +64,7 @@ from .server import (
 
 __all__ = [
     "AcceptError",
+    "BadArgument",
     "BadMessage",
     "Closed",
     "ConnectError",
@@ -80,6 +83,7 @@ __all__ = [
     "SSLSocketError",
     "Socket",
     "Timeout",
+    "WrongType",
     "accept",
     "client",
     "close",

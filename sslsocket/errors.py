@@ -72,5 +72,16 @@ class ConnectionBroken(SSLSocketError, ConnectionError):
         return f"ConnectionBroken({self.reason!r}, {str(self)!r})"
 
 
+class BadArgument(SSLSocketError, ValueError):
+    """An argument of the right type with a value the call cannot take: a port out of range, a protocol other than
+    ``"STREAM"``, an unknown family, a character above U+00FF in a str to deliver. ``reason`` is
+    ``("bad_argument", what, value)``."""
+
+
+class WrongType(SSLSocketError, TypeError):
+    """An argument of a type the call cannot take: a payload that is no str, bytes-like or iolist, an owner that is
+    neither a ``Pid`` nor a callable. ``reason`` is ``("wrong_type", what, type name)``."""
+
+
 class AcceptError(SSLSocketError, OSError):
     """The listen socket could not take a connection (for example: out of file descriptors); it keeps listening."""

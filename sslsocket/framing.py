@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from .errors import ConnectionBroken, ModeError, PacketTooLong
+from .errors import BadArgument, ConnectionBroken, ModeError, PacketTooLong, WrongType
 
 #: The default bound on one incoming packet (what follows its header; in ``asn1`` the whole value) for
 #: ``{packet, 4}`` and ``asn1``: large enough for any message a framed protocol sends in one piece, small enough
@@ -291,7 +291,10 @@ class Mode:
         sslsocket.framing.FramingError: the peer announced a packet of 1025 bytes; this socket's bound is 1024
         """
         if type(max_packet) is not int or max_packet < 0:
-            raise ValueError(f"max_packet must be a number of bytes (an int, 0 or more), not {max_packet!r}")
+            raise BadArgument(
+                f"max_packet must be a number of bytes (an int, 0 or more), not {max_packet!r}",
+                ("bad_argument", "max_packet", max_packet),
+            )
         return replace(self, limit=max_packet)
 
     def encode(self, payload: bytes) -> bytes:
@@ -375,9 +378,10 @@ def to_bytes(data: object) -> bytes:
         try:
             return data.encode("latin-1")
         except UnicodeEncodeError as exc:
-            raise ValueError(
+            raise BadArgument(
                 f"cannot deliver {data[exc.start]!r} at index {exc.start}: a str is sent one byte per character,"
-                " so every character must be at most U+00FF; encode the text first (for example .encode())"
+                " so every character must be at most U+00FF; encode the text first (for example .encode())",
+                ("bad_argument", "data", data[exc.start]),
             ) from None
     if isinstance(data, (bytearray, memoryview)):
         return bytes(data)
@@ -385,14 +389,19 @@ def to_bytes(data: object) -> bytes:
         out = bytearray()
         _flatten(data, out)
         return bytes(out)
-    raise TypeError(f"cannot deliver a {type(data).__name__}: give a str, a bytes-like object or a list of bytes")
+    raise WrongType(
+        f"cannot deliver a {type(data).__name__}: give a str, a bytes-like object or a list of bytes",
+        ("wrong_type", "data", type(data).__name__),
+    )
 
 
 def _flatten(items: list[object], out: bytearray) -> None:
     for item in items:
         if isinstance(item, int) and not isinstance(item, bool):
             if not 0 <= item <= 255:
-                raise ValueError(f"cannot deliver {item!r}: a byte list holds values from 0 to 255")
+                raise BadArgument(
+                    f"cannot deliver {item!r}: a byte list holds values from 0 to 255", ("bad_argument", "data", item)
+                )
             out.append(item)
         elif isinstance(item, list):
             _flatten(item, out)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from OpenSSL import SSL
 
 from . import process
-from .errors import AcceptError, Closed, ConnectionBroken, ListenError
+from .errors import AcceptError, BadArgument, Closed, ConnectionBroken, ListenError
 from .flags import Settings, load_context, parse_flags
 from .framing import Mode, parse_mode
 from .mediator import Owner, Socket, Waker
@@ -89,9 +89,14 @@ class _Waiter:
 
 def check_protocol_family(protocol: object, family: object) -> int:
     if protocol != "STREAM":
-        raise ValueError(f"protocol must be 'STREAM' (the manual's only one), not {protocol!r}")
+        raise BadArgument(
+            f"protocol must be 'STREAM' (the manual's only one), not {protocol!r}",
+            ("bad_argument", "protocol", protocol),
+        )
     if family not in FAMILIES:
-        raise ValueError(f"family must be 'AF_INET' or 'AF_INET6', not {family!r}")
+        raise BadArgument(
+            f"family must be 'AF_INET' or 'AF_INET6', not {family!r}", ("bad_argument", "family", family)
+        )
     return FAMILIES[family]
 
 
@@ -375,7 +380,9 @@ def make_listener(
     else:
         host, port = ("::" if af == socket.AF_INET6 else "0.0.0.0"), address
     if type(port) is not int or not 0 <= port <= 65535:
-        raise ValueError(f"the listen address must be a port number from 0 to 65535, not {port!r}")
+        raise BadArgument(
+            f"the listen address must be a port number from 0 to 65535, not {port!r}", ("bad_argument", "port", port)
+        )
     sock = socket.socket(af, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -12,7 +12,7 @@ from time import monotonic
 from typing import Any, NamedTuple
 
 from . import process
-from .errors import Closed, ConnectError, ConnectionBroken, Exit, NotOwner
+from .errors import BadArgument, Closed, ConnectError, ConnectionBroken, Exit, NotOwner, WrongType
 from .flags import close_logs, load_context, parse_flags
 from .framing import MAX_PACKET_SIZE, parse_mode
 from .listener import NO_RESOURCES, Listener, ListenSocket, check_protocol_family, errno_name, make_listener
@@ -199,12 +199,14 @@ def client(
 
 def _host_port(address: object) -> tuple[str, int]:
     if not (isinstance(address, tuple) and len(address) == 2):
-        raise ValueError(f"a client address is (host, port), not {address!r}")
+        raise BadArgument(f"a client address is (host, port), not {address!r}", ("bad_argument", "address", address))
     host, port = address
     if isinstance(host, tuple) and all(type(part) is int for part in host):
         host = ".".join(map(str, host)) if len(host) == 4 else ":".join(f"{part:x}" for part in host)
     if not isinstance(host, str) or not host:
-        raise ValueError(f"a client host is a name or an IP address string, not {host!r}")
+        raise BadArgument(
+            f"a client host is a name or an IP address string, not {host!r}", ("bad_argument", "host", host)
+        )
     if isinstance(port, str) and not port.isdigit():
         try:
             return host, socket.getservbyname(port, "tcp")
@@ -213,7 +215,9 @@ def _host_port(address: object) -> tuple[str, int]:
     if isinstance(port, str):
         port = int(port)
     if type(port) is not int or not 0 < port <= 65535:
-        raise ValueError(f"a client port is a number from 1 to 65535 or a service name, not {port!r}")
+        raise BadArgument(
+            f"a client port is a number from 1 to 65535 or a service name, not {port!r}", ("bad_argument", "port", port)
+        )
     return host, port
 
 
@@ -250,7 +254,9 @@ def controlling_process(sock: Socket, pid: Owner) -> None:
     if isinstance(owner, Pid) and process.self() is not owner:
         raise NotOwner(f"only the controlling process {owner!r} may hand {sock!r} on", ("not_owner", process.self()))
     if not (isinstance(pid, Pid) or callable(pid)):
-        raise TypeError(f"a controlling process is a Pid or a callable, not {pid!r}")
+        raise WrongType(
+            f"a controlling process is a Pid or a callable, not {pid!r}", ("wrong_type", "pid", type(pid).__name__)
+        )
     sock.change_owner(pid)
 
 
@@ -285,4 +291,6 @@ def close(sock: Socket | ListenSocket) -> None:
     elif isinstance(sock, Socket):
         sock.close()
     else:
-        raise TypeError(f"close takes a Socket or a ListenSocket, not {sock!r}")
+        raise WrongType(
+            f"close takes a Socket or a ListenSocket, not {sock!r}", ("wrong_type", "sock", type(sock).__name__)
+        )

@@ -53,9 +53,32 @@ def test_listen_with_an_explicit_port_returns_it() -> None:
     ],
 )
 def test_listen_refuses_bad_arguments_naming_them(args: tuple[Any, ...], culprit: str) -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(sslsocket.SSLSocketError) as info:
         sslsocket.listen(*args)
-    assert culprit in str(info.value)
+    assert culprit in str(info.value) and isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("data", "builtin", "culprit"),
+    [
+        (42, TypeError, "int"),
+        (object(), TypeError, "object"),
+        ("caf\u00e9 \u20ac", ValueError, "\u20ac"),
+        ([1, 300], ValueError, "300"),
+    ],
+)
+def test_deliver_refuses_bad_payloads_with_the_librarys_errors(
+    certs: Any, data: object, builtin: type, culprit: str
+) -> None:
+    client, server = pair(certs=certs)
+    with pytest.raises(sslsocket.SSLSocketError) as info:
+        client.deliver(data)
+    assert isinstance(info.value, builtin) and culprit in str(info.value)
+    assert info.value.reason[0] in ("bad_argument", "wrong_type")
+    client.deliver("still usable")
+    assert expect(server) == ("fromsocket", "still usable")
+    client.close()
+    server.close()
 
 
 # ---- messages in every mode ----------------------------------------------------------------------------------
@@ -478,15 +501,16 @@ def test_client_by_service_name(certs: Any) -> None:
     ("address", "error", "culprit"),
     [
         ((LOCAL, "no-such-service"), sslsocket.ConnectError, "no-such-service"),
-        ((LOCAL, 70000), ValueError, "70000"),
-        ((LOCAL, 0), ValueError, "port"),
-        (("", 1), ValueError, "host"),
-        ("localhost:443", ValueError, "localhost:443"),
+        ((LOCAL, 70000), sslsocket.BadArgument, "70000"),
+        ((LOCAL, 0), sslsocket.BadArgument, "port"),
+        (("", 1), sslsocket.BadArgument, "host"),
+        ("localhost:443", sslsocket.BadArgument, "localhost:443"),
     ],
 )
 def test_client_refuses_bad_addresses(address: Any, error: type, culprit: str) -> None:
-    with pytest.raises(error, match=culprit):
+    with pytest.raises(error, match=culprit) as info:
         sslsocket.client("STREAM", "AF_INET", address, "raw", "")
+    assert isinstance(info.value, sslsocket.SSLSocketError)
 
 
 def test_client_to_nothing_is_a_connect_error() -> None:
@@ -586,6 +610,7 @@ def test_every_error_derives_from_sslsocketerror_with_a_reason() -> None:
     assert issubclass(sslsocket.Timeout, TimeoutError)
     assert issubclass(sslsocket.FlagError, ValueError) and issubclass(sslsocket.PacketTooLong, ValueError)
     assert issubclass(sslsocket.ListenError, OSError) and issubclass(sslsocket.ConnectError, OSError)
+    assert issubclass(sslsocket.BadArgument, ValueError) and issubclass(sslsocket.WrongType, TypeError)
 
 
 def test_exit_aborts_a_client_in_its_handshake() -> None:
