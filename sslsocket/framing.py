@@ -167,11 +167,19 @@ class Asn1Decoder:
 
     Beyond the manual, the indefinite-length form is read whole, up to its end-of-contents octets, however its
     pieces arrive.
+
+    The decoder remembers how far it has looked (as h11's receive buffer does): ``_looked_at`` is where the next
+    header of the unfinished value begins (or, past the bytes at hand, where a definite-length content ends), and
+    ``_open`` how many indefinite-length values are open there. Each ``feed`` resumes from that point, so every
+    header is read once and a definite-length content is skipped, never scanned: linear in the input, whatever
+    the split. Only a header cut in two by a feed is read again, and a header is at most 10 bytes.
     """
 
     def __init__(self, limit: int = MAX_PACKET_SIZE) -> None:
         self._limit = limit
         self._buf = bytearray()
+        self._looked_at = 0
+        self._open = 0
 
     @property
     def buffered(self) -> int:
@@ -181,84 +189,102 @@ class Asn1Decoder:
         buf = self._buf
         buf += data
         packets: list[bytes] = []
-        pos = 0
+        start = 0  # where the unfinished value begins in buf
         try:
-            while pos < len(buf):
-                end = ber_value_end(buf, pos, self._limit)
+            while True:
+                end = self._scan(buf, start)
                 if end is None:
                     break
-                packets.append(bytes(buf[pos:end]))
-                pos = end
-            del buf[:pos]
-            if len(buf) > self._limit:
+                packets.append(bytes(buf[start:end]))
+                start = self._looked_at = end
+            if len(buf) - start > self._limit:
                 raise FramingError(f"a BER value longer than this socket's bound of {self._limit} bytes", "too_long")
         except FramingError as error:
             error.packets = packets
             raise
+        finally:
+            del buf[:start]
+            self._looked_at -= start
         return packets
+
+    def _scan(self, buf: bytearray, start: int) -> int | None:
+        """Read on from ``_looked_at`` in the value that begins at ``start``: the index just past it once it is
+        whole, None when more bytes are needed (``_looked_at`` and ``_open`` then say where to resume)."""
+        pos, size = self._looked_at, len(buf)
+        while True:
+            if self._open:
+                if pos + 2 > size:
+                    break
+                if buf[pos] == 0:  # end-of-contents of the innermost open value
+                    if buf[pos + 1] != 0:
+                        raise _bad_ber("an end-of-contents marker with a non-zero length")
+                    self._open -= 1
+                    pos += 2
+                    continue
+            elif pos > start:
+                if pos <= size:
+                    return pos  # the whole value is at hand
+                break
+            if pos >= size:
+                break
+            header = _ber_header(buf, pos)
+            if header is None:
+                break
+            contents, length, constructed = header
+            if length is None:
+                if not constructed:
+                    raise _bad_ber("the indefinite length on a primitive value")
+                if self._open >= MAX_NESTING:
+                    raise _bad_ber(f"indefinite-length values nested more than {MAX_NESTING} deep")
+                self._open += 1
+                pos = contents
+                continue
+            pos = contents + length
+            if pos - start > self._limit:
+                raise FramingError(
+                    f"the peer announced a BER value of {pos - start} bytes or more; this socket's bound is"
+                    f" {self._limit}",
+                    "too_long",
+                )
+        self._looked_at = pos
+        return None
 
 
 def _bad_ber(what: str) -> FramingError:
     return FramingError(f"malformed BER from the peer: {what}", "bad_asn1")
 
 
-def ber_value_end(buf: bytes | bytearray, start: int, limit: int = MAX_PACKET_SIZE, depth: int = 0) -> int | None:
-    """The index just past the BER value that begins at ``buf[start]``, or None when more bytes are needed.
-
-    Raises ``FramingError`` as soon as the bytes at hand show the value is malformed or longer than ``limit``.
-    """
+def _ber_header(buf: bytes | bytearray, pos: int) -> tuple[int, int | None, bool] | None:
+    """The BER tag and length that begin at ``buf[pos]``: ``(where the contents begin, their length or None for
+    the indefinite form, whether the value is constructed)``, or None when the header is not all there yet.
+    Raises ``FramingError`` as soon as the bytes at hand show it is malformed."""
     size = len(buf)
-    if start >= size:
-        return None
-    first = buf[start]
-    pos = start + 1
+    first = buf[pos]
+    at = pos + 1
     if first & 0x1F == 0x1F:  # high tag number form: base-128 digits, the last without its top bit
         while True:
-            if pos >= size:
+            if at >= size:
                 return None
-            if pos - start >= MAX_TAG_BYTES:
+            if at - pos >= MAX_TAG_BYTES:
                 raise _bad_ber(f"a tag longer than {MAX_TAG_BYTES} bytes")
-            pos += 1
-            if not buf[pos - 1] & 0x80:
+            at += 1
+            if not buf[at - 1] & 0x80:
                 break
-    if pos >= size:
+    if at >= size:
         return None
-    first_length = buf[pos]
-    pos += 1
+    first_length = buf[at]
+    at += 1
+    constructed = bool(first & 0x20)
     if first_length == 0x80:
-        if not first & 0x20:
-            raise _bad_ber("the indefinite length on a primitive value")
-        if depth >= MAX_NESTING:
-            raise _bad_ber(f"indefinite-length values nested more than {MAX_NESTING} deep")
-        while True:  # the contents: values up to the end-of-contents octets 00 00
-            if pos >= size:
-                return None
-            if buf[pos] == 0:
-                if pos + 1 >= size:
-                    return None
-                if buf[pos + 1] != 0:
-                    raise _bad_ber("an end-of-contents marker with a non-zero length")
-                return pos + 2
-            end = ber_value_end(buf, pos, limit - (pos - start), depth + 1)
-            if end is None:
-                return None
-            pos = end
+        return at, None, constructed
     if first_length < 0x80:
-        length = first_length
-    else:
-        count = first_length & 0x7F
-        if count > MAX_LENGTH_BYTES:
-            raise _bad_ber(f"a length of {count} bytes (at most {MAX_LENGTH_BYTES} are accepted)")
-        if pos + count > size:
-            return None
-        length = int.from_bytes(buf[pos : pos + count], "big")
-        pos += count
-    end = pos + length
-    if end - start > limit:
-        raise FramingError(
-            f"the peer announced a BER value of {end - start} bytes; this socket's bound is {limit}", "too_long"
-        )
-    return end if end <= size else None
+        return at, first_length, constructed
+    count = first_length & 0x7F
+    if count > MAX_LENGTH_BYTES:
+        raise _bad_ber(f"a length of {count} bytes (at most {MAX_LENGTH_BYTES} are accepted)")
+    if at + count > size:
+        return None
+    return at + count, int.from_bytes(buf[at : at + count], "big"), constructed
 
 
 @dataclass(frozen=True)

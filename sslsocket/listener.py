@@ -94,9 +94,7 @@ def check_protocol_family(protocol: object, family: object) -> int:
             ("bad_argument", "protocol", protocol),
         )
     if family not in FAMILIES:
-        raise BadArgument(
-            f"family must be 'AF_INET' or 'AF_INET6', not {family!r}", ("bad_argument", "family", family)
-        )
+        raise BadArgument(f"family must be 'AF_INET' or 'AF_INET6', not {family!r}", ("bad_argument", "family", family))
     return FAMILIES[family]
 
 

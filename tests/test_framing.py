@@ -311,6 +311,82 @@ def test_asn1_indefinite_value_bounded_while_incomplete() -> None:
             decoder.feed(bytes.fromhex("040100"))
 
 
+def _ber(tag: int, contents: bytes, indefinite: bool = False) -> bytes:
+    """A BER value with a low tag number: definite (short or long form) or, constructed, indefinite."""
+    if indefinite:
+        return bytes([tag | 0x20, 0x80]) + contents + b"\x00\x00"
+    n = len(contents)
+    length = (
+        bytes([n])
+        if n < 0x80
+        else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes((n.bit_length() + 7) // 8, "big")
+    )
+    return bytes([tag]) + length + contents
+
+
+BER_VALUES = st.recursive(
+    st.binary(max_size=300).map(lambda b: _ber(0x04, b)),
+    lambda inner: st.tuples(st.lists(inner, max_size=5), st.booleans()).map(
+        lambda t: _ber(0x10, b"".join(t[0]), indefinite=t[1])
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(BER_VALUES, min_size=1, max_size=5), cuts=st.lists(st.integers(0, 10_000), max_size=12))
+def test_asn1_any_split_gives_the_values_of_one_feed(values: list[bytes], cuts: list[int]) -> None:
+    wire = b"".join(values)
+    points = sorted({cut % (len(wire) + 1) for cut in cuts} | {0, len(wire)})
+    decoder = Asn1Decoder()
+    got: list[bytes] = []
+    for begin, end in itertools.pairwise(points):
+        got += decoder.feed(wire[begin:end])
+    assert got == values == Asn1Decoder().feed(wire)
+    assert decoder.buffered == 0
+
+
+@pytest.mark.parametrize("size", [256 * 1024, 512 * 1024, 1024 * 1024])
+def test_asn1_reads_each_header_once_whatever_the_split(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fault found from the outside: every feed re-scanned an unfinished indefinite-length value from its
+    start, quadratic in its size (1 MiB in 16 KiB records: 3 s). Counting the headers read says the same without a
+    clock: each header once, plus at most one cut in two by each feed."""
+    import sslsocket.framing as framing
+
+    reads = 0
+    real = framing._ber_header
+
+    def counting(buf: bytes | bytearray, pos: int) -> object:
+        nonlocal reads
+        reads += 1
+        return real(buf, pos)
+
+    monkeypatch.setattr(framing, "_ber_header", counting)
+    inner = _ber(0x04, b"x" * 100)
+    count = size // len(inner)
+    wire = _ber(0x10, inner * count, indefinite=True) + _ber(0x04, b"after")
+    decoder = Asn1Decoder()
+    got: list[bytes] = []
+    feeds = 0
+    for begin in range(0, len(wire), 16 * 1024):
+        got += decoder.feed(wire[begin : begin + 16 * 1024])
+        feeds += 1
+    assert got == [wire[: -len(_ber(0x04, b"after"))], _ber(0x04, b"after")]
+    assert reads <= count + 2 + feeds  # the outer header, the inner ones, the last value, cut ones
+
+
+def test_asn1_a_definite_value_is_skipped_not_scanned(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sslsocket.framing as framing
+
+    reads: list[int] = []
+    real = framing._ber_header
+    monkeypatch.setattr(framing, "_ber_header", lambda buf, pos: reads.append(pos) or real(buf, pos))
+    value = _ber(0x04, b"\x30\x80" * 50_000)  # contents that would look like headers, were they scanned
+    decoder = Asn1Decoder()
+    got = [p for begin in range(0, len(value), 1000) for p in decoder.feed(value[begin : begin + 1000])]
+    assert got == [value] and reads == [0]
+
+
 # ---- what deliver takes -------------------------------------------------------------------------------------
 
 
