@@ -25,6 +25,8 @@ import logging
 import os
 import re
 import shlex
+import socket
+import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,17 +42,39 @@ from .errors import FlagError
 #: typing a pass phrase into ``openssl s_client``, short enough that a silent client does not tie up a server.
 DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 
-# The manual's cipher names: SSLv2-era suites that no current OpenSSL offers, each with why it is gone.
-_LEGACY_CIPHERS = {
-    "NULL": "it does not encrypt at all",
-    "RC4": "RC4 is broken (RFC 7465 forbids it in TLS)",
-    "EXP": "export ciphers use 40-bit keys, broken in seconds",
-    "IDEA": "IDEA was removed from TLS 1.2 (RFC 5469)",
-    "RC2": "RC2 is broken and was never in TLS 1.2",
-    "DES": "single DES uses 56-bit keys, broken by brute force",
-    "DES-CBC3": "3DES has 64-bit blocks (Sweet32, CVE-2016-2183) and is withdrawn",
-    "MD5": "MD5 is broken",
-}
+#: The TLS 1.2 suites when no ``-cipher`` (nor ``SSL_CIPHER``) is given: Mozilla's "intermediate" configuration
+#: (ssl-config.mozilla.org, guidelines 5.7) without its finite-field DHE suites, so only ECDHE (forward secrecy) with
+#: an AEAD (AES-GCM, ChaCha20-Poly1305), in this order of the server's preference. TLS 1.3 keeps OpenSSL's suites,
+#: which are all of Mozilla's.
+DEFAULT_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+#: The key exchange groups when no ``-groups`` is given: Mozilla's (X25519, P-256, P-384) with, first, the hybrid
+#: post-quantum X25519MLKEM768 where this OpenSSL has it. A client sends key shares for the two marked ``*``, so a
+#: server without ML-KEM (OpenSSL 3.0, Erlang/OTP 25, Java 17) needs no extra round trip. X448 and P-521 are left
+#: out, as Mozilla does.
+DEFAULT_GROUPS = ("*X25519MLKEM768:*X25519:P-256:P-384", "X25519:P-256:P-384")
+#: OpenSSL's default security level (since 3.2): a ``-cipher`` string that asks for less (``@SECLEVEL=0`` or ``1``)
+#: would allow SHA-1 signatures and keys too short to resist, and is refused.
+DEFAULT_SECLEVEL = 2
+
+# What no configuration should allow, judged on each suite OpenSSL makes of a cipher list (not on the string, which
+# OpenSSL expands: "ALL:eNULL" names no suite): the mark in the suite's name, and why it is refused. The manual's own
+# ciphers are all here. Checked in this order: "DES-CBC3" before "DES".
+_REFUSED = (
+    ("NULL", "eNULL", "it does not encrypt at all"),
+    ("ADH", "aNULL", "it authenticates nobody (anonymous Diffie-Hellman): anyone on the path can pose as the server"),
+    ("AECDH", "aNULL", "it authenticates nobody (anonymous ECDH): anyone on the path can pose as the server"),
+    ("EXP", "EXP", "export ciphers use 40-bit keys, broken in seconds"),
+    ("RC4", "RC4", "RC4 is broken (RFC 7465 forbids it in TLS)"),
+    ("IDEA", "IDEA", "IDEA was removed from TLS 1.2 (RFC 5469)"),
+    ("RC2", "RC2", "RC2 is broken and was never in TLS 1.2"),
+    ("DES-CBC3", "3DES", "3DES has 64-bit blocks: Sweet32 (CVE-2016-2183) recovers plaintext after some 32 GiB"),
+    ("3DES", "3DES", "3DES has 64-bit blocks: Sweet32 (CVE-2016-2183) recovers plaintext after some 32 GiB"),
+    ("DES", "DES", "single DES uses 56-bit keys, broken by brute force"),
+    ("MD5", "MD5", "MD5 is broken"),
+)
 _MODERN_SUGGESTION = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256 (TLS 1.2), or leave -cipher out"
 
 #: Verify errors that mean only "I do not know who issued this": what level 1 forgives.
@@ -119,6 +143,7 @@ class Settings:
     capath: str | None = None
     password: Secret | None = None
     servername: str | None = None
+    groups: str | None = None
     timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
 
 
@@ -139,8 +164,8 @@ def _seconds(flag: str, text: str) -> float:
         seconds = float(text)
     except ValueError:
         seconds = -1.0
-    if not 0 < seconds < 86400:
-        raise FlagError(f"{flag} {text}: give a number of seconds above 0", ("flag", flag))
+    if not 0 < seconds <= 86400:
+        raise FlagError(f"{flag} {text}: give a number of seconds above 0 and at most 86400 (a day)", ("flag", flag))
     return seconds
 
 
@@ -175,6 +200,8 @@ _FLAGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "-pass": ("password", pass_source),
     "-password": ("password", lambda flag, text: Secret("pass", text)),
     "-servername": ("servername", _text),
+    "-groups": ("groups", _text),
+    "-curves": ("groups", _text),
     "-timeout": ("timeout", _seconds),
 }
 
@@ -260,15 +287,82 @@ def _load_key(flag: str, path: str, pem: bytes, password: bytes | None) -> Any:
         raise FlagError(f"{flag} {path}: the private key cannot be read: {exc}") from exc
 
 
-def _check_ciphers(cipher: str) -> None:
-    for name in cipher.split(":"):
-        for legacy, why in _LEGACY_CIPHERS.items():
-            if name == legacy or name.startswith(legacy + "-") or name.endswith("-" + legacy):
+def refusal(suite: str) -> str | None:
+    """Why a TLS 1.2 suite (in OpenSSL's spelling) is refused, or None when it is acceptable.
+
+    >>> refusal("DES-CBC3-SHA")
+    '3DES has 64-bit blocks: Sweet32 (CVE-2016-2183) recovers plaintext after some 32 GiB'
+    >>> refusal("ECDHE-RSA-AES128-GCM-SHA256") is None
+    True
+    """
+    found = _refused(suite)
+    return found[1] if found else None
+
+
+def _refused(suite: str) -> tuple[str, str] | None:
+    """OpenSSL's keyword that leaves out a refused suite's kind, and why it is refused."""
+    for mark, keyword, why in _REFUSED:
+        if suite == mark or suite.startswith(mark + "-") or suite.endswith("-" + mark) or f"-{mark}-" in suite:
+            return keyword, why
+    return None
+
+
+def _set_ciphers(ctx: SSL.Context, cipher: str) -> None:
+    """Set a ``-cipher`` list, refusing, before any handshake, one whose suites include what ``_REFUSED`` names
+    or that lowers OpenSSL's security level."""
+    for name in cipher.split(":"):  # the manual's names first: OpenSSL no longer knows most of them
+        why = refusal(name.lstrip("!-+"))
+        if why and not name.startswith(("!", "-")):
+            raise FlagError(
+                f"-cipher {name}: this cipher from the manual's day is gone: {why}. "
+                f"Use a modern one such as {_MODERN_SUGGESTION}",
+                ("cipher", name),
+            )
+    for level in re.findall(r"@SECLEVEL=(\d+)", cipher):
+        if int(level) < DEFAULT_SECLEVEL:
+            raise FlagError(
+                f"-cipher {cipher}: @SECLEVEL={level} is below OpenSSL's default of {DEFAULT_SECLEVEL}, which would"
+                " allow SHA-1 signatures and short keys; leave the level out",
+                ("cipher", f"@SECLEVEL={level}"),
+            )
+    try:
+        ctx.set_cipher_list(cipher.encode())
+    except SSL.Error as exc:
+        raise FlagError(f"-cipher {cipher}: OpenSSL knows none of these ciphers", ("cipher", cipher)) from exc
+    scratch = SSL.Context(SSL.TLS_METHOD)  # a Connection would freeze ctx: the list is read from a copy
+    scratch.set_cipher_list(cipher.encode())
+    for suite in SSL.Connection(scratch, None).get_cipher_list():
+        found = _refused(suite)
+        if found:
+            keyword, why = found
+            raise FlagError(
+                f"-cipher {cipher}: it allows {suite}, and {why}. Add :!{keyword} to leave such suites out, or use"
+                f" a modern list such as {_MODERN_SUGGESTION}",
+                ("cipher", suite),
+            )
+
+
+def _set_groups(ctx: SSL.Context, groups: str | None) -> None:
+    """The key exchange groups: ``-groups`` (checked name by name, so that the error names the unknown one), or
+    ``DEFAULT_GROUPS``, the first that this OpenSSL takes."""
+    from OpenSSL.SSL import _lib  # type: ignore[attr-defined]
+
+    if groups is None:
+        for default in DEFAULT_GROUPS:
+            if _lib.SSL_CTX_set1_curves_list(ctx._context, default.encode()) == 1:
+                return
+        return  # pragma: no cover - an OpenSSL without X25519 keeps its own defaults
+    for name in groups.split(":"):
+        if not name.startswith("?"):
+            alone = SSL.Context(SSL.TLS_METHOD)
+            if _lib.SSL_CTX_set1_curves_list(alone._context, name.lstrip("*").encode()) != 1:
                 raise FlagError(
-                    f"-cipher {name}: this cipher from the manual's day is gone: {why}. "
-                    f"Use a modern one such as {_MODERN_SUGGESTION}",
-                    ("cipher", name),
+                    f"-groups {groups}: this OpenSSL knows no key exchange group {name.lstrip('*')!r}"
+                    " (known ones include X25519MLKEM768, X25519, P-256, P-384)",
+                    ("groups", name),
                 )
+    if _lib.SSL_CTX_set1_curves_list(ctx._context, groups.encode()) != 1:
+        raise FlagError(f"-groups {groups}: OpenSSL refuses this list", ("groups", groups))
 
 
 def _whole_writes(ctx: SSL.Context) -> None:
@@ -296,13 +390,15 @@ def build_context(settings: Settings, *, server: bool, env: Mapping[str, str] | 
     _whole_writes(ctx)
     _load_identity(ctx, settings, server, env)
     if settings.cipher:
-        _check_ciphers(settings.cipher)
-        try:
-            ctx.set_cipher_list(settings.cipher.encode())
-        except SSL.Error as exc:
-            raise FlagError(
-                f"-cipher {settings.cipher}: OpenSSL knows none of these ciphers", ("cipher", settings.cipher)
-            ) from exc
+        _set_ciphers(ctx, settings.cipher)
+    else:
+        ctx.set_cipher_list(DEFAULT_CIPHERS.encode())
+    # The server's order, not the client's: an old client that lists CBC suites first still gets an AEAD.
+    ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
+    _set_groups(ctx, settings.groups)
+    keylog = env.get("SSLKEYLOGFILE")
+    if keylog:
+        ctx.set_keylog_callback(_key_logger(keylog))
     if settings.ciphersuites:
         try:
             ctx.set_tls13_ciphersuites(settings.ciphersuites.encode())
@@ -388,6 +484,45 @@ def _set_verify(ctx: SSL.Context, settings: Settings, server: bool) -> None:
         ctx.set_verify_depth(settings.depth)
 
 
+#: The verify errors of OpenSSL's host check: at ``-verify 2`` the certificate does not name the host asked for.
+NAME_MISMATCH = frozenset(
+    {SSL.X509VerificationCodes.ERR_HOSTNAME_MISMATCH, SSL.X509VerificationCodes.ERR_IP_ADDRESS_MISMATCH}
+)
+# X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS and X509_CHECK_FLAG_NEVER_CHECK_SUBJECT (x509v3.h): "*" only as a whole
+# left-most label, and never the subject's common name, as RFC 6125 and every browser have it.
+_HOST_FLAGS = 0x4 | 0x20
+
+
+def require_name(conn: SSL.Connection, name: str) -> None:
+    """Make the handshake of ``conn`` (a client's) check that the peer's certificate names ``name``, a host name
+    or an IP address: OpenSSL's own check (X509_check_host, X509_check_ip), run inside the certificate
+    verification, so that a refusal is a verify error like any other and reaches the server as a TLS alert
+    (bad_certificate). pyOpenSSL has no call for it, so this reaches its bindings."""
+    from OpenSSL.SSL import _lib  # type: ignore[attr-defined]
+
+    param = _lib.SSL_get0_param(conn._ssl)
+    if is_ip(name):
+        packed = socket.inet_pton(socket.AF_INET6 if ":" in name else socket.AF_INET, name)
+        done = _lib.X509_VERIFY_PARAM_set1_ip(param, packed, len(packed))
+    else:
+        _lib.X509_VERIFY_PARAM_set_hostflags(param, _HOST_FLAGS)
+        encoded = name.encode("idna")
+        done = _lib.X509_VERIFY_PARAM_set1_host(param, encoded, len(encoded))
+    if done != 1:
+        raise FlagError(f"cannot check the certificate against the host name {name!r}", ("servername", name))
+
+
+def is_ip(host: str) -> bool:
+    """Whether ``host`` is an IPv4 or IPv6 address rather than a name."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return True
+        except OSError:
+            pass
+    return False
+
+
 def _verify_callback(level: int) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
     """Record every verify error on the connection's mediator; forgive an unknown issuer at level 1."""
 
@@ -429,6 +564,28 @@ def close_logs() -> None:
     _contexts.clear()
 
 
+_keylog_lock = threading.Lock()
+_keylog_warned: set[str] = set()
+
+
+def _key_logger(path: str) -> Callable[[SSL.Connection, bytes], None]:
+    """``SSLKEYLOGFILE``: every connection appends its TLS secrets to ``path``, one NSS key log line each, as curl,
+    browsers and Python's ``ssl`` do, so that Wireshark can read a capture. Said once per file, as a WARNING: with
+    these lines anyone who has the capture reads the traffic."""
+    with _keylog_lock:
+        if path not in _keylog_warned:
+            _keylog_warned.add(path)
+            logging.getLogger("sslsocket").warning(
+                "SSLKEYLOGFILE is set: the TLS secrets of every connection are appended to %s", path
+            )
+
+    def write(conn: SSL.Connection, line: bytes) -> None:
+        with _keylog_lock, open(path, "ab") as file:
+            file.write(line + b"\n")
+
+    return write
+
+
 _contexts: dict[tuple[Any, ...], SSL.Context] = {}
 
 
@@ -443,7 +600,7 @@ def load_context(settings: Settings, *, server: bool) -> SSL.Context:
             stamps.append(None)
     secret = settings.password
     env_secret = os.environ.get(secret.value) if secret and secret.kind == "env" else None
-    key = (settings, server, tuple(stamps), env_secret)
+    key = (settings, server, tuple(stamps), env_secret, os.environ.get("SSLKEYLOGFILE"))
     ctx = _contexts.get(key)
     if ctx is None:
         ctx = build_context(settings, server=server)

@@ -68,7 +68,15 @@ from OpenSSL import SSL
 
 from . import process
 from .errors import BadMessage, Closed, ConnectionBroken, HandshakeError, NotOwner
-from .flags import Settings, connection_logger, verify_error_text
+from .flags import (
+    NAME_MISMATCH,
+    UNKNOWN_ISSUER_ERRORS,
+    Settings,
+    connection_logger,
+    is_ip,
+    require_name,
+    verify_error_text,
+)
 from .framing import FramingError, Mode, to_bytes
 from .process import Delivery, Pid
 
@@ -336,10 +344,13 @@ class Socket:
             self._conn.set_accept_state()
         else:
             self._conn.set_connect_state()
-            if hostname and not _is_ip(hostname):
+            if hostname and not is_ip(hostname):
                 self._conn.set_tlsext_host_name(hostname.encode("idna"))
-        self._hostname = hostname
         self._settings = settings
+        #: The name a client at ``-verify 2`` requires its server's certificate to bear; None otherwise.
+        self.expected_name = (settings.servername or hostname) if not server and settings.verify == 2 else None
+        if self.expected_name:
+            require_name(self._conn, self.expected_name)
         self._log = connection_logger(settings.log) if settings.log else None
         self._decoder = mode.decoder()
         self._on_handshake = on_handshake
@@ -372,6 +383,8 @@ class Socket:
         self.verify_result = "not checked"
         self.protocol: str | None = None
         self.cipher: str | None = None
+        #: The key exchange group (``X25519MLKEM768``, ``x25519``...), after the handshake.
+        self.group: str | None = None
         #: On a server: the host name the client asked for (SNI), or None.
         self.servername: str | None = None
         if owner is not None:
@@ -447,11 +460,17 @@ class Socket:
                 self._put(("close",))
                 self._waker.poke()  # even a mediator blocked on a full write starts its close timer now
         elif type(body) is tuple and len(body) == 2 and body[0] == "deliver":
-            if self._close_sent or self._state is State.CLOSED:
-                raise Closed(f"{self!r} is closed: nothing more can be delivered", "closed")
+            if self._close_sent:
+                raise Closed(
+                    f"socket #{self.id} to {self._peer[1]}:{self._peer[0]} was closed by its owner: nothing more can"
+                    " be delivered",
+                    "closed",
+                )
             payload = to_bytes(body[1])
-            if not self._put(("deliver", self.mode.header_for(len(payload)), payload)):
-                raise Closed(f"{self!r} closed while this delivery waited for room: it was not sent", "closed")
+            if self._state is not State.CLOSED:
+                # Ended by the peer (or stop()) now or while this waited for room: dropped, as Erlang's ! to an
+                # ended process; the owner has, or will have, the socket_closed message that says so.
+                self._put(("deliver", self.mode.header_for(len(payload)), payload))
         else:
             raise BadMessage(f"a socket takes ('deliver', data) or 'close', not {body!r}", ("bad_message", body))
 
@@ -638,7 +657,10 @@ class Socket:
             except SSL.WantWriteError:
                 events = select.POLLOUT
             except SSL.Error as exc:
-                raise HandshakeError(f"handshake with {who} failed: {self._handshake_cause(exc)}", "tls") from exc
+                hostname = bool(self.verify_errors) and self.verify_errors[-1][1] in NAME_MISMATCH
+                raise HandshakeError(
+                    f"handshake with {who} failed: {self._handshake_cause(exc)}", "hostname" if hostname else "tls"
+                ) from exc
             if monotonic() >= deadline:
                 raise HandshakeError(
                     f"{who} did not finish its TLS handshake within {self._settings.timeout:g} s", "timeout"
@@ -649,7 +671,13 @@ class Socket:
     def _handshake_cause(self, exc: SSL.Error) -> str:
         if self.verify_errors:
             depth, code = self.verify_errors[-1]
-            return f"the peer's certificate was refused: {verify_error_text(code)} (at depth {depth})"
+            if code in NAME_MISMATCH:
+                return f"its certificate does not name {self.expected_name!r} (-verify 2)"
+            hint = ""
+            if code in UNKNOWN_ISSUER_ERRORS:
+                trusted = self._settings.cafile or self._settings.capath or "the system's store"
+                hint = f"; its issuer is not among the CAs of {trusted}: give the CA that signed it with -CAfile FILE"
+            return f"the peer's certificate was refused: {verify_error_text(code)} (at depth {depth}){hint}"
         if isinstance(exc, SSL.SysCallError):
             return "the peer closed the connection (is it speaking TLS? does it accept our certificate?)"
         text = _ssl_error_text(exc)
@@ -662,6 +690,7 @@ class Socket:
         conn = self._conn
         self.protocol = conn.get_protocol_version_name()
         self.cipher = conn.get_cipher_name()
+        self.group = conn.get_group_name()
         self.peer_certificate = conn.get_peer_certificate(as_cryptography=True)
         if self.server:
             name = conn.get_servername()
@@ -676,8 +705,6 @@ class Socket:
             self.verify_result = f"accepted despite: {', '.join(seen)}"
         else:
             self.verify_result = "ok"
-        if level == 2 and not self.server:
-            self._check_host(who)
         if self._log:
             self._log.info(
                 "%r handshake done: %s %s, peer %s, verify %s",
@@ -687,22 +714,6 @@ class Socket:
                 self.peer_certificate.subject.rfc4514_string() if self.peer_certificate else "without certificate",
                 self.verify_result,
             )
-
-    def _check_host(self, who: str) -> None:
-        from service_identity import VerificationError
-        from service_identity.pyopenssl import verify_hostname, verify_ip_address
-
-        name = self._settings.servername or self._hostname
-        if not name:
-            return
-        try:
-            if _is_ip(name):
-                verify_ip_address(self._conn, name)
-            else:
-                verify_hostname(self._conn, name)
-        except VerificationError as exc:
-            self.verify_result = f"the certificate does not name {name}"
-            raise HandshakeError(f"{who}: its certificate does not name {name!r} (-verify 2)", "hostname") from exc
 
     def _serve(self) -> None:
         closing_since: float | None = None
@@ -855,6 +866,13 @@ class Socket:
                     break
                 except SSL.ZeroReturnError:
                     raise _PeerClosed() from None
+                except SSL.SysCallError:
+                    # OpenSSL 4 reports a close_notify that follows a warning alert (Java's user_canceled) as an
+                    # unexpected EOF, though it has read the close_notify: an orderly close all the same. (A fatal
+                    # alert sets RECEIVED_SHUTDOWN too, but raises SSL.Error, naming the alert.)
+                    if conn.get_shutdown() & SSL.RECEIVED_SHUTDOWN:
+                        raise _PeerClosed() from None
+                    raise
                 taken += len(data)
                 try:
                     packets += decoder.feed(data)
@@ -1009,13 +1027,3 @@ def _unsent(tcp: socket.socket) -> int:
         return int.from_bytes(fcntl.ioctl(tcp.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"), sys.byteorder)
     except (OSError, AttributeError):
         return 0
-
-
-def _is_ip(host: str) -> bool:
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-            return True
-        except OSError:
-            pass
-    return False

@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 from OpenSSL import SSL
 
 from sslsocket import FlagError, InsecureClientWarning
-from sslsocket.flags import DEFAULT_HANDSHAKE_TIMEOUT, Secret, Settings, build_context, parse_flags
+from sslsocket.flags import (
+    DEFAULT_CIPHERS,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    Secret,
+    Settings,
+    build_context,
+    parse_flags,
+)
 
 # ---- parsing: a string and an environment in, Settings out --------------------------------------------------
 
@@ -273,6 +280,57 @@ def test_modern_ciphers_are_accepted(certs: Any) -> None:
         ),
         server=True,
     )
+
+
+def _suites(ctx: SSL.Context) -> list[str]:
+    return SSL.Connection(ctx, None).get_cipher_list()
+
+
+def test_the_default_tls12_suites_are_mozillas_intermediate_ecdhe_aead_ones(certs: Any) -> None:
+    for server in (True, False):
+        ctx = build_context(parse_flags(f"-cert {certs.server}", env={}), server=server)
+        assert ctx.set_options(0) & SSL.OP_CIPHER_SERVER_PREFERENCE  # adds nothing, returns the options
+        tls12 = [suite for suite in _suites(ctx) if not suite.startswith("TLS_")]
+        assert tls12 == DEFAULT_CIPHERS.split(":")
+        assert all(s.startswith("ECDHE-") and ("GCM" in s or "CHACHA20" in s) for s in tls12)
+
+
+@pytest.mark.parametrize(
+    ("cipher", "culprit", "why"),
+    [
+        ("ALL:eNULL:@SECLEVEL=0", "@SECLEVEL=0", "below OpenSSL's default"),
+        ("DEFAULT:@SECLEVEL=1", "@SECLEVEL=1", "below OpenSSL's default"),
+        ("eNULL", "NULL", "does not encrypt"),
+        ("ECDHE-ECDSA-NULL-SHA", "NULL", "does not encrypt"),
+        ("aNULL", "ADH", "authenticates nobody"),
+        ("HIGH", "ADH", "!aNULL"),  # OpenSSL's HIGH holds the anonymous suites
+        ("DES-CBC3-SHA", "DES-CBC3-SHA", "Sweet32"),
+        ("DES-CBC-SHA", "DES-CBC-SHA", "56-bit"),
+    ],
+)
+def test_a_cipher_list_is_judged_by_the_suites_it_allows(certs: Any, cipher: str, culprit: str, why: str) -> None:
+    with pytest.raises(FlagError) as info:
+        build_context(parse_flags(f"-cert {certs.server} -cipher '{cipher}'", env={}), server=True)
+    assert culprit in str(info.value) and why in str(info.value)
+
+
+def test_a_cipher_list_without_the_refused_kinds_is_taken(certs: Any) -> None:
+    ctx = build_context(parse_flags(f"-cert {certs.server} -cipher 'HIGH:!aNULL'", env={}), server=True)
+    assert "ECDHE-ECDSA-AES256-GCM-SHA384" in _suites(ctx)
+
+
+@pytest.mark.parametrize("flag", ["-groups", "-curves"])
+def test_groups_are_checked_when_read(certs: Any, flag: str) -> None:
+    build_context(parse_flags(f"-cert {certs.server} {flag} X25519:P-256", env={}), server=True)
+    with pytest.raises(FlagError, match="'nope'") as info:
+        build_context(parse_flags(f"-cert {certs.server} {flag} X25519:nope", env={}), server=True)
+    assert info.value.reason == ("groups", "nope")
+
+
+def test_the_timeout_bound_is_said(certs: Any) -> None:
+    assert parse_flags("-timeout 86400", env={}).timeout == 86400
+    with pytest.raises(FlagError, match="at most 86400"):
+        parse_flags("-timeout 100000", env={})
 
 
 def test_parsed_flags_are_remembered_per_string_and_environment() -> None:

@@ -333,18 +333,13 @@ def test_10_write_to_a_dead_peer(certs: Any) -> None:
     tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     tls.close()  # a reset
     for _ in range(50):
-        try:
-            server.deliver(b"x" * 10000)
-        except sslsocket.Closed:
-            break
-        time.sleep(0.005)
+        server.deliver(b"x" * 10000)  # to a peer that is gone: no error here, as Erlang's ! to an ended process
     kind, error = expect(server)
     assert kind == "socket_closed" and isinstance(error, sslsocket.ConnectionBroken)
+    wait_for(lambda: server.state is State.CLOSED)
+    server.deliver("after")  # dropped: the owner has the socket_closed that says so
     with pytest.raises(sslsocket.Timeout):
         sslsocket.receive(lambda m: m[0] is server, timeout=0.3)  # one message, not one per write
-    wait_for(lambda: server.state is State.CLOSED)
-    with pytest.raises(sslsocket.Closed):
-        server.deliver("after")
 
 
 # 11. partial writes to a slow reader: every byte intact
@@ -476,11 +471,9 @@ def test_12_a_sender_blocked_in_deliver_hears_of_a_connection_that_broke(certs: 
 
     def sender() -> None:
         sslsocket.receive(lambda m: m == "go", timeout=10)
-        try:
-            while True:
-                server.deliver(b"z" * 65536)  # to a peer that reads nothing: blocks once the inbox is full
-        except sslsocket.Closed as exc:
-            me.send(("refused", exc))
+        for _ in range(1000):  # 64 MiB to a peer that reads nothing: blocks once the inbox is full
+            server.deliver(b"z" * 65536)
+        me.send(("returned", None))
         kind, error = expect(server)
         me.send((kind, error))
 
@@ -490,8 +483,7 @@ def test_12_a_sender_blocked_in_deliver_hears_of_a_connection_that_broke(certs: 
     wait_for(lambda: server._inbox.full())
     tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     tls.close()  # a reset: the mediator ends, and the blocked deliver must not wait for ever
-    refused, exc = sslsocket.receive(timeout=10)
-    assert refused == "refused" and "was not sent" in str(exc)
+    assert sslsocket.receive(timeout=10) == ("returned", None)  # the blocked deliver, and the rest, dropped
     kind, error = sslsocket.receive(timeout=10)
     assert kind == "socket_closed" and isinstance(error, sslsocket.ConnectionBroken)
 

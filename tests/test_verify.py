@@ -110,6 +110,54 @@ def test_the_host_check_at_level_2_uses_servername_when_given(certs: Any) -> Non
     assert isinstance(client, sslsocket.Socket)
 
 
+@pytest.mark.parametrize("host", ["localhost", LOCAL])
+def test_a_refused_name_reaches_the_server_as_a_tls_alert(certs: Any, host: str) -> None:
+    """Found from the outside: the name was checked after the handshake and the TCP connection dropped, so Go,
+    Java and Python peers saw a reset or a bare EOF. Now it is a verify error inside the handshake."""
+    client, server = outcome(f"-cert {certs.wrong_host}", f"-verify 2 -CAfile {certs.ca}", host=host)
+    assert isinstance(client, sslsocket.HandshakeError) and client.reason == "hostname"
+    assert f"does not name {host!r}" in str(client)
+    assert isinstance(server, sslsocket.HandshakeError) and "alert bad certificate" in str(server)
+
+
+def test_an_unknown_issuer_says_to_give_the_ca(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    client, _ = outcome(f"-cert {certs.server}", "-verify 2", host="localhost")
+    assert "the system's store: give the CA that signed it with -CAfile" in str(client)
+    client, _ = outcome(f"-cert {certs.server}", f"-verify 2 -CAfile {certs.other_ca}", host="localhost")
+    assert f"{certs.other_ca}: give the CA that signed it with -CAfile" in str(client)
+
+
+@pytest.mark.parametrize(
+    ("server_groups", "client_groups", "group"),
+    [("", "", "X25519MLKEM768"), ("-groups P-256", "", "secp256r1"), ("", "-curves X25519", "x25519")],
+)
+def test_groups_choose_the_key_exchange(certs: Any, server_groups: str, client_groups: str, group: str) -> None:
+    client, server = outcome(f"-cert {certs.server} {server_groups}", f"-verify 2 -CAfile {certs.ca} {client_groups}")
+    assert client.group == server.group == group
+
+
+def test_sslkeylogfile_appends_the_secrets_of_every_connection(
+    certs: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    keylog = tmp_path / "keys.log"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(keylog))
+    with caplog.at_level(logging.WARNING, logger="sslsocket"):
+        for _ in range(2):
+            client, server = outcome(f"-cert {certs.server}", f"-verify 2 -CAfile {certs.ca}")
+            assert connected((client, server))
+    labels = [line.split()[0] for line in keylog.read_text().splitlines()]
+    assert labels.count("CLIENT_HANDSHAKE_TRAFFIC_SECRET") == 4  # two connections, each side writes its own
+    assert {"SERVER_TRAFFIC_SECRET_0", "CLIENT_TRAFFIC_SECRET_0", "EXPORTER_SECRET"} <= set(labels)
+    assert [r.getMessage() for r in caplog.records].count(
+        f"SSLKEYLOGFILE is set: the TLS secrets of every connection are appended to {keylog}"
+    ) == 1
+    monkeypatch.delenv("SSLKEYLOGFILE")  # unset: nothing more is written
+    client, server = outcome(f"-cert {certs.server}", f"-verify 2 -CAfile {certs.ca}")
+    assert connected((client, server)) and len(keylog.read_text().splitlines()) == len(labels)
+
+
 def test_sni_is_sent_for_host_names_not_for_addresses(certs: Any) -> None:
     _, server = outcome(f"-cert {certs.server}", f"-verify 2 -CAfile {certs.ca}", host="localhost")
     assert server.servername == "localhost"
