@@ -42,6 +42,7 @@ from .errors import (
     NotOwner,
     PacketTooLong,
     SSLSocketError,
+    Stopped,
     Timeout,
     WrongType,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "Pid",
     "SSLSocketError",
     "Socket",
+    "Stopped",
     "Timeout",
     "WrongType",
     "accept",

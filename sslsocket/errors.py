@@ -53,6 +53,11 @@ class Closed(SSLSocketError):
     """The socket or listen socket is closed (by its owner, its peer, or ``stop()``)."""
 
 
+class Stopped(Closed):
+    """``stop()`` closed the listen socket of an ``accept`` (waiting, or called after it). A spawned process that
+    does not catch it ends quietly, as one ended by ``exit``."""
+
+
 class Timeout(SSLSocketError, TimeoutError):
     """A wait given a ``timeout`` ran out."""
 

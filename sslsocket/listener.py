@@ -1,31 +1,49 @@
 """``listen`` and the abortable ``accept``.
 
-Theory of operation: a listen socket gets one library thread, started by the first ``accept``. While any process
-waits in ``accept`` it takes TCP connections and starts a mediator for each, which runs the TLS handshake on its
-own: a client that never finishes its handshake ties up only its own mediator, until ``-timeout``, never the
-listener or a good client behind it. A finished handshake (or a failed one) is an *outcome*; the listener hands
-it to the oldest acceptor that asked with the same SSLFlags, or keeps it for the next one.
+Theory of operation
+-------------------
 
-An acceptor waits on its own process's condition, so ``exit(pid, reason)`` wakes it: it withdraws, and an outcome
-that reached it in that instant goes back to the front of the queue. The listen socket is untouched and stays
-usable. Closing the listen socket (or ``stop()``) wakes every acceptor with ``Closed``.
+A listen socket gets one library thread, started by the first ``accept``. While any process waits in ``accept``
+it takes TCP connections, each for the SSLFlags of the oldest acceptor then waiting. A connection's life here has
+three stages, each bounded, so that no client, however silent, slow or numerous, keeps a good one waiting:
+
+1. **Quiet**: taken, nothing received yet. It waits in the listener's own poll, with no thread and no TLS state:
+   a port scanner, or a thousand connections that say nothing, cost a descriptor each. Its first bytes move it on;
+   its handshake deadline (``-timeout``, counted from the TCP accept) or newer connections pushing past
+   ``MAX_QUIET`` (the oldest first) end it. One that leaves before a word is closed without a report.
+2. **Handshaking**: a mediator runs its TLS handshake, against the same deadline. At most ``MAX_HANDSHAKES`` at
+   once; past that the oldest is aborted to make room, so that slow clients shut out nobody: a good client's
+   handshake takes milliseconds and is never the oldest for long.
+3. **Ready**: handshaken, waiting for an acceptor with the same flags (the oldest that asked gets it). While
+   ``MAX_READY`` of them wait unclaimed, the listener takes no more, and the kernel's backlog holds new ones.
+
+A failed handshake (or a deadline passed) is no established connection: the acceptor it was meant for logs it, a
+WARNING on the ``sslsocket`` logger naming the peer and the cause, and goes on waiting, as the manual's "suspends
+the caller until a connection has been established" says. An acceptor that passed ``handshake_errors="raise"``
+raises it instead, as a ``HandshakeError``.
+
+An acceptor waits on its own process's condition, so ``exit(pid, reason)`` wakes it: it withdraws, and a
+connection that reached it in that instant goes back to the front of the queue. The listen socket is untouched and
+stays usable. Closing the listen socket wakes every acceptor with ``Closed``, ``stop()`` with ``Stopped``.
 """
 
 from __future__ import annotations
 
 import errno
+import heapq
+import itertools
 import logging
-import select
+import selectors
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import monotonic
 from typing import TYPE_CHECKING, NamedTuple
 
 from OpenSSL import SSL
 
 from . import process
-from .errors import AcceptError, BadArgument, Closed, ConnectionBroken, ListenError
+from .errors import AcceptError, BadArgument, Closed, ConnectionBroken, HandshakeError, ListenError, Stopped
 from .flags import Settings, load_context, parse_flags
 from .framing import Mode, parse_mode
 from .mediator import Owner, Socket, Waker
@@ -34,9 +52,17 @@ from .process import Pid
 if TYPE_CHECKING:
     from .server import Registry
 
-#: Connections in their handshake, or handshaken and not yet taken by an acceptor, per listen socket. Past this
-#: the kernel's backlog holds new connections.
-MAX_PENDING = 128
+#: Connections that have sent nothing yet, per listen socket. Each costs a descriptor and a little kernel memory,
+#: no thread; past this many the oldest is dropped for the new one, so that a flood of silent connections ages
+#: itself out instead of shutting the door.
+MAX_QUIET = 4096
+#: TLS handshakes under way at once, per listen socket, each with its mediator's thread. Past this the oldest is
+#: aborted to make room: measured here, a handshake takes some 2 ms, so only a client slower than its 128
+#: successors by that much is ever the oldest.
+MAX_HANDSHAKES = 128
+#: Connections handshaken and not yet taken by an acceptor, per listen socket. Past this the kernel's backlog holds
+#: new connections until an acceptor catches up.
+MAX_READY = 128
 
 #: After the listen socket fails to take a connection (out of file descriptors...), wait this long before trying
 #: again, rather than spinning.
@@ -46,6 +72,9 @@ log = logging.getLogger("sslsocket")
 
 #: What the system says when it has no descriptor, memory or buffer left for one more connection.
 NO_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
+
+#: What ``accept(..., handshake_errors=)`` takes.
+HANDSHAKE_ERRORS = ("log", "raise")
 
 
 def errno_name(exc: OSError) -> str:
@@ -75,6 +104,14 @@ class ListenSocket(NamedTuple):
         self.close()
 
 
+def closed_error(handle: ListenSocket | object, why: str) -> Closed:
+    """What ``accept`` raises on a listen socket that was closed (``why == "closed"``) or stopped, whether it had
+    begun to wait or not: ``Stopped`` after ``stop()``, so that a process it ends ends quietly."""
+    if why == "stopped":
+        return Stopped(f"listen socket {handle} was closed by stop()", ("accept", "stopped"))
+    return Closed(f"listen socket {handle} is closed", ("accept", why))
+
+
 Outcome = tuple[Socket | None, BaseException | None]
 
 
@@ -84,7 +121,24 @@ class _Waiter:
     flags: str
     context: SSL.Context
     settings: Settings
+    raises: bool
     outcome: Outcome | None = None
+
+
+_order = itertools.count()
+
+
+@dataclass(eq=False)
+class _Quiet:
+    """A connection taken for an acceptor's flags that has sent nothing yet (stage 1)."""
+
+    tcp: socket.socket
+    peer: str
+    flags: str
+    context: SSL.Context
+    settings: Settings
+    deadline: float
+    order: int = field(default_factory=lambda: next(_order))
 
 
 def check_protocol_family(protocol: object, family: object) -> int:
@@ -99,7 +153,9 @@ def check_protocol_family(protocol: object, family: object) -> int:
 
 
 class Listener:
-    """What stands behind a ``ListenSocket``: the listening TCP socket, its acceptors and its pending handshakes."""
+    """What stands behind a ``ListenSocket``: the listening TCP socket, its acceptors and its connections on their
+    way to an acceptor. ``_quiet`` (and the selector) belong to the listener thread alone; the rest is under
+    ``_lock``."""
 
     def __init__(self, sock: socket.socket, mode: Mode, registry: Registry) -> None:
         sock.setblocking(False)
@@ -109,8 +165,10 @@ class Listener:
         self._registry = registry
         self._lock = threading.Lock()
         self._waiters: list[_Waiter] = []
-        self._ready: list[tuple[str, Outcome]] = []
-        self._handshaking: set[Socket] = set()
+        self._ready: list[tuple[str, Socket]] = []
+        self._handshaking: dict[Socket, None] = {}  # in the order they began: the oldest first
+        self._quiet: dict[int, _Quiet] = {}  # by descriptor, in the order they came
+        self._deadlines: list[tuple[float, int, _Quiet]] = []  # a heap over _quiet; entries gone from it are skipped
         self._waker = Waker()
         self._taking = False  # the listener thread polls the listen socket: a new acceptor need not wake it
         self._closed: str | None = None
@@ -120,18 +178,23 @@ class Listener:
     def thread(self) -> threading.Thread | None:
         return self._thread
 
-    def accept(self, flags: str, owner: Owner | None, timeout: float | None) -> Socket:
+    def accept(self, flags: str, owner: Owner | None, timeout: float | None, handshake_errors: str = "log") -> Socket:
+        if handshake_errors not in HANDSHAKE_ERRORS:
+            raise BadArgument(
+                f"handshake_errors must be 'log' or 'raise', not {handshake_errors!r}",
+                ("bad_argument", "handshake_errors", handshake_errors),
+            )
         settings = parse_flags(flags)
         context = load_context(settings, server=True)
         me = process.self()
         deadline = None if timeout is None else monotonic() + timeout
         with self._lock:
             if self._closed:
-                raise Closed(f"listen socket {self.handle} is closed ({self._closed})", ("accept", "closed"))
+                raise closed_error(self.handle, self._closed)
             outcome = self._take_ready(flags)
             wake = False
             if outcome is None:
-                waiter = _Waiter(me, flags, context, settings)
+                waiter = _Waiter(me, flags, context, settings, handshake_errors == "raise")
                 self._waiters.append(waiter)
                 wake = not self._taking
                 if self._thread is None:
@@ -155,8 +218,8 @@ class Listener:
                 with self._lock:
                     if waiter.outcome is None:
                         self._waiters.remove(waiter)
-                    else:  # it came just now: keep it for the next acceptor
-                        self._ready.insert(0, (flags, waiter.outcome))
+                    elif waiter.outcome[0] is not None:  # it came just now: keep it for the next acceptor
+                        self._ready.insert(0, (flags, waiter.outcome[0]))
                 self._waker.poke()
                 raise
             outcome = waiter.outcome
@@ -169,11 +232,13 @@ class Listener:
         return sock
 
     def _take_ready(self, flags: str) -> Outcome | None:
-        for index, (key, outcome) in enumerate(self._ready):
+        for index, (key, sock) in enumerate(self._ready):
             if key == flags:
                 del self._ready[index]
-                return outcome
+                return sock, None
         return None
+
+    # ---- the listener thread -----------------------------------------------------------------------------
 
     def _run(self) -> None:
         try:
@@ -192,49 +257,57 @@ class Listener:
 
     def _take_connections(self) -> None:
         retry_at = 0.0
-        poller = select.poll()
-        poller.register(self._waker.fileno(), select.POLLIN)
-        polled = False  # whether the listen socket is registered with the poller
-        while True:
-            with self._lock:
-                if self._closed:
-                    return
-                taking = bool(self._waiters) and self._has_room()
-                self._taking = taking
-            wait_ms = None
-            if taking and monotonic() < retry_at:
-                wait_ms = ACCEPT_RETRY * 1000
-                taking = False
-            if taking != polled:
-                if taking:
-                    poller.register(self.sock.fileno(), select.POLLIN)
-                else:
-                    poller.unregister(self.sock.fileno())
-                polled = taking
-            for fd, _ in poller.poll(wait_ms):
-                if fd == self._waker.fileno():
-                    self._waker.drain()
-                else:
-                    if not self._take_connection():
-                        retry_at = monotonic() + ACCEPT_RETRY
+        selector = selectors.DefaultSelector()
+        try:
+            selector.register(self._waker.fileno(), selectors.EVENT_READ)
+            for quiet in self._quiet.values():  # left by a thread of this listener's that failed
+                selector.register(quiet.tcp, selectors.EVENT_READ, quiet)
+            polled = False  # whether the listen socket is registered with the selector
+            while True:
+                with self._lock:
+                    if self._closed:
+                        return
+                    taking = bool(self._waiters) and len(self._ready) < MAX_READY
+                    self._taking = taking
+                now = monotonic()
+                self._expire(now, selector)
+                wait = self._deadlines[0][0] - now if self._deadlines else None
+                if taking and now < retry_at:
+                    wait = retry_at - now if wait is None else min(wait, retry_at - now)
+                    taking = False
+                if taking != polled:
+                    if taking:
+                        selector.register(self.sock, selectors.EVENT_READ, self)
+                    else:
+                        selector.unregister(self.sock)
+                    polled = taking
+                for key, _ in selector.select(wait):
+                    if key.data is None:
+                        self._waker.drain()
+                    elif key.data is self:
+                        if not self._take_connection(selector):
+                            retry_at = monotonic() + ACCEPT_RETRY
+                    else:
+                        self._first_bytes(key.data, selector)
+        finally:
+            selector.close()
 
-    def _has_room(self) -> bool:
-        """Whether one more connection may be taken (under the lock)."""
-        return len(self._handshaking) + len(self._ready) < MAX_PENDING
-
-    def _take_connection(self) -> bool:
+    def _take_connection(self, selector: selectors.BaseSelector) -> bool:
         """Take one connection, if an acceptor still waits and there is room; False if the listen socket
         failed."""
         with self._lock:
-            if not (self._waiters and self._has_room()):
+            if not (self._waiters and len(self._ready) < MAX_READY):
                 return True  # the loop stops taking: the kernel's backlog holds the connection meanwhile
             # Handshaken with this acceptor's flags; should it leave meanwhile, kept for the next with the same.
             waiter = self._waiters[0]
         try:
-            tcp, _ = self.sock.accept()
+            tcp, address = self.sock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return True
         except OSError as exc:
+            if exc.errno in NO_RESOURCES and self._quiet:  # the silent pay first: the oldest of them goes
+                self._drop(next(iter(self._quiet.values())), selector, "dropped: out of descriptors")
+                return True
             self._give_first(
                 AcceptError(
                     f"listen socket {self.handle} could not take a connection: {exc.strerror}",
@@ -242,19 +315,83 @@ class Listener:
                 )
             )
             return False
-        if self._closed:
-            tcp.close()
+        tcp.setblocking(False)
+        quiet = _Quiet(
+            tcp,
+            f"{address[0]}:{address[1]}",
+            waiter.flags,
+            waiter.context,
+            waiter.settings,
+            monotonic() + waiter.settings.timeout,
+        )
+        if len(self._quiet) >= MAX_QUIET:
+            self._drop(
+                next(iter(self._quiet.values())),
+                selector,
+                f"dropped before it sent anything: {MAX_QUIET} newer connections were waiting for their first bytes",
+            )
+        self._quiet[tcp.fileno()] = quiet
+        heapq.heappush(self._deadlines, (quiet.deadline, quiet.order, quiet))
+        selector.register(tcp, selectors.EVENT_READ, quiet)
+        return self._first_bytes(quiet, selector)  # a client's hello often comes with its connection
+
+    def _first_bytes(self, quiet: _Quiet, selector: selectors.BaseSelector) -> bool:
+        """A quiet connection may have sent its first bytes: if so, its handshake begins; if it left, it is closed
+        without a report (a port scanner, a health check). False if no thread could be had for it."""
+        try:
+            data = quiet.tcp.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return True  # not yet
+        except OSError:
+            data = b""  # reset before a word
+        self._forget(quiet, selector)
+        if not data:
+            log.debug("listen socket %s: %s left before it sent anything", self.handle, quiet.peer)
+            quiet.tcp.close()
             return True
-        flags = waiter.flags
+        return self._start_handshake(quiet)
+
+    def _expire(self, now: float, selector: selectors.BaseSelector) -> None:
+        """End the quiet connections whose handshake deadline has passed."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, _, quiet = heapq.heappop(deadlines)
+            if self._quiet.get(quiet.tcp.fileno()) is quiet:
+                self._drop(
+                    quiet,
+                    selector,
+                    f"did not finish its TLS handshake within {quiet.settings.timeout:g} s: it sent nothing",
+                    "timeout",
+                )
+
+    def _drop(self, quiet: _Quiet, selector: selectors.BaseSelector, why: str, reason: str = "dropped") -> None:
+        self._forget(quiet, selector)
+        quiet.tcp.close()
+        self._handshake_done(quiet.flags, None, HandshakeError(f"client {quiet.peer} {why}", reason))
+
+    def _forget(self, quiet: _Quiet, selector: selectors.BaseSelector) -> None:
+        del self._quiet[quiet.tcp.fileno()]
+        selector.unregister(quiet.tcp)
+        if not self._quiet:
+            self._deadlines.clear()
+        elif len(self._deadlines) > 2 * len(self._quiet) + 64:  # mostly entries of connections long gone on
+            self._deadlines = [(q.deadline, q.order, q) for q in self._quiet.values()]
+            heapq.heapify(self._deadlines)
+
+    def _start_handshake(self, quiet: _Quiet) -> bool:
+        """Give a connection that has spoken its mediator, which runs the handshake (stage 2). False if no thread
+        could be had for it."""
+        tcp, flags = quiet.tcp, quiet.flags
         try:
             sock = Socket(
                 tcp,
-                waiter.context,
+                quiet.context,
                 server=True,
                 mode=self.mode,
-                settings=waiter.settings,
+                settings=quiet.settings,
                 on_handshake=lambda s, exc: self._handshake_done(flags, s, exc),
                 forget=self._registry.forget,
+                deadline=quiet.deadline,
             )
         except OSError as exc:
             tcp.close()
@@ -271,13 +408,21 @@ class Listener:
             tcp.close()
             raise
         with self._lock:
-            self._handshaking.add(sock)
+            oldest = None
+            if len(self._handshaking) >= MAX_HANDSHAKES:
+                oldest = next(iter(self._handshaking))
+                del self._handshaking[oldest]
+            self._handshaking[sock] = None
+        if oldest is not None:
+            oldest.abort(
+                ConnectionBroken(f"{MAX_HANDSHAKES} newer handshakes were under way", "dropped"), tell_owner=False
+            )
         self._registry.add(sock)
         try:
             sock.start()
         except RuntimeError as exc:  # no thread to be had: the system's limit on tasks
             with self._lock:
-                self._handshaking.discard(sock)
+                self._handshaking.pop(sock, None)
             self._give_first(
                 AcceptError(
                     f"listen socket {self.handle} took a connection but could not start its thread: {exc}",
@@ -295,32 +440,31 @@ class Listener:
             waiter.outcome = (None, error)
         waiter.pid.wake()
 
-    def _handshake_done(self, flags: str, sock: Socket, error: BaseException | None) -> None:
-        """Called in the mediator's thread when its handshake ends, either way."""
-        outcome: Outcome = (None, error) if error is not None else (sock, None)
+    def _handshake_done(self, flags: str, sock: Socket | None, error: BaseException | None) -> None:
+        """A handshake ended, either way (in its mediator's thread), or a quiet connection did (in the listener's):
+        the outcome goes to the oldest acceptor with these flags, or waits for one; a failure is logged, unless
+        that acceptor asked to have it raised."""
         pid = None
         with self._lock:
-            self._handshaking.discard(sock)
+            if sock is not None:
+                self._handshaking.pop(sock, None)
             closed = self._closed
             if not closed:
-                for waiter in self._waiters:
-                    if waiter.flags == flags:
-                        self._waiters.remove(waiter)
-                        waiter.outcome = outcome
-                        pid = waiter.pid
-                        break
-                else:
-                    self._ready.append((flags, outcome))
-            # A listener that stopped taking for want of room takes again. One that takes with no acceptor left
-            # stops when the next connection comes, without a wake now: a server that accepts in a loop is
-            # back before that.
-            wake = not self._taking and bool(self._waiters)
-        if closed and error is None:
-            sock.abort(ConnectionBroken("the listen socket was closed", "closed"), tell_owner=False)
+                waiter = next((w for w in self._waiters if w.flags == flags), None)
+                if waiter is not None and (error is None or waiter.raises):
+                    self._waiters.remove(waiter)
+                    waiter.outcome = (None, error) if error is not None else (sock, None)
+                    pid = waiter.pid
+                elif error is None:
+                    assert sock is not None
+                    self._ready.append((flags, sock))
+        if closed:
+            if error is None and sock is not None:
+                sock.abort(ConnectionBroken("the listen socket was closed", "closed"), tell_owner=False)
+        elif error is not None and pid is None:
+            log.warning("accept on listen socket %s: %s; still accepting", self.handle, error)
         if pid is not None:
             pid.wake()
-        if wake:
-            self._waker.poke()
 
     def forked(self) -> None:
         """In a child after ``fork()`` (see ``Registry.forked``, which drops the child's copies of every
@@ -330,7 +474,10 @@ class Listener:
         self._thread = None
         self._taking = False
         self._waiters = []
-        self._handshaking, self._ready = set(), []
+        self._handshaking, self._ready = {}, []
+        for quiet in self._quiet.values():
+            quiet.tcp.close()  # the child's copy: the parent's stays open
+        self._quiet, self._deadlines = {}, []
         self._waker.close_copy()
         self._waker = Waker()
 
@@ -343,20 +490,17 @@ class Listener:
             ready, self._ready = self._ready, []
             handshaking = list(self._handshaking)
         for waiter in waiters:
-            waiter.outcome = (
-                None,
-                Closed(f"listen socket {self.handle} was closed while accepting ({why})", ("accept", why)),
-            )
+            waiter.outcome = (None, closed_error(self.handle, why))
             waiter.pid.wake()
-        for sock in handshaking:
+        for sock in handshaking + [sock for _, sock in ready]:
             sock.abort(ConnectionBroken(f"the listen socket was {why}", why), tell_owner=False)
-        for _, (unclaimed, _error) in ready:
-            if unclaimed is not None:
-                unclaimed.abort(ConnectionBroken(f"the listen socket was {why}", why), tell_owner=False)
         self._waker.poke()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+        for quiet in self._quiet.values():  # the listener thread has ended: they are nobody's now
+            quiet.tcp.close()
+        self._quiet.clear()
         self.sock.close()
         self._waker.close()
 

@@ -329,6 +329,7 @@ class Socket:
         owner: Owner | None = None,
         hostname: str | None = None,
         forget: Callable[[Socket], None] = lambda sock: None,
+        deadline: float | None = None,
     ) -> None:
         self.id = next(_ids)
         self.mode = mode
@@ -347,6 +348,7 @@ class Socket:
             if hostname and not is_ip(hostname):
                 self._conn.set_tlsext_host_name(hostname.encode("idna"))
         self._settings = settings
+        self._deadline = deadline  # when the handshake must be done; by default -timeout from the thread's start
         #: The name a client at ``-verify 2`` requires its server's certificate to bear; None otherwise.
         self.expected_name = (settings.servername or hostname) if not server and settings.verify == 2 else None
         if self.expected_name:
@@ -644,7 +646,7 @@ class Socket:
 
     def _handshake(self) -> None:
         conn = self._conn
-        deadline = monotonic() + self._settings.timeout
+        deadline = self._deadline or monotonic() + self._settings.timeout
         who = f"{'client' if self.server else 'server'} {self._peer[1]}:{self._peer[0]}"
         while True:
             if self._abort_error is not None:

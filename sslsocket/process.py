@@ -34,7 +34,7 @@ from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from .errors import Exit, Timeout
+from .errors import Exit, Stopped, Timeout
 
 if TYPE_CHECKING:
     from .mediator import Socket
@@ -253,7 +253,8 @@ def spawn(func: Callable[..., object], *args: object) -> Pid:
     """Start ``func(*args)`` in a new process (a daemon thread) and return its ``Pid``.
 
     The process ends when ``func`` returns; an uncaught ``Exit`` ends it quietly, as an exit signal ends an Erlang
-    process, while any other exception is reported by ``threading.excepthook``.
+    process, and so does the ``Stopped`` of an ``accept`` that ``stop()`` ended; any other exception is reported by
+    ``threading.excepthook``.
     """
     pid = Pid(getattr(func, "__name__", "process"))
 
@@ -261,7 +262,7 @@ def spawn(func: Callable[..., object], *args: object) -> Pid:
         _local.pid = pid
         try:
             func(*args)
-        except Exit:
+        except (Exit, Stopped):
             pass
         finally:
             pid._ended()

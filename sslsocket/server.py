@@ -15,9 +15,21 @@ from . import process
 from .errors import BadArgument, Closed, ConnectError, ConnectionBroken, Exit, NotOwner, WrongType
 from .flags import close_logs, load_context, parse_flags
 from .framing import MAX_PACKET_SIZE, parse_mode
-from .listener import NO_RESOURCES, Listener, ListenSocket, check_protocol_family, errno_name, make_listener
+from .listener import (
+    NO_RESOURCES,
+    Listener,
+    ListenSocket,
+    check_protocol_family,
+    closed_error,
+    errno_name,
+    make_listener,
+)
 from .mediator import Owner, Socket, workers
 from .process import Pid
+
+#: Listen sockets remembered after they ended, with why (closed or stopped), so that an ``accept`` on one says so:
+#: the latest ones, since a program may open and close listen sockets for ever.
+REMEMBER_ENDED = 1024
 
 #: How long ``stop()`` waits for the library's threads to end. Every one of them wakes at once on ``stop()``;
 #: this bound only keeps a bug from hanging the caller.
@@ -30,22 +42,32 @@ class Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._listeners: dict[ListenSocket, Listener] = {}
+        self._ended: dict[ListenSocket, str] = {}  # handle -> "closed" or "stopped", the latest REMEMBER_ENDED
         self._sockets: set[Socket] = set()
 
     def add_listener(self, listener: Listener) -> None:
         with self._lock:
             self._listeners[listener.handle] = listener
+            self._ended.pop(listener.handle, None)  # the same descriptor and port, open again
 
     def listener(self, handle: object) -> Listener:
         with self._lock:
             listener = self._listeners.get(handle) if isinstance(handle, ListenSocket) else None
+            why = self._ended.get(handle) if isinstance(handle, ListenSocket) else None
         if listener is None:
+            if why is not None:
+                raise closed_error(handle, why)
             raise Closed(f"{handle!r} is not an open listen socket", ("accept", "closed"))
         return listener
 
-    def pop_listener(self, handle: ListenSocket) -> Listener | None:
+    def pop_listener(self, handle: ListenSocket, why: str = "closed") -> Listener | None:
         with self._lock:
-            return self._listeners.pop(handle, None)
+            listener = self._listeners.pop(handle, None)
+            if listener is not None:
+                self._ended[handle] = why
+                while len(self._ended) > REMEMBER_ENDED:
+                    del self._ended[next(iter(self._ended))]
+            return listener
 
     def add(self, sock: Socket) -> None:
         with self._lock:
@@ -68,11 +90,12 @@ class Registry:
 
     def stop(self) -> None:
         with self._lock:
-            listeners = list(self._listeners.values())
-            self._listeners.clear()
+            handles = list(self._listeners)
             sockets = list(self._sockets)
-        for listener in listeners:
-            listener.close("stopped")
+        for handle in handles:
+            listener = self.pop_listener(handle, "stopped")
+            if listener is not None:
+                listener.close("stopped")
         error = ConnectionBroken("the socket server was stopped", "stopped")
         for sock in sockets:
             sock.abort(error, wake=False)
@@ -127,12 +150,22 @@ def listen(
 
 
 def accept(
-    listen_socket: ListenSocket, ssl_flags: str, *, timeout: float | None = None, owner: Owner | None = None
+    listen_socket: ListenSocket,
+    ssl_flags: str,
+    *,
+    timeout: float | None = None,
+    owner: Owner | None = None,
+    handshake_errors: str = "log",
 ) -> Socket:
     """``accept(ListenSocket, SSLFlags)``: wait for a connection and its TLS handshake; return its ``Socket``,
     controlled by the caller (or ``owner``). ``exit(pid, reason)`` aborts the wait with ``Exit``; closing the listen
-    socket aborts it with ``Closed``; ``timeout`` raises ``Timeout``. Bad flags are refused before any wait."""
-    return _registry.listener(listen_socket).accept(ssl_flags, owner, timeout)
+    socket aborts it with ``Closed`` (``Stopped`` after ``stop()``); ``timeout`` raises ``Timeout``. Bad flags are
+    refused before any wait.
+
+    A connection whose handshake fails (a client that speaks no TLS, stays silent, or is refused at ``-verify``) is
+    not established: it is logged (a WARNING on the ``sslsocket`` logger, naming the peer and the cause) and the
+    wait goes on. With ``handshake_errors="raise"``, it raises ``HandshakeError`` instead."""
+    return _registry.listener(listen_socket).accept(ssl_flags, owner, timeout, handshake_errors)
 
 
 def client(

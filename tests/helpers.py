@@ -15,15 +15,20 @@ import sslsocket
 LOCAL = "127.0.0.1"
 
 
-def accepting(listen: sslsocket.ListenSocket, flags: str, **kw: Any) -> Callable[[], Any]:
+def accepting(
+    listen: sslsocket.ListenSocket, flags: str, handshake_errors: str = "raise", **kw: Any
+) -> Callable[[], Any]:
     """Accept on ``listen`` in a helper thread, for the calling process; the returned function waits for the
-    outcome: the accepted Socket, or the SSLSocketError that accept raised."""
+    outcome: the accepted Socket, or the SSLSocketError that accept raised (a failed handshake too, unless
+    ``handshake_errors="log"``)."""
     me = sslsocket.self()
     result: list[Any] = []
 
     def acceptor() -> None:
         try:
-            result.append(sslsocket.accept(listen, flags, timeout=10, owner=me, **kw))
+            result.append(
+                sslsocket.accept(listen, flags, timeout=10, owner=me, handshake_errors=handshake_errors, **kw)
+            )
         except sslsocket.SSLSocketError as exc:
             result.append(exc)
 

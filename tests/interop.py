@@ -147,14 +147,17 @@ def digest(data: bytes) -> str:
     return f"got {len(data)} {hashlib.sha256(data).hexdigest().upper()}"
 
 
-def sslsocket_echo_server(listen: sslsocket.ListenSocket, flags: str, connections: int = 1) -> sslsocket.Pid:
+def sslsocket_echo_server(
+    listen: sslsocket.ListenSocket, flags: str, connections: int = 1, handshake_errors: str = "raise"
+) -> sslsocket.Pid:
     """The manual's server shape: a spawned process per connection, each echoing every packet back. Each tells
-    the caller how its connection ended: ``("echo ended", reason)``, or ``("echo failed", error)``."""
+    the caller how its connection ended: ``("echo ended", reason)``, or ``("echo failed", error)`` (a failed
+    handshake too, unless ``handshake_errors="log"``)."""
     parent = sslsocket.self()
 
     def connection() -> None:
         try:
-            sock = sslsocket.accept(listen, flags, timeout=30)
+            sock = sslsocket.accept(listen, flags, timeout=30, handshake_errors=handshake_errors)
         except sslsocket.SSLSocketError as exc:
             parent.send(("echo failed", exc))
             return

@@ -241,7 +241,7 @@ def test_7_non_tls_clients_fail_accept_and_the_listener_keeps_serving(certs: Any
         bad.sendall(garbage)
         start = time.monotonic()
         with pytest.raises(sslsocket.HandshakeError):
-            sslsocket.accept(listen, f"-cert {certs.server} -timeout 2", timeout=10)
+            sslsocket.accept(listen, f"-cert {certs.server} -timeout 2", timeout=10, handshake_errors="raise")
         assert time.monotonic() - start < 3
         bad.close()
         accepted = accepting(listen, f"-cert {certs.server}")
@@ -290,7 +290,7 @@ def test_8_early_close_or_reset_does_not_disturb_the_next_handshake(certs: Any) 
         failures = []
         for _ in range(6):  # each early leaver is at most one failed outcome; then the good client is served
             try:
-                server = sslsocket.accept(listen, f"-cert {certs.server}", timeout=10)
+                server = sslsocket.accept(listen, f"-cert {certs.server}", timeout=10, handshake_errors="raise")
                 break
             except sslsocket.HandshakeError as exc:
                 failures.append(exc)

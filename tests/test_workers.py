@@ -164,7 +164,8 @@ def test_a_child_forked_while_a_handshake_is_under_way(certs: Any, monkeypatch: 
     monkeypatch.setattr(sys, "unraisablehook", errors.append)  # where an at-fork handler's exception goes
     with sslsocket.listen("STREAM", "AF_INET", ("127.0.0.1", 0), ("packet", 2)) as listen:
         waiting_acceptor(listen, f"-cert {certs.server}", sslsocket.Closed)
-        silent = socket.create_connection(("127.0.0.1", listen.port))  # never sends its ClientHello
+        silent = socket.create_connection(("127.0.0.1", listen.port))
+        silent.sendall(b"\x16")  # the first byte of a ClientHello, and never the rest: its handshake is under way
         listener = _registry.listener(listen)
         wait_for(lambda: listener._handshaking)
 

@@ -1,0 +1,278 @@
+"""Hostile and broken clients against the manual's own server: silent, slow, lying, flooding, or not speaking TLS.
+
+Each test was, first, a failure found from the outside (a newcomer's run, TLS scanners, foreign peers): the manual's
+server died on one non-TLS client, and 128 silent connections locked it out for 30 s.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import ssl
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import sslsocket
+from sslsocket import listener
+
+from helpers import LOCAL, expect, wait_for
+
+
+class ManualServer:
+    """The manual's top/loop/connection, as the tutorial teaches it (a loop, not a recursion): a spawned process
+    waits in ``accept`` for each connection, tells its father ``ok``, and echoes what arrives."""
+
+    def __init__(self, flags: str) -> None:
+        self.listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
+        self.flags = flags
+        self.top = sslsocket.spawn(self.loop)
+
+    def loop(self) -> None:
+        while True:
+            pid = sslsocket.spawn(self.connection, sslsocket.self())
+            sslsocket.receive(sslsocket.process.sent_by(pid))  # {Pid, ok}
+
+    def connection(self, father: sslsocket.Pid) -> None:
+        try:
+            sock = sslsocket.accept(self.listen, self.flags)  # the manual's accept: waits for an established one
+        except sslsocket.Closed:
+            return  # the test is over
+        father.send((sslsocket.self(), "ok"))
+        while True:
+            match sslsocket.receive():
+                case (s, ("fromsocket", data)) if s is sock:
+                    sock.deliver(data)
+                case (s, ("socket_closed", _)) if s is sock:
+                    return
+
+    def echo(self, client_flags: str = "") -> str:
+        """A good client: connect, send, read the echo, close."""
+        with sslsocket.client("STREAM", "AF_INET", (LOCAL, self.listen.port), ("packet", 2), client_flags) as sock:
+            sock.deliver("good client")
+            kind, data = expect(sock, 10)
+            assert kind == "fromsocket"
+            return str(data)
+
+    def end(self) -> None:
+        sslsocket.exit(self.top, "test over")
+        sslsocket.close(self.listen)
+
+
+@pytest.fixture
+def manual_server(certs: Any) -> Iterator[ManualServer]:
+    server = ManualServer(f"-cert {certs.server}")
+    yield server
+    server.end()
+
+
+def send_garbage(port: int, data: bytes) -> None:
+    with socket.create_connection((LOCAL, port)) as bad:
+        bad.sendall(data)
+        bad.settimeout(10)
+        try:
+            while bad.recv(4096):  # until the server gives up on it
+                pass
+        except OSError:
+            pass
+
+
+def tls11_client(port: int) -> None:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python's own word on TLS 1.1, which is the point
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with socket.create_connection((LOCAL, port)) as raw, pytest.raises(ssl.SSLError):
+        ctx.wrap_socket(raw)
+
+
+BAD_CLIENTS = {
+    "plain TCP garbage": lambda port: send_garbage(port, b"hello, is this TLS?\n" * 3),
+    "an HTTP request": lambda port: send_garbage(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+    "random bytes": lambda port: send_garbage(port, bytes(random.Random(14).randrange(256) for _ in range(700))),
+    "a TLS 1.1 client": tls11_client,
+}
+
+
+@pytest.mark.parametrize("bad", BAD_CLIENTS.values(), ids=BAD_CLIENTS.keys())
+def test_the_manuals_server_survives_a_bad_client(
+    manual_server: ManualServer, bad: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert manual_server.echo() == "good client"
+    with caplog.at_level(logging.WARNING, logger="sslsocket"):
+        bad(manual_server.listen.port)
+        assert manual_server.echo() == "good client"  # served by the same acceptor, which went on waiting
+        assert manual_server.echo() == "good client"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("handshake with client 127.0.0.1:" in w and "still accepting" in w for w in warnings), warnings
+
+
+def test_the_manuals_server_survives_a_client_refused_at_verify_2(certs: Any, caplog: pytest.LogCaptureFixture) -> None:
+    server = ManualServer(f"-cert {certs.server} -verify 2 -CAfile {certs.ca}")
+    try:
+        with caplog.at_level(logging.WARNING, logger="sslsocket"):
+            refused = sslsocket.client("STREAM", "AF_INET", (LOCAL, server.listen.port), ("packet", 2), "")
+            kind, error = expect(refused, 10)  # TLS 1.3: the refusal comes after the client's handshake
+            assert kind == "socket_closed" and "certificate required" in str(error)
+            assert server.echo(f"-cert {certs.client}") == "good client"
+        assert any("certificate" in r.getMessage() for r in caplog.records)
+    finally:
+        server.end()
+
+
+def test_handshake_errors_raise_makes_accept_raise_as_before(certs: Any) -> None:
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
+        threading.Thread(target=send_garbage, args=(listen.port, b"GET / HTTP/1.0\r\n\r\n")).start()
+        with pytest.raises(sslsocket.HandshakeError, match="plain HTTP"):
+            sslsocket.accept(listen, f"-cert {certs.server}", timeout=10, handshake_errors="raise")
+        with pytest.raises(sslsocket.BadArgument, match="'loud'"):
+            sslsocket.accept(listen, f"-cert {certs.server}", handshake_errors="loud")
+
+
+def library_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("sslsocket-") and t.name != "sslsocket-idle"]
+
+
+def test_a_thousand_silent_connections_cost_no_thread_and_delay_nobody(manual_server: ManualServer) -> None:
+    port = manual_server.listen.port
+    silent = [socket.create_connection((LOCAL, port)) for _ in range(1000)]
+    try:
+        assert manual_server.echo() == "good client"  # behind a thousand silent ones
+        # Every one of them was taken: a good client connecting now comes after all of them.
+        assert manual_server.echo() == "good client"
+        assert len(library_threads()) <= 3, library_threads()  # the listener, the mediators of good clients
+    finally:
+        for s in silent:
+            s.close()
+
+
+def test_silent_connections_are_cut_at_their_handshake_deadline(certs: Any) -> None:
+    server = ManualServer(f"-cert {certs.server} -timeout 1")
+    try:
+        silent = [socket.create_connection((LOCAL, server.listen.port)) for _ in range(20)]
+        assert server.echo() == "good client"
+        for s in silent:
+            s.settimeout(10)
+            assert s.recv(1) == b""  # the server closed it: its deadline passed
+            s.close()
+    finally:
+        server.end()
+
+
+def test_a_hello_trickled_byte_by_byte_is_still_cut_at_the_deadline(certs: Any) -> None:
+    hello = bytes.fromhex("160301")  # a ClientHello's record header, sent slower than any real client
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
+        trickler = socket.create_connection((LOCAL, listen.port))
+        stop = threading.Event()
+
+        def trickle() -> None:
+            for byte in hello:
+                trickler.send(bytes([byte]))
+                if stop.wait(0.4):  # the client's own pace, not a synchronisation
+                    return
+
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        start = time.monotonic()
+        with pytest.raises(sslsocket.HandshakeError, match="within 1 s"):
+            sslsocket.accept(listen, f"-cert {certs.server} -timeout 1", timeout=10, handshake_errors="raise")
+        assert time.monotonic() - start < 5
+        stop.set()
+        thread.join()
+        trickler.close()
+
+
+def test_past_max_quiet_the_oldest_silent_connection_goes_first(
+    manual_server: ManualServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listener, "MAX_QUIET", 5)
+    port = manual_server.listen.port
+    silent = [socket.create_connection((LOCAL, port)) for _ in range(8)]
+    assert manual_server.echo() == "good client"
+    for s in silent[:3]:  # pushed out by newer ones
+        s.settimeout(10)
+        assert s.recv(1) == b""
+    for s in silent:
+        s.close()
+
+
+def test_past_max_handshakes_the_oldest_slow_handshake_is_aborted(
+    manual_server: ManualServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(listener, "MAX_HANDSHAKES", 3)
+    port = manual_server.listen.port
+    with caplog.at_level(logging.WARNING, logger="sslsocket"):
+        slow = []
+        for _ in range(3):  # each sends a first byte, then nothing: a mediator waits in its handshake
+            s = socket.create_connection((LOCAL, port))
+            s.sendall(b"\x16")
+            slow.append(s)
+        registry_listener = sslsocket.server._registry.listener(manual_server.listen)
+        wait_for(lambda: len(registry_listener._handshaking) == 3)
+        assert manual_server.echo() == "good client"  # room made by aborting the oldest
+        slow[0].settimeout(10)
+        assert slow[0].recv(1) == b""
+    assert any("3 newer handshakes were under way" in r.getMessage() for r in caplog.records)
+    for s in slow:
+        s.close()
+
+
+def test_a_client_that_leaves_before_a_word_is_not_reported(
+    manual_server: ManualServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="sslsocket"):
+        for _ in range(5):  # a port scanner, a load balancer's health check
+            socket.create_connection((LOCAL, manual_server.listen.port)).close()
+        assert manual_server.echo() == "good client"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+# ---- stop() and a closed listen socket: one reason, whenever the accept began -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("end", "reason", "error"), [("stop", "stopped", sslsocket.Stopped), ("close", "closed", None)]
+)
+def test_an_ended_listen_socket_gives_one_reason_whether_accept_waited_or_not(
+    certs: Any, end: str, reason: str, error: Any
+) -> None:
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
+    me = sslsocket.self()
+
+    def acceptor() -> None:
+        try:
+            sslsocket.accept(listen, f"-cert {certs.server}")
+        except sslsocket.Closed as exc:
+            me.send(("waited", exc))
+
+    sslsocket.spawn(acceptor)
+    if end == "stop":
+        sslsocket.stop()
+    else:
+        sslsocket.close(listen)
+    _, waited = sslsocket.receive(lambda m: m[0] == "waited", timeout=5)
+    with pytest.raises(sslsocket.Closed) as late:
+        sslsocket.accept(listen, f"-cert {certs.server}")
+    for exc in (waited, late.value):
+        assert exc.reason == ("accept", reason)
+        assert error is None or isinstance(exc, error)
+        assert type(exc) is type(waited)
+
+
+def test_a_process_whose_accept_stop_ends_ends_quietly(certs: Any) -> None:
+    """Found from the outside: every waiting acceptor printed an unhandled-exception traceback at ``stop()``. The
+    run fails on any such traceback (pytest's unhandled-thread-exception warning is an error here)."""
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
+    pids = [sslsocket.spawn(sslsocket.accept, listen, f"-cert {certs.server}") for _ in range(3)]
+    registry_listener = sslsocket.server._registry.listener(listen)
+    wait_for(lambda: len(registry_listener._waiters) == 3)
+    sslsocket.stop()
+    wait_for(lambda: not any(pid.alive for pid in pids))
