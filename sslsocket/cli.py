@@ -19,8 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import certs, process
-from .errors import SSLSocketError
-from .flags import pass_source
+from .errors import Closed, FlagError, SSLSocketError
+from .flags import load_context, parse_flags, pass_source
 from .framing import Mode, parse_mode
 from .listener import ListenSocket
 from .mediator import Socket
@@ -158,6 +158,11 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    try:  # before listening: bad flags are a usage error, said once, not once per connection
+        load_context(parse_flags(args.flags), server=True)
+    except FlagError as exc:
+        print(f"sslsocket serve: --flags: {exc}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, _interrupt)
     handle = listen("STREAM", "AF_INET6" if ":" in args.host else "AF_INET", (args.host, args.port), args.mode)
     log(f"listening on {args.host}:{handle.port}, mode {args.mode}, {'chat' if args.chat else 'echo'}")
@@ -184,8 +189,10 @@ def loop(handle: ListenSocket, flags: str, room: Pid | None) -> None:
         match process.receive(process.sent_by(pid)):
             case (_, "ok"):
                 pass
+            case (_, ("failed", Closed())):
+                return  # the listen socket was closed (or stop()): no more connections
             case (_, ("failed", error)):
-                log(f"refused: {error}")
+                log(f"refused: {error}")  # the system refused a connection (out of descriptors...): the next one
 
 
 def connection(handle: ListenSocket, father: Pid, flags: str, room: Pid | None) -> None:

@@ -86,6 +86,17 @@ def test_usage_errors_exit_2_naming_the_culprit(args: list[str], culprit: str) -
     assert result.returncode == 2 and culprit in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "culprit"),
+    [("-cert /nope.pem", "/nope.pem: No such file"), ("-verify 3", "-verify 3"), ("-foo 1", "'-foo'")],
+)
+def test_serve_with_bad_flags_exits_2_before_listening(flags: str, culprit: str) -> None:
+    """Found from the outside: serve printed "listening on", then the refusal 3,000 times a second, for ever."""
+    result = run("serve", "0", "--host", LOCAL, "--flags", flags, timeout=20)
+    assert result.returncode == 2 and culprit in result.stderr
+    assert result.stderr.count("\n") == 1 and "listening" not in result.stdout
+
+
 def test_failures_exit_1_with_one_line() -> None:
     result = run("connect", LOCAL, "1", "--flags", "-verify 2 -CAfile /no/such/ca.pem")
     assert result.returncode == 1 and "/no/such/ca.pem" in result.stderr
