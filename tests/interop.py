@@ -1,4 +1,5 @@
-"""Peers that nobody here wrote, started and stopped by the tests: Erlang/OTP escripts and OpenSSL's commands.
+"""Peers that nobody here wrote, started and stopped by the tests: Erlang/OTP escripts, OpenSSL's commands and a
+Java program on the JDK's own TLS stack (JSSE).
 
 A missing program fails the test with what to install; it never skips, so a green run has always talked to the
 real peers.
@@ -10,6 +11,7 @@ import hashlib
 import queue
 import shutil
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +25,12 @@ import sslsocket
 LOCAL = "127.0.0.1"
 
 PEERS = Path(__file__).resolve().parent / "peers"
-PACKAGES = {"escript": "erlang-nox", "openssl": "openssl"}
+PACKAGES = {
+    "escript": "erlang-nox",
+    "openssl": "openssl",
+    "java": "openjdk-17-jdk-headless",
+    "javac": "openjdk-17-jdk-headless",
+}
 
 
 def need(program: str) -> str:
@@ -140,6 +147,18 @@ def otp_client(port: int, packet: str, packets: list[bytes], *options: str) -> P
     """An Erlang/OTP ``ssl:connect`` client that sends ``packets`` and reports a digest of each reply."""
     stdin = "".join("p" + p.hex() + "\n" for p in packets)
     return Peer([need("escript"), str(PEERS / "client.escript"), str(port), packet, *options], stdin)
+
+
+_jsse_classes: list[str] = []
+
+
+def jsse_peer(*args: str, stdin: str | None = None) -> Peer:
+    """``tests/peers/JssePeer.java`` (compiled once per run) with ``args``: see that file."""
+    if not _jsse_classes:
+        out = tempfile.mkdtemp(prefix="jsse-peer-")
+        subprocess.run([need("javac"), "-d", out, str(PEERS / "JssePeer.java")], check=True, timeout=120)
+        _jsse_classes.append(out)
+    return Peer([need("java"), "-cp", _jsse_classes[0], "JssePeer", *args], stdin)
 
 
 def digest(data: bytes) -> str:
