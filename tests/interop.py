@@ -8,6 +8,7 @@ real peers.
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import shutil
 import subprocess
@@ -147,6 +148,17 @@ def otp_client(port: int, packet: str, packets: list[bytes], *options: str) -> P
     """An Erlang/OTP ``ssl:connect`` client that sends ``packets`` and reports a digest of each reply."""
     stdin = "".join("p" + p.hex() + "\n" for p in packets)
     return Peer([need("escript"), str(PEERS / "client.escript"), str(port), packet, *options], stdin)
+
+
+def sslyze_python() -> str:
+    """The Python of sslyze's own virtual environment (``SSLSOCKET_SSLYZE``, which scripts/test sets)."""
+    path = os.environ.get("SSLSOCKET_SSLYZE") or str(PEERS.parent.parent / ".venv-sslyze" / "bin" / "python")
+    if not os.path.exists(path):
+        pytest.fail(
+            f"sslyze is not installed at {path}: scripts/test installs it (python3 -m venv .venv-sslyze &&"
+            " .venv-sslyze/bin/pip install 'sslyze>=6.3,<7')"
+        )
+    return path
 
 
 _jsse_classes: list[str] = []
