@@ -17,6 +17,9 @@ from sslsocket.mediator import Workers
 
 LOCAL = "127.0.0.1"
 
+#: The peers' own programs: run by other interpreters (sslyze's), never imported by pytest.
+collect_ignore = ["peers"]
+
 
 @dataclass
 class Certs:
