@@ -1,4 +1,16 @@
-"""Keys and certificates with ``cryptography``: the manual's ``req -new -x509 -nodes`` recipes, as functions.
+"""Keys and certificates with ``cryptography``: the manual's ``req -new -x509 -nodes`` recipes, as functions, and
+a certificate authority of your own for ``-verify 2``, in the spirit of trustme: a CA in one call, certificates
+that it signs in another, for host names and IP addresses alike.
+
+>>> import os, tempfile
+>>> from sslsocket.certs import make_ca, load_ca
+>>> where = tempfile.mkdtemp()
+>>> ca = make_ca("my test CA")
+>>> ca.write_ca(os.path.join(where, "ca.pem"))            # ca.pem for the clients, its key in ca.key
+>>> server = load_ca(os.path.join(where, "ca.pem")).issue("localhost", "127.0.0.1")
+>>> server.write(os.path.join(where, "server.pem"))       # certificate and key: -cert server.pem
+>>> server.names()
+['localhost', '127.0.0.1']
 
 Used by the demo, the tests and the ``makecert`` command; nothing here touches a socket.
 """
@@ -54,6 +66,53 @@ class Identity:
             with open(path, "wb") as file:
                 file.write(self.cert_pem())
             write_private(key_path, self.key_pem(password))
+
+    def write_ca(self, path: str, key_path: str | None = None) -> None:
+        """Write a CA: its certificate alone to ``path`` (the file that clients get, as ``-CAfile``), its key to
+        ``key_path`` (by default beside it: ``ca.pem`` -> ``ca.key``), readable by its owner only."""
+        self.write(path, key_path or ca_key_path(path))
+
+    def issue(self, *names: str, days: int = 365, key: str = "ec") -> Identity:
+        """A certificate signed by this CA for ``names`` (host names or IP addresses, the first also its common
+        name), good as a server's and as a client's."""
+        if not names:
+            raise ValueError("issue() needs at least one host name or IP address")
+        return make_cert(names[0], issuer=self, names=names, days=days, key=key)
+
+    def names(self) -> list[str]:
+        """The host names and IP addresses that the certificate names (its subject alternative names)."""
+        try:
+            alt = self.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return []
+        return [str(name.value) for name in alt]
+
+
+def ca_key_path(ca_path: str) -> str:
+    """Where a CA's key lies beside its certificate: ``ca.pem`` -> ``ca.key``."""
+    root, _ = os.path.splitext(ca_path)
+    return root + ".key"
+
+
+def make_ca(common_name: str = "sslsocket test CA", *, days: int = 3650, key: str = "ec") -> Identity:
+    """A new certificate authority: a self-signed CA certificate and its key."""
+    return make_cert(common_name, ca=True, days=days, key=key)
+
+
+def load_ca(path: str, key_path: str | None = None, password: bytes | None = None) -> Identity:
+    """A CA written by ``write_ca`` (or ``sslsocket makecert --ca``): its certificate from ``path``, its key from
+    ``key_path`` (by default beside it, ``ca.key``, or in the same file)."""
+    with open(path, "rb") as file:
+        pem = file.read()
+    cert = x509.load_pem_x509_certificate(pem)
+    key_pem = pem if b"PRIVATE KEY-----" in pem else b""
+    if not key_pem:
+        with open(key_path or ca_key_path(path), "rb") as file:
+            key_pem = file.read()
+    private = serialization.load_pem_private_key(key_pem, password)
+    if not isinstance(private, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+        raise ValueError(f"{path}: the CA's key is neither EC nor RSA")
+    return Identity(cert, private)
 
 
 def write_private(path: str, data: bytes) -> None:

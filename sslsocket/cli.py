@@ -89,9 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument("--wait", type=float, default=1.0, help="after end of input, wait this long for replies")
     connect.add_argument("-v", "--verbose", action="store_true", help="print the peer's certificate and the TLS")
 
-    makecert = command("makecert", run_makecert, "a self-signed certificate and its key in one file")
-    makecert.add_argument("out", help="the PEM file to write (certificate and key)")
-    makecert.add_argument("--cn", default="localhost", help="the common name (and host name); default localhost")
+    makecert = command(
+        "makecert",
+        run_makecert,
+        "a certificate and its key in one file: self-signed, signed by a CA of yours (--issuer), or a CA (--ca)",
+    )
+    makecert.add_argument("out", help="the PEM file to write (certificate and key; with --ca the certificate alone)")
+    makecert.add_argument("--cn", help="the common name; default: the first --name, or localhost")
+    makecert.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        help="a host name or IP address the certificate names (repeat for more); default: the common name",
+    )
+    makecert.add_argument("--ca", action="store_true", help="make a CA: its certificate in OUT, its key in OUT.key")
+    makecert.add_argument(
+        "--issuer", metavar="CA.pem", help="sign with this CA (made by --ca; its key is read from CA.key beside it)"
+    )
     makecert.add_argument("--days", type=positive_int, default=365, help="validity in days; default 365")
     makecert.add_argument("--key", choices=("ec", "rsa"), default="ec", help="key type; default ec (P-256)")
     makecert.add_argument("--hash-link", action="store_true", help="also make the <hash>.0 link beside it")
@@ -318,11 +332,29 @@ def describe(sock: Socket) -> None:
 
 
 def run_makecert(args: argparse.Namespace) -> int:
+    if args.ca and (args.issuer or args.name):
+        raise Failure("--ca makes a CA, which names no host and has no issuer: leave out --name and --issuer")
     if args.key == "rsa":
         status("generating a 2048-bit RSA key ...")
-    identity = certs.make_cert(args.cn, days=args.days, key=args.key)
-    identity.write(args.out)
-    print(f"wrote {args.out}: a certificate for {args.cn}, valid {args.days} days, and its {args.key} key")
+    names = tuple(args.name) or None
+    common_name = args.cn or (args.name[0] if args.name else "sslsocket test CA" if args.ca else "localhost")
+    if args.ca:
+        identity = certs.make_ca(common_name, days=args.days, key=args.key)
+        identity.write_ca(args.out)
+        print(f"wrote {args.out}: a CA certificate for {common_name}, valid {args.days} days (give it to clients)")
+        print(f"wrote {certs.ca_key_path(args.out)}: its {args.key} key (keep it to yourself)")
+    else:
+        try:
+            issuer = certs.load_ca(args.issuer) if args.issuer else None
+        except (OSError, ValueError) as exc:
+            raise Failure(f"--issuer {args.issuer}: cannot read the CA and its key ({exc})") from exc
+        identity = certs.make_cert(common_name, issuer=issuer, names=names, days=args.days, key=args.key)
+        identity.write(args.out)
+        by = f", signed by {args.issuer}" if args.issuer else ", self-signed"
+        print(
+            f"wrote {args.out}: a certificate for {', '.join(identity.names())}{by}, valid {args.days} days,"
+            f" and its {args.key} key"
+        )
     if args.hash_link:
         link = os.path.join(os.path.dirname(os.path.abspath(args.out)), certs.subject_hash_name(identity.cert))
         if os.path.lexists(link):

@@ -125,6 +125,36 @@ def test_makecert(tmp_path: Path) -> None:
     assert os.readlink(tmp_path / f"{hash_name}.0") == "test.pem"
 
 
+def test_a_ca_in_one_command_and_certificates_it_signs_pass_verify_2(tmp_path: Path) -> None:
+    """The path to -verify 2 that the docs teach: makecert --ca, then --issuer, through serve and connect, for a
+    host name and an IP address, with the client's certificate checked too (mutual TLS)."""
+    ca, server, client = (str(tmp_path / name) for name in ("ca.pem", "server.pem", "client.pem"))
+    assert run("makecert", ca, "--ca").returncode == 0
+    assert b"PRIVATE KEY" not in Path(ca).read_bytes()  # the file clients get holds no key
+    assert stat.S_IMODE((tmp_path / "ca.key").stat().st_mode) == 0o600
+    made = run("makecert", server, "--issuer", ca, "--name", "localhost", "--name", LOCAL)
+    assert made.returncode == 0 and f"localhost, {LOCAL}, signed by {ca}" in made.stdout
+    assert run("makecert", client, "--issuer", ca, "--name", "client.example").returncode == 0
+    with serving("--flags", f"-cert {server} -verify 2 -CAfile {ca}") as (log, port):
+        for host in ("localhost", LOCAL):
+            result = run("connect", host, str(port), "--flags", f"-verify 2 -CAfile {ca} -cert {client}", stdin="hi\n")
+            assert (result.returncode, result.stdout) == (0, "hi\n"), result.stderr
+        refused = run("connect", LOCAL, str(port), "--flags", f"-verify 2 -CAfile {ca}", stdin="no cert\n")
+        assert refused.returncode == 1 and "certificate required" in refused.stderr
+    other = str(tmp_path / "other.pem")  # signed by the CA, but for another name: refused at -verify 2
+    assert run("makecert", other, "--issuer", ca, "--name", "other.example").returncode == 0
+    with serving("--flags", f"-cert {other}") as (_, port):
+        wrong = run("connect", "localhost", str(port), "--flags", f"-verify 2 -CAfile {ca}", stdin="x\n")
+        assert wrong.returncode == 1 and "does not name 'localhost'" in wrong.stderr
+
+
+def test_makecert_usage_errors_name_the_culprit(tmp_path: Path) -> None:
+    result = run("makecert", str(tmp_path / "x.pem"), "--ca", "--name", "localhost")
+    assert result.returncode == 1 and "--ca makes a CA" in result.stderr
+    result = run("makecert", str(tmp_path / "x.pem"), "--issuer", str(tmp_path / "none.pem"))
+    assert result.returncode == 1 and "none.pem" in result.stderr
+
+
 def test_makecert_rsa_with_progress(tmp_path: Path) -> None:
     result = run("makecert", str(tmp_path / "rsa.pem"), "--key", "rsa")
     assert result.returncode == 0 and "generating" in result.stderr
