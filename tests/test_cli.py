@@ -135,7 +135,7 @@ def test_a_ca_in_one_command_and_certificates_it_signs_pass_verify_2(tmp_path: P
     made = run("makecert", server, "--issuer", ca, "--name", "localhost", "--name", LOCAL)
     assert made.returncode == 0 and f"localhost, {LOCAL}, signed by {ca}" in made.stdout
     assert run("makecert", client, "--issuer", ca, "--name", "client.example").returncode == 0
-    with serving("--flags", f"-cert {server} -verify 2 -CAfile {ca}") as (log, port):
+    with serving("--flags", f"-cert {server} -verify 2 -CAfile {ca}") as (_, port):
         for host in ("localhost", LOCAL):
             result = run("connect", host, str(port), "--flags", f"-verify 2 -CAfile {ca} -cert {client}", stdin="hi\n")
             assert (result.returncode, result.stdout) == (0, "hi\n"), result.stderr
