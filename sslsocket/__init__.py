@@ -49,6 +49,7 @@ from .errors import (
 from .flags import InsecureClientWarning
 from .listener import ListenSocket
 from .mediator import Socket
+from .overview import i, overview
 from .process import Pid, exit, receive, self, spawn
 from .server import (
     Peer,
@@ -91,7 +92,9 @@ __all__ = [
     "close",
     "controlling_process",
     "exit",
+    "i",
     "listen",
+    "overview",
     "peername",
     "receive",
     "resolve",

@@ -16,6 +16,7 @@ from .errors import Exit
 from .flags import InsecureClientWarning
 from .listener import ListenSocket
 from .mediator import Socket
+from .overview import format_overview, overview
 from .process import Pid
 from .server import accept, client, close, controlling_process, listen, peername, stop
 
@@ -135,6 +136,9 @@ def _spawn_per_connection(
     show('Client ! {self(), {deliver, "Good day"}}.')
     sock.send((me, ("deliver", "Good day")))
     received(process.receive(process.sent_by(sock), timeout=10))
+    show("i().  % what the socket server holds now: every process, listen socket and connection")
+    for line in format_overview(overview()):
+        show("    " + line)
     show("Client ! {self(), close}.")
     sock.send((me, "close"))
     _wait_ended(pid)

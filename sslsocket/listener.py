@@ -178,6 +178,16 @@ class Listener:
     def thread(self) -> threading.Thread | None:
         return self._thread
 
+    def counts(self) -> dict[str, int]:
+        """How many acceptors wait, and connections stand at each stage: for ``sslsocket.i()``."""
+        with self._lock:
+            return {
+                "acceptors": len(self._waiters),
+                "quiet": len(self._quiet),
+                "handshaking": len(self._handshaking),
+                "ready": len(self._ready),
+            }
+
     def accept(self, flags: str, owner: Owner | None, timeout: float | None, handshake_errors: str = "log") -> Socket:
         if handshake_errors not in HANDSHAKE_ERRORS:
             raise BadArgument(

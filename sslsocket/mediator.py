@@ -378,6 +378,9 @@ class Socket:
         self._out: deque[bytes | memoryview] = deque()
         self._out_size = 0
         self._pending: memoryview | None = None
+        #: Counters for ``sslsocket.i()``, written by the mediator thread alone: packets delivered to the owner and
+        #: the bytes read for them (in), packets taken from the owner and their bytes, headers included (out).
+        self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
         self.verify_errors: list[tuple[int, int]] = []
         #: After the handshake: the peer's certificate (a ``cryptography`` object, or None), the verify outcome
         #: (``"ok"``, ``"not checked"``, ``"no certificate"``, or the forgiven error), protocol and cipher.
@@ -422,6 +425,11 @@ class Socket:
         """The controlling process (a ``Pid``), the callback that gets the messages, or None before ``accept``
         hands the socket over."""
         return self._owner
+
+    @property
+    def inbox_depth(self) -> int:
+        """How many messages wait in the inbox for the mediator to take them."""
+        return len(self._inbox.queue)
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -800,6 +808,8 @@ class Socket:
         for item in items:
             if item[0] != "deliver":
                 return
+            self.packets_out += 1
+            self.bytes_out += len(item[1]) + len(item[2])
             for part in item[1:]:  # the length header, then the payload: joined only when written
                 if part:
                     out.append(part)
@@ -886,7 +896,9 @@ class Socket:
                     # the TCP socket tells if there is more; no read that would only raise WantReadError.
                     break
         finally:
+            self.bytes_in += taken
             if packets:
+                self.packets_in += len(packets)
                 self._emit([Delivery((self, ("fromsocket", present(p)))) for p in packets])
         return wait
 

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 _ids = itertools.count(1)
 _local = threading.local()
+#: Every process not yet collected, by id: what ``sslsocket.i()`` lists (the ended ones are left out there).
+_processes: weakref.WeakValueDictionary[int, Pid] = weakref.WeakValueDictionary()
 
 
 class Delivery(tuple):  # type: ignore[type-arg]
@@ -79,6 +81,9 @@ class Pid:
         self._waiting_on: threading.Condition | None = None  # another wait that ``exit`` interrupts
         self._alive = True
         self._sockets: set[Socket] = set()
+        #: What the process waits in now (``"receive"``, ``"accept on ..."``, ``"client"``), or None.
+        self.waiting: str | None = None
+        _processes[self.id] = self
 
     def __repr__(self) -> str:
         return f"<Pid 0.{self.id}.0 {self.name}{'' if self._alive else ' (ended)'}>"
@@ -113,17 +118,21 @@ class Pid:
         """Block until ``ready()`` (evaluated under the process's lock), raising ``Exit`` on an exit signal and
         ``Timeout`` once ``time.monotonic()`` passes ``deadline``."""
         with self._cond:
-            while True:
-                self._raise_exit()
-                if ready():
-                    return
-                if deadline is None:
-                    self._cond.wait()
-                else:
-                    remaining = deadline - monotonic()
-                    if remaining <= 0:
-                        raise Timeout(f"{what} timed out", "timeout")
-                    self._cond.wait(remaining)
+            try:
+                while True:
+                    self._raise_exit()
+                    if ready():
+                        return
+                    self.waiting = what
+                    if deadline is None:
+                        self._cond.wait()
+                    else:
+                        remaining = deadline - monotonic()
+                        if remaining <= 0:
+                            raise Timeout(f"{what} timed out", "timeout")
+                        self._cond.wait(remaining)
+            finally:
+                self.waiting = None
 
     def receive(self, match: Callable[[Any], bool] | None, timeout: float | None) -> Any:
         """The oldest message for which ``match`` is true; the others stay, in order. Run by the owner only."""
@@ -226,6 +235,16 @@ def self() -> Pid:
 
 class _Marker:
     pass
+
+
+def processes() -> list[Pid]:
+    """The processes alive now, oldest first: for ``sslsocket.i()``."""
+    return sorted((pid for pid in list(_processes.values()) if pid.alive), key=lambda pid: pid.id)
+
+
+def mailbox_length(pid: Pid) -> int:
+    """How many messages wait in ``pid``'s mailbox."""
+    return len(pid._mailbox)
 
 
 def _forked() -> None:

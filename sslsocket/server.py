@@ -69,6 +69,11 @@ class Registry:
                     del self._ended[next(iter(self._ended))]
             return listener
 
+    def snapshot(self) -> tuple[list[Listener], list[Socket]]:
+        """The live listen sockets and connections, oldest first: for ``sslsocket.i()``."""
+        with self._lock:
+            return list(self._listeners.values()), sorted(self._sockets, key=lambda sock: sock.id)
+
     def add(self, sock: Socket) -> None:
         with self._lock:
             self._sockets.add(sock)

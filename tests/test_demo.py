@@ -22,6 +22,8 @@ def test_the_demo_plays_the_manuals_scenarios() -> None:
         'received {user_got, "request 2", new_connection}',
         "received {Client1, {socket_closed, normal}}",
         "received {Pid, {accept_aborted, abort}}",
+        "i().",
+        "Sockets: 2",
         "A new accept on the same ListenSocket works",
         "every socket closed",
     ]:
