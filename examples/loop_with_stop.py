@@ -7,6 +7,8 @@
 "After the code above has received the stop message and exited, there is no error in the Listen socket. It is
 still intact and can be used again in a new call to loop/1."
 
+Both loops are one ``while`` here: Python has no tail calls (see top_loop_connection.py).
+
 Run it: python examples/loop_with_stop.py
 """
 
@@ -23,17 +25,14 @@ warnings.simplefilter("ignore", sslsocket.InsecureClientWarning)
 
 
 def loop(listen):
-    pid = spawn(connection, listen, self())
-    loop_waiting(pid, listen)
-
-
-def loop_waiting(pid, listen):
-    match receive():
-        case (p, "ok") if p is pid:
-            loop(listen)
-        case "stop":
-            exit(pid, "abort")  # the acceptor, suspended in accept, raises sslsocket.Exit
-            return  # exit(normal)
+    while True:
+        pid = spawn(connection, listen, self())  # loop(Listen)
+        match receive(lambda m: m == (pid, "ok") or m == "stop"):  # loop(Pid, Listen)
+            case (_, "ok"):
+                continue
+            case "stop":
+                exit(pid, "abort")  # the acceptor, suspended in accept, raises sslsocket.Exit
+                return  # exit(normal)
 
 
 def connection(listen, father):

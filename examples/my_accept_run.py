@@ -10,6 +10,8 @@
                 false -> handle_input(Bytes), run([From|Sockets])   %% new connection
             end; ...
 
+Both are loops here: Python has no tail calls (see top_loop_connection.py).
+
 Run it: python examples/my_accept_run.py
 """
 
@@ -25,9 +27,9 @@ warnings.simplefilter("ignore", sslsocket.InsecureClientWarning)
 
 
 def my_accept(listen_fd, user):
-    s = sslsocket.accept(listen_fd, f"-cert {SSL_SERVER}")
-    sslsocket.controlling_process(s, user)  # nothing that arrived meanwhile is lost in the switch
-    my_accept(listen_fd, user)
+    while True:
+        s = sslsocket.accept(listen_fd, f"-cert {SSL_SERVER}")
+        sslsocket.controlling_process(s, user)  # nothing that arrived meanwhile is lost in the switch
 
 
 def handle_input(sender, data, known):
@@ -36,19 +38,19 @@ def handle_input(sender, data, known):
 
 
 def run(sockets):
-    match receive():
-        case (sender, ("fromsocket", data)):
-            if sender in sockets:
-                handle_input(sender, data, True)
-                run(sockets)
-            else:
-                handle_input(sender, data, False)
-                run([sender, *sockets])
-        case (sender, ("socket_closed", _)):
-            run([s for s in sockets if s is not sender])
-        case "stop":
-            for socket in sockets:
-                socket.close()
+    while True:
+        match receive():
+            case (sender, ("fromsocket", data)):
+                known = sender in sockets
+                handle_input(sender, data, known)
+                if not known:
+                    sockets = [sender, *sockets]  # run([From|Sockets])
+            case (sender, ("socket_closed", _)):
+                sockets = [s for s in sockets if s is not sender]
+            case "stop":
+                for socket in sockets:
+                    socket.close()
+                return
 
 
 def main():
