@@ -27,8 +27,8 @@ warnings.simplefilter("ignore", sslsocket.InsecureClientWarning)
 def loop(listen):
     while True:
         pid = spawn(connection, listen, self())  # loop(Listen)
-        match receive(lambda m: m == (pid, "ok") or m == "stop"):  # loop(Pid, Listen)
-            case (_, "ok"):
+        match receive():  # loop(Pid, Listen)
+            case (p, "ok") if p is pid:
                 continue
             case "stop":
                 exit(pid, "abort")  # the acceptor, suspended in accept, raises sslsocket.Exit

@@ -34,7 +34,9 @@ def top(port, parent, connections):
 def loop(listen, connections):
     for _ in range(connections):  # the manual's loop runs forever (while True); this one serves a few
         pid = spawn(connection, listen, self())
-        receive(lambda m: m == (pid, "ok"))  # receive {Pid, ok} -> loop(Listen) end
+        match receive():
+            case (p, "ok") if p is pid:  # receive {Pid, ok} -> loop(Listen) end
+                pass
     sslsocket.close(listen)
 
 

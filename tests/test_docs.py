@@ -44,7 +44,10 @@ def python_blocks(text: str) -> list[str]:
 
 
 def test_the_block_reader_reads_blocks_whole() -> None:
-    page = "Text.\n\n.. code-block:: python\n   :caption: x\n\n    a = 1\n\n    b = a\n\nMore.\n\n.. code-block:: python\n\n  print(b)\n"
+    page = (
+        "Text.\n\n.. code-block:: python\n   :caption: x\n\n    a = 1\n\n    b = a\n\nMore.\n\n"
+        ".. code-block:: python\n\n  print(b)\n"
+    )
     assert python_blocks(page) == ["a = 1\n\nb = a", "print(b)"]
 
 
