@@ -27,6 +27,8 @@ True
 >>> sslsocket.stop()
 """
 
+from importlib import metadata as _metadata
+
 from .errors import (
     AcceptError,
     BadArgument,
@@ -63,6 +65,11 @@ from .server import (
     start,
     stop,
 )
+
+try:
+    __version__ = _metadata.version("sslsocket")
+except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AcceptError",

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from . import certs, process
+from . import __version__, certs, process
 from .errors import Closed, FlagError, SSLSocketError
 from .flags import load_context, parse_flags, pass_source
 from .framing import Mode, parse_mode
@@ -63,23 +63,26 @@ def _bind_flags(argv: list[str]) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sslsocket", description="Erlang's ssl_socket interface, in Python.")
+    parser.add_argument("--version", action="version", version=f"sslsocket {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, run: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help, epilog=EPILOG)
+    def command(
+        name: str, run: Callable[[argparse.Namespace], int], help: str, epilog: str | None = None
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help, epilog=epilog)
         sub.set_defaults(run=run)
         return sub
 
     command("demo", run_demo, "play the manual's scenarios in one process, printing every message")
 
-    serve = command("serve", run_serve, "a TLS server: a spawned process per connection, echoing or chatting")
+    serve = command("serve", run_serve, "a TLS server: a spawned process per connection, echoing or chatting", EPILOG)
     serve.add_argument("port", type=port_number, help="the port to listen on (0: any free one, printed)")
     serve.add_argument("--host", default="0.0.0.0", help="the address to listen on (default: every interface)")
     serve.add_argument("--mode", type=mode_argument, default=parse_mode(("packet", 2)), help="default {packet,2}")
     serve.add_argument("--flags", required=True, help="SSLFlags, for example '-cert server.pem'")
     serve.add_argument("--chat", action="store_true", help="send every packet to all the other connections")
 
-    connect = command("connect", run_connect, "a TLS client: standard input out as packets, packets in printed")
+    connect = command("connect", run_connect, "a TLS client: standard input out as packets, packets in printed", EPILOG)
     connect.add_argument("host")
     connect.add_argument("port", help="a port number or a service name")
     connect.add_argument("--mode", type=mode_argument, default=parse_mode(("packet", 2)), help="default {packet,2}")
