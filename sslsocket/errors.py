@@ -53,9 +53,14 @@ class Closed(SSLSocketError):
     """The socket or listen socket is closed (by its owner, its peer, or ``stop()``)."""
 
 
-class Stopped(Closed):
-    """``stop()`` closed the listen socket of an ``accept`` (waiting, or called after it). A spawned process that
-    does not catch it ends quietly, as one ended by ``exit``."""
+class ListenClosed(Closed):
+    """The listen socket of an ``accept`` was closed, whether the accept waited already or began after. A spawned
+    process that does not catch it ends quietly, as one ended by ``exit``: closing the listen socket is how the
+    manual stops listening, and its waiting acceptors end with it."""
+
+
+class Stopped(ListenClosed):
+    """``stop()`` closed the listen socket of an ``accept`` (waiting, or called after it)."""
 
 
 class Timeout(SSLSocketError, TimeoutError):

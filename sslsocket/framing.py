@@ -302,6 +302,7 @@ class Mode:
         return f"{{{'binary_packet' if self.binary else 'packet'}, {self.header}}}"
 
     def decoder(self) -> Decoder:
+        """A new decoder for this mode: ``feed(bytes)`` returns the packets it completed, in order."""
         if self.asn1:
             return Asn1Decoder(self.limit)
         if self.header:

@@ -24,7 +24,8 @@ raises it instead, as a ``HandshakeError``.
 
 An acceptor waits on its own process's condition, so ``exit(pid, reason)`` wakes it: it withdraws, and a
 connection that reached it in that instant goes back to the front of the queue. The listen socket is untouched and
-stays usable. Closing the listen socket wakes every acceptor with ``Closed``, ``stop()`` with ``Stopped``.
+stays usable. Closing the listen socket wakes every acceptor with ``ListenClosed`` (a ``Closed``), ``stop()`` with
+``Stopped`` (a ``ListenClosed``); a spawned acceptor that does not catch it ends quietly.
 """
 
 from __future__ import annotations
@@ -43,7 +44,16 @@ from typing import TYPE_CHECKING, NamedTuple
 from OpenSSL import SSL
 
 from . import process
-from .errors import AcceptError, BadArgument, Closed, ConnectionBroken, HandshakeError, ListenError, Stopped
+from .errors import (
+    AcceptError,
+    BadArgument,
+    Closed,
+    ConnectionBroken,
+    HandshakeError,
+    ListenClosed,
+    ListenError,
+    Stopped,
+)
 from .flags import Settings, load_context, parse_flags
 from .framing import Mode, parse_mode
 from .mediator import Owner, Socket, Waker
@@ -106,10 +116,11 @@ class ListenSocket(NamedTuple):
 
 def closed_error(handle: ListenSocket | object, why: str) -> Closed:
     """What ``accept`` raises on a listen socket that was closed (``why == "closed"``) or stopped, whether it had
-    begun to wait or not: ``Stopped`` after ``stop()``, so that a process it ends ends quietly."""
+    begun to wait or not: a ``ListenClosed`` (``Stopped`` after ``stop()``), so that a process it ends ends
+    quietly."""
     if why == "stopped":
         return Stopped(f"listen socket {handle} was closed by stop()", ("accept", "stopped"))
-    return Closed(f"listen socket {handle} is closed", ("accept", why))
+    return ListenClosed(f"listen socket {handle} is closed", ("accept", why))
 
 
 Outcome = tuple[Socket | None, BaseException | None]

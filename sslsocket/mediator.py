@@ -317,6 +317,30 @@ def _ssl_error_text(exc: SSL.Error) -> str:
 class Socket:
     """One TLS connection and its mediator thread: send it the manual's messages, receive its replies."""
 
+    # What a reader may look at, set by the mediator (the handshake's outcome, the counters).
+    #: The peer's certificate after the handshake (a ``cryptography`` object), or None.
+    peer_certificate: x509.Certificate | None
+    #: What the certificate check found: ``"ok"``, ``"not checked"``, ``"no certificate"``, or the forgiven error.
+    verify_result: str
+    #: The TLS version after the handshake (``"TLSv1.3"``), or None before.
+    protocol: str | None
+    #: The cipher suite after the handshake, or None before.
+    cipher: str | None
+    #: The key exchange group after the handshake (``"X25519MLKEM768"``, ``"x25519"``...), or None.
+    group: str | None
+    #: On a server: the host name the client asked for (SNI), or None.
+    servername: str | None
+    #: The name a client at ``-verify 2`` requires its server's certificate to bear; None otherwise.
+    expected_name: str | None
+    #: Packets delivered to the owner.
+    packets_in: int
+    #: The bytes read for them, framing headers included.
+    bytes_in: int
+    #: Packets taken from the owner to be written.
+    packets_out: int
+    #: Their bytes, framing headers included.
+    bytes_out: int
+
     def __init__(
         self,
         tcp: socket.socket,
@@ -349,7 +373,6 @@ class Socket:
                 self._conn.set_tlsext_host_name(hostname.encode("idna"))
         self._settings = settings
         self._deadline = deadline  # when the handshake must be done; by default -timeout from the thread's start
-        #: The name a client at ``-verify 2`` requires its server's certificate to bear; None otherwise.
         self.expected_name = (settings.servername or hostname) if not server and settings.verify == 2 else None
         if self.expected_name:
             require_name(self._conn, self.expected_name)
@@ -378,20 +401,12 @@ class Socket:
         self._out: deque[bytes | memoryview] = deque()
         self._out_size = 0
         self._pending: memoryview | None = None
-        #: Counters for ``sslsocket.i()``, written by the mediator thread alone: packets delivered to the owner and
-        #: the bytes read for them (in), packets taken from the owner and their bytes, headers included (out).
+        # Counters for sslsocket.i(), written by the mediator thread alone.
         self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
         self.verify_errors: list[tuple[int, int]] = []
-        #: After the handshake: the peer's certificate (a ``cryptography`` object, or None), the verify outcome
-        #: (``"ok"``, ``"not checked"``, ``"no certificate"``, or the forgiven error), protocol and cipher.
-        self.peer_certificate: x509.Certificate | None = None
+        self.peer_certificate = None
         self.verify_result = "not checked"
-        self.protocol: str | None = None
-        self.cipher: str | None = None
-        #: The key exchange group (``X25519MLKEM768``, ``x25519``...), after the handshake.
-        self.group: str | None = None
-        #: On a server: the host name the client asked for (SNI), or None.
-        self.servername: str | None = None
+        self.protocol = self.cipher = self.group = self.servername = None
         if owner is not None:
             self._set_owner(owner)
         self._name = f"sslsocket-{self.id}-{peer[0]}:{peer[1]}"

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from .errors import Exit, Stopped, Timeout
+from .errors import Exit, ListenClosed, Timeout
 
 if TYPE_CHECKING:
     from .mediator import Socket
@@ -272,8 +272,8 @@ def spawn(func: Callable[..., object], *args: object) -> Pid:
     """Start ``func(*args)`` in a new process (a daemon thread) and return its ``Pid``.
 
     The process ends when ``func`` returns; an uncaught ``Exit`` ends it quietly, as an exit signal ends an Erlang
-    process, and so does the ``Stopped`` of an ``accept`` that ``stop()`` ended; any other exception is reported by
-    ``threading.excepthook``.
+    process, and so does the ``ListenClosed`` of an ``accept`` whose listen socket was closed (or ``Stopped``, by
+    ``stop()``); any other exception is reported by ``threading.excepthook``.
     """
     pid = Pid(getattr(func, "__name__", "process"))
 
@@ -281,7 +281,7 @@ def spawn(func: Callable[..., object], *args: object) -> Pid:
         _local.pid = pid
         try:
             func(*args)
-        except (Exit, Stopped):
+        except (Exit, ListenClosed):
             pass
         finally:
             pid._ended()

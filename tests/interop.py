@@ -31,6 +31,7 @@ PACKAGES = {
     "openssl": "openssl",
     "java": "openjdk-17-jdk-headless",
     "javac": "openjdk-17-jdk-headless",
+    "tshark": "tshark",
 }
 
 
