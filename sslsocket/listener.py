@@ -370,7 +370,7 @@ class Listener:
             log.debug("listen socket %s: %s left before it sent anything", self.handle, quiet.peer)
             quiet.tcp.close()
             return True
-        return self._start_handshake(quiet)
+        return self._start_handshake(quiet, selector)
 
     def _expire(self, now: float, selector: selectors.BaseSelector) -> None:
         """End the quiet connections whose handshake deadline has passed."""
@@ -399,23 +399,13 @@ class Listener:
             self._deadlines = [(q.deadline, q.order, q) for q in self._quiet.values()]
             heapq.heapify(self._deadlines)
 
-    def _start_handshake(self, quiet: _Quiet) -> bool:
+    def _start_handshake(self, quiet: _Quiet, selector: selectors.BaseSelector) -> bool:
         """Give a connection that has spoken its mediator, which runs the handshake (stage 2). False if no thread
-        could be had for it."""
-        tcp, flags = quiet.tcp, quiet.flags
+        or descriptor could be had for it."""
         try:
-            sock = Socket(
-                tcp,
-                quiet.context,
-                server=True,
-                mode=self.mode,
-                settings=quiet.settings,
-                on_handshake=lambda s, exc: self._handshake_done(flags, s, exc),
-                forget=self._registry.forget,
-                deadline=quiet.deadline,
-            )
+            sock = self._mediator_for(quiet, selector)
         except OSError as exc:
-            tcp.close()
+            quiet.tcp.close()
             if exc.errno in NO_RESOURCES:
                 self._give_first(
                     AcceptError(
@@ -426,7 +416,7 @@ class Listener:
                 return False
             return True  # the client was already gone (getpeername failed)
         except BaseException:
-            tcp.close()
+            quiet.tcp.close()
             raise
         with self._lock:
             oldest = None
@@ -452,6 +442,27 @@ class Listener:
             )
             return False
         return True
+
+    def _mediator_for(self, quiet: _Quiet, selector: selectors.BaseSelector) -> Socket:
+        """A mediator for ``quiet``'s connection. Out of descriptors (its waker needs one), the silent pay first:
+        the oldest of them is dropped, and the mediator made again."""
+        flags = quiet.flags
+        while True:
+            try:
+                return Socket(
+                    quiet.tcp,
+                    quiet.context,
+                    server=True,
+                    mode=self.mode,
+                    settings=quiet.settings,
+                    on_handshake=lambda s, exc: self._handshake_done(flags, s, exc),
+                    forget=self._registry.forget,
+                    deadline=quiet.deadline,
+                )
+            except OSError as exc:
+                if exc.errno not in NO_RESOURCES or not self._quiet:
+                    raise
+                self._drop(next(iter(self._quiet.values())), selector, "dropped: out of descriptors")
 
     def _give_first(self, error: BaseException) -> None:
         with self._lock:

@@ -10,10 +10,13 @@ import logging
 import random
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -223,6 +226,44 @@ def test_past_max_handshakes_the_oldest_slow_handshake_is_aborted(
     assert any("3 newer handshakes were under way" in r.getMessage() for r in caplog.records)
     for s in slow:
         s.close()
+
+
+SERVER_WITH_FEW_DESCRIPTORS = """
+import resource, sys
+sys.path.insert(0, sys.argv[2])
+from test_attackers import ManualServer
+import sslsocket
+server = ManualServer("-cert " + sys.argv[1])
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+print(server.listen.port, flush=True)
+sys.stdin.read()  # until the test is done
+"""
+
+
+def test_out_of_descriptors_the_oldest_silent_connection_goes_first(certs: Any) -> None:
+    """A server allowed 64 descriptors, and 100 silent connections: the silent ones fill its table, and a good
+    client is still served, at the oldest silent one's expense."""
+    tests = str(Path(__file__).resolve().parent)
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER_WITH_FEW_DESCRIPTORS, str(certs.server), tests],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    silent: list[socket.socket] = []
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        silent = [socket.create_connection((LOCAL, port)) for _ in range(100)]
+        with sslsocket.client("STREAM", "AF_INET", (LOCAL, port), ("packet", 2), "") as sock:
+            sock.deliver("served")
+            assert expect(sock, 20) == ("fromsocket", "served")
+        silent[0].settimeout(10)
+        assert silent[0].recv(1) == b""  # the oldest was dropped to make room
+    finally:
+        for s in silent:
+            s.close()
+        server.communicate("", timeout=30)
 
 
 def test_a_client_that_leaves_before_a_word_is_not_reported(
