@@ -691,7 +691,7 @@ class Socket:
                     f"{who} did not finish its TLS handshake within {self._settings.timeout:g} s", "timeout"
                 )
             self._poll_once(events, deadline)
-        self._after_handshake(who)
+        self._after_handshake()
 
     def _handshake_cause(self, exc: SSL.Error) -> str:
         if self.verify_errors:
@@ -711,7 +711,7 @@ class Socket:
                 return f"{meaning} ({text})"
         return text
 
-    def _after_handshake(self, who: str) -> None:
+    def _after_handshake(self) -> None:
         conn = self._conn
         self.protocol = conn.get_protocol_version_name()
         self.cipher = conn.get_cipher_name()
