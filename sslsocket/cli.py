@@ -294,14 +294,33 @@ def run_connect(args: argparse.Namespace) -> int:
 
 def read_input(owner: Pid, binary: bool, mode: Mode) -> None:
     """Standard input, to the owner's mailbox: lines (without their newline, except in raw mode, a stream), or
-    raw chunks with ``--binary``. ``None`` marks the end."""
-    if binary:
-        while chunk := os.read(sys.stdin.fileno(), 65536):
+    raw chunks with ``--binary``. ``None`` marks the end.
+
+    It reads the descriptor itself (``os.read``), never ``sys.stdin``: this thread may still wait for input when
+    the connection ends and the program exits, and a thread waiting inside ``sys.stdin``'s buffer holds its lock,
+    which the interpreter's shutdown then cannot take (a fatal error, exit 134)."""
+    keep_newline = mode.header == 0 and not mode.asn1
+    rest = b""
+    while chunk := os.read(sys.stdin.fileno(), 65536):
+        if binary:
             owner.send(("stdin", chunk))
-    else:
-        for line in sys.stdin.buffer:
-            owner.send(("stdin", line if mode.header == 0 and not mode.asn1 else line.rstrip(b"\r\n")))
+            continue
+        lines, rest = split_lines(rest + chunk)
+        for line in lines:
+            owner.send(("stdin", line if keep_newline else line.rstrip(b"\r\n")))
+    if rest and not binary:
+        owner.send(("stdin", rest))
     owner.send(("stdin", None))
+
+
+def split_lines(data: bytes) -> tuple[list[bytes], bytes]:
+    r"""The whole lines of ``data`` (each with its newline) and what follows the last newline.
+
+    >>> split_lines(b"one\ntwo\r\nthr")
+    ([b'one\n', b'two\r\n'], b'thr')
+    """
+    *whole, rest = data.split(b"\n")
+    return [line + b"\n" for line in whole], rest
 
 
 def show_text(data: str | bytes) -> None:

@@ -276,6 +276,32 @@ def test_connect_to_serve_echoes_lines(certs: Any) -> None:
     assert "connected 127.0.0.1:" in logged and "TLSv1.3" in logged and ": normal" in logged
 
 
+def test_connect_ends_cleanly_while_its_input_is_still_open(certs: Any) -> None:
+    """Found from the outside: with standard input still open (a terminal) when the connection ended, connect
+    died with "Fatal Python error: _enter_buffered_busy" (exit 134): its reader thread held stdin's lock."""
+    flags = f"-verify 2 -CAfile {certs.ca}"
+    with serving("--flags", f"-cert {certs.server}") as (_, port):
+        connect = subprocess.Popen(
+            [*COMMAND, "connect", "localhost", str(port), "--flags", flags],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert connect.stdin is not None and connect.stdout is not None
+        connect.stdin.write("one\n")
+        connect.stdin.flush()
+        assert connect.stdout.readline() == "one\n"
+    try:  # the server has ended, and so has the connection; the input is still open
+        connect.wait(timeout=20)
+    finally:
+        connect.kill()
+        err = connect.stderr.read() if connect.stderr else ""
+        for pipe in (connect.stdin, connect.stdout, connect.stderr):
+            pipe.close() if pipe else None
+    assert connect.returncode == 0 and "the server closed the connection" in err and "Fatal" not in err, err
+
+
 def test_connect_hex_binary_and_verbose(certs: Any) -> None:
     with serving("--flags", f"-cert {certs.server}", "--mode", "{binary_packet,4}") as (_, port):
         result = run(
