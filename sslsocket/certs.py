@@ -105,6 +105,12 @@ def load_ca(path: str, key_path: str | None = None, password: bytes | None = Non
     with open(path, "rb") as file:
         pem = file.read()
     cert = x509.load_pem_x509_certificate(pem)
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise ValueError(f"{path} is not a CA certificate (make one with sslsocket makecert ca.pem --ca)")
     key_pem = pem if b"PRIVATE KEY-----" in pem else b""
     if not key_pem:
         with open(key_path or ca_key_path(path), "rb") as file:
@@ -135,9 +141,14 @@ def make_cert(
 ) -> Identity:
     """A certificate for ``common_name`` (and ``names``: host names or IP addresses), signed by ``issuer`` or by
     itself. ``ca=True`` makes a certificate authority."""
+    if not common_name or any(not name for name in names or ()):
+        raise ValueError("a certificate's names must not be empty")
     private = new_key(key)
     start = not_before or datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    # A common name holds 64 characters at most; a longer host name goes whole into the alternative names (which
+    # are what a client checks) and its first label, at most 63 characters, is the common name.
+    short = common_name if len(common_name) <= 64 else common_name.split(".")[0][:64]
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, short)])
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -163,7 +174,7 @@ def make_cert(
             try:
                 alt.append(x509.IPAddress(ipaddress.ip_address(name)))
             except ValueError:
-                alt.append(x509.DNSName(name))
+                alt.append(x509.DNSName(name.encode("idna").decode("ascii")))  # bücher.example: its A-label
         builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False).add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,
@@ -181,11 +192,15 @@ def subject_hash_name(cert: x509.Certificate) -> str:
 
 def make_csr(common_name: str, key: str = "ec") -> tuple[x509.CertificateSigningRequest, PrivateKey]:
     """A certificate signing request for ``common_name`` and its new key: the manual's ``req -new``."""
+    if not common_name:
+        raise ValueError("a request's common name must not be empty")
     private = new_key(key)
     request = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(common_name.encode("idna").decode("ascii"))]), critical=False
+        )
         .sign(private, hashes.SHA256())
     )
     return request, private

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import getpass
+import logging
 import os
 import signal
 import sys
@@ -52,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _bind_flags(argv: list[str]) -> list[str]:
     """``--flags -verify 2`` as ``--flags=-verify 2``: SSLFlags begin with a dash, which argparse would otherwise
-    take for an option of its own (``-v``)."""
+    take for an option of its own (``-v``). ``-flags``, with OpenSSL's single dash, is taken for ``--flags``."""
     bound: list[str] = []
     words = iter(argv)
     for word in words:
-        value = next(words, None) if word == "--flags" else None
+        value = next(words, None) if word in ("--flags", "-flags") else None
         bound.append(word if value is None else f"--flags={value}")
     return bound
 
@@ -89,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument("--flags", default="", help="SSLFlags, for example '-verify 2 -CAfile ca.pem'")
     connect.add_argument("--binary", action="store_true", help="send standard input in raw chunks, not lines")
     connect.add_argument("--hex", action="store_true", help="print packets in hexadecimal")
-    connect.add_argument("--wait", type=float, default=1.0, help="after end of input, wait this long for replies")
+    connect.add_argument(
+        "--wait", type=float, default=1.0, help="after end of input, wait this many seconds for replies (default 1)"
+    )
     connect.add_argument("-v", "--verbose", action="store_true", help="print the peer's certificate and the TLS")
 
     makecert = command(
@@ -105,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="a host name or IP address the certificate names (repeat for more); default: the common name",
     )
-    makecert.add_argument("--ca", action="store_true", help="make a CA: its certificate in OUT, its key in OUT.key")
+    makecert.add_argument(
+        "--ca", action="store_true", help="make a CA: its certificate in OUT, its key beside it (ca.pem: ca.key)"
+    )
+    makecert.add_argument("--force", action="store_true", help="overwrite files that exist (a CA's key among them)")
     makecert.add_argument(
         "--issuer", metavar="CA.pem", help="sign with this CA (made by --ca; its key is read from CA.key beside it)"
     )
@@ -136,8 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
 def mode_argument(text: str) -> Mode:
     try:
         return parse_mode(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a mode: give raw, asn1, onebyte, twobytes, fourbytes, '{{packet,N}}' or"
+            " '{binary_packet,N}', with N one of 0, 1, 2, 4"
+        ) from None
 
 
 def port_number(text: str) -> int:
@@ -174,12 +183,23 @@ def run_demo(args: argparse.Namespace) -> int:
 # ---- serve: the manual's top/loop/connection -------------------------------------------------------------------
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    try:  # before listening: bad flags are a usage error, said once, not once per connection
-        load_context(parse_flags(args.flags), server=True)
+def usable_flags(command: str, flags: str, *, server: bool) -> bool:
+    """Check ``--flags`` before any network: a bad one is a usage error, said once (not once per connection)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # -verify 0's warning comes when the client connects
+            load_context(parse_flags(flags), server=server)
     except FlagError as exc:
-        print(f"sslsocket serve: --flags: {exc}", file=sys.stderr)
+        print(f"sslsocket {command}: --flags: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    if not usable_flags("serve", args.flags, server=True):
         return 2
+    # The library's WARNINGs (a client whose handshake failed...) in the same shape as serve's own lines.
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     signal.signal(signal.SIGTERM, _interrupt)
     handle = listen("STREAM", "AF_INET6" if ":" in args.host else "AF_INET", (args.host, args.port), args.mode)
     log(f"listening on {args.host}:{handle.port}, mode {args.mode}, {'chat' if args.chat else 'echo'}")
@@ -257,6 +277,8 @@ def chat_room() -> None:
 
 
 def run_connect(args: argparse.Namespace) -> int:
+    if not usable_flags("connect", args.flags, server=False):
+        return 2
     port: int | str = int(args.port) if args.port.isdigit() else args.port
     family = "AF_INET6" if ":" in args.host else "AF_INET"
     if args.verbose:
@@ -356,6 +378,12 @@ def describe(sock: Socket) -> None:
 def run_makecert(args: argparse.Namespace) -> int:
     if args.ca and (args.issuer or args.name):
         raise Failure("--ca makes a CA, which names no host and has no issuer: leave out --name and --issuer")
+    if "" in args.name or args.cn == "":
+        raise Failure("--name and --cn take a host name or an IP address, not an empty string")
+    for path in (args.out, certs.ca_key_path(args.out)) if args.ca else (args.out,):
+        if os.path.exists(path) and not args.force:
+            why = " (what its key signed would no longer verify)" if args.ca else ""
+            raise Failure(f"{path} exists{why}: give --force to overwrite it")
     if args.key == "rsa":
         status("generating a 2048-bit RSA key ...")
     names = tuple(args.name) or None
@@ -370,7 +398,10 @@ def run_makecert(args: argparse.Namespace) -> int:
             issuer = certs.load_ca(args.issuer) if args.issuer else None
         except (OSError, ValueError) as exc:
             raise Failure(f"--issuer {args.issuer}: cannot read the CA and its key ({exc})") from exc
-        identity = certs.make_cert(common_name, issuer=issuer, names=names, days=args.days, key=args.key)
+        try:
+            identity = certs.make_cert(common_name, issuer=issuer, names=names, days=args.days, key=args.key)
+        except ValueError as exc:
+            raise Failure(f"--name/--cn: {exc}") from exc
         identity.write(args.out)
         by = f", signed by {args.issuer}" if args.issuer else ", self-signed"
         print(
@@ -400,7 +431,10 @@ def run_rehash(args: argparse.Namespace) -> int:
 def run_csr(args: argparse.Namespace) -> int:
     if args.key == "rsa":
         status("generating a 2048-bit RSA key ...")
-    request, key = certs.make_csr(args.cn, args.key)
+    try:
+        request, key = certs.make_csr(args.cn, args.key)
+    except ValueError as exc:
+        raise Failure(f"--cn {args.cn!r}: {exc}") from exc
     password = secret(args.password) if args.password else None
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
@@ -417,7 +451,14 @@ def run_csr(args: argparse.Namespace) -> int:
 def run_unprotect(args: argparse.Namespace) -> int:
     with open(args.input, "rb") as file:
         pem = file.read()
-    password = secret(args.password) if args.password else getpass.getpass(f"pass phrase for {args.input}: ").encode()
+    if b"ENCRYPTED" not in pem:
+        raise Failure(f"{args.input}: not a key protected by a pass phrase (nothing to remove)")
+    try:
+        password = secret(args.password) if args.password else getpass.getpass(f"pass phrase for {args.input}: ")
+    except EOFError:
+        raise Failure(f"{args.input}: no pass phrase: standard input ended (give it with --pass)") from None
+    if isinstance(password, str):
+        password = password.encode()
     try:
         plain = certs.unprotect(pem, password)
     except (ValueError, TypeError) as exc:

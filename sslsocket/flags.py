@@ -240,7 +240,8 @@ def _parse(flags: str, cipher_env: str | None, cafile_env: str | None, capath_en
     while index < len(words):
         flag = words[index]
         if flag not in _FLAGS:
-            close = difflib.get_close_matches(flag, _FLAGS, n=1)
+            same_but_case = [known for known in _FLAGS if known.lower() == flag.lower()]  # -cafile: -CAfile
+            close = same_but_case or difflib.get_close_matches(flag, _FLAGS, n=1, cutoff=0.75)  # -verfy; not -bogus
             hint = f" (did you mean {close[0]}?)" if close else f"; known flags: {' '.join(_FLAGS)}"
             raise FlagError(f"unknown SSLFlags option {flag!r}{hint}", ("flag", flag))
         if index + 1 >= len(words) or (words[index + 1].startswith("-") and words[index + 1] in _FLAGS):
@@ -397,8 +398,9 @@ def build_context(settings: Settings, *, server: bool, env: Mapping[str, str] | 
     ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
     _set_groups(ctx, settings.groups)
     keylog = env.get("SSLKEYLOGFILE")
-    if keylog:
-        ctx.set_keylog_callback(_key_logger(keylog))
+    logger = _key_logger(keylog) if keylog else None
+    if logger is not None:
+        ctx.set_keylog_callback(logger)
     if settings.ciphersuites:
         try:
             ctx.set_tls13_ciphersuites(settings.ciphersuites.encode())
@@ -465,6 +467,9 @@ def _set_verify(ctx: SSL.Context, settings: Settings, server: bool) -> None:
                 stacklevel=5,  # _set_verify, build_context, load_context, client: the caller of client()
             )
         return
+    for option, path in (("-CAfile", settings.cafile), ("-CApath", settings.capath)):
+        if path and not os.path.exists(path):
+            raise FlagError(f"{option} {path}: No such file or directory", ("file", path))
     try:
         if settings.cafile or settings.capath:
             ctx.load_verify_locations(settings.cafile, settings.capath)
@@ -473,9 +478,6 @@ def _set_verify(ctx: SSL.Context, settings: Settings, server: bool) -> None:
     except SSL.Error as exc:
         where = settings.cafile or settings.capath
         raise FlagError(f"-CAfile/-CApath {where}: OpenSSL cannot read it", ("file", where)) from exc
-    for option, path in (("-CAfile", settings.cafile), ("-CApath", settings.capath)):
-        if path and not os.path.exists(path):
-            raise FlagError(f"{option} {path}: No such file or directory", ("file", path))
     mode = SSL.VERIFY_PEER
     if server and level == 2:
         mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
@@ -568,20 +570,31 @@ _keylog_lock = threading.Lock()
 _keylog_warned: set[str] = set()
 
 
-def _key_logger(path: str) -> Callable[[SSL.Connection, bytes], None]:
+def _key_logger(path: str) -> Callable[[SSL.Connection, bytes], None] | None:
     """``SSLKEYLOGFILE``: every connection appends its TLS secrets to ``path``, one NSS key log line each, as curl,
     browsers and Python's ``ssl`` do, so that Wireshark can read a capture. Said once per file, as a WARNING: with
-    these lines anyone who has the capture reads the traffic."""
+    these lines anyone who has the capture reads the traffic; the file is made readable by its owner only. A file
+    that cannot be opened is said once too, and then nothing is logged (None)."""
+    problem: str | None = None
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+    except OSError as exc:
+        problem = f"SSLKEYLOGFILE is set, but {path} cannot be opened ({exc.strerror}): no TLS secrets are logged"
     with _keylog_lock:
         if path not in _keylog_warned:
             _keylog_warned.add(path)
             logging.getLogger("sslsocket").warning(
-                "SSLKEYLOGFILE is set: the TLS secrets of every connection are appended to %s", path
+                problem or f"SSLKEYLOGFILE is set: the TLS secrets of every connection are appended to {path}"
             )
+    if problem:
+        return None
 
     def write(conn: SSL.Connection, line: bytes) -> None:
-        with _keylog_lock, open(path, "ab") as file:
-            file.write(line + b"\n")
+        try:
+            with _keylog_lock, open(path, "ab") as file:
+                file.write(line + b"\n")
+        except OSError:
+            pass  # removed or made unwritable meanwhile: a connection does not fail for its key log
 
     return write
 

@@ -417,7 +417,7 @@ def to_bytes(data: object) -> bytes:
         _flatten(data, out)
         return bytes(out)
     raise WrongType(
-        f"cannot deliver a {type(data).__name__}: give a str, a bytes-like object or a list of bytes",
+        f"cannot deliver {type(data).__name__} {data!r:.40}: give a str, a bytes-like object or a list of bytes",
         ("wrong_type", "data", type(data).__name__),
     )
 

@@ -474,9 +474,10 @@ class Socket:
         sender, body = msg
         owner = self._owner
         if isinstance(owner, Pid) and (sender is not owner or process.self() is not owner):
+            me = process.self()
+            who = f"{me!r}" if sender is me else f"{me!r}, sending as {sender!r},"
             raise NotOwner(
-                f"only the controlling process {owner!r} may send to {self!r}; "
-                f"this is {process.self()!r} sending as {sender!r}",
+                f"only the controlling process {owner!r} may send to {self!r}; {who} is not it",
                 ("not_owner", sender),
             )
         if body == "close":
@@ -687,8 +688,9 @@ class Socket:
                     f"handshake with {who} failed: {self._handshake_cause(exc)}", "hostname" if hostname else "tls"
                 ) from exc
             if monotonic() >= deadline:
+                hint = "" if self.server else " (is a process accepting on that port, and does it speak TLS?)"
                 raise HandshakeError(
-                    f"{who} did not finish its TLS handshake within {self._settings.timeout:g} s", "timeout"
+                    f"{who} did not finish its TLS handshake within {self._settings.timeout:g} s{hint}", "timeout"
                 )
             self._poll_once(events, deadline)
         self._after_handshake()

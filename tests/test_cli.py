@@ -98,8 +98,24 @@ def test_serve_with_bad_flags_exits_2_before_listening(flags: str, culprit: str)
 
 
 def test_failures_exit_1_with_one_line() -> None:
-    result = run("connect", LOCAL, "1", "--flags", "-verify 2 -CAfile /no/such/ca.pem")
-    assert result.returncode == 1 and "/no/such/ca.pem" in result.stderr
+    result = run("connect", LOCAL, "1", "--flags", "-verify 0")  # nothing listens on port 1
+    assert result.returncode == 1 and "cannot connect to 127.0.0.1:1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "culprit"),
+    [
+        (["connect", LOCAL, "1", "--flags", "-verify 2 -CAfile /no/such/ca.pem"], "/no/such/ca.pem: No such file"),
+        (["connect", LOCAL, "1", "--flags", "-bogus 1"], "unknown SSLFlags option '-bogus'; known flags"),
+        (["connect", LOCAL, "1", "--flags", "-cafile x"], "did you mean -CAfile?"),
+        (["connect", LOCAL, "1", "--mode", "packet2"], "'packet2' is not a mode: give raw, asn1"),
+        (["serve", "0", "-flags", "-cert /nope.pem"], "/nope.pem"),  # OpenSSL's single dash works too
+    ],
+)
+def test_bad_flags_and_modes_are_usage_errors_before_any_network(args: list[str], culprit: str) -> None:
+    result = run(*args, timeout=20)
+    assert result.returncode == 2 and culprit in result.stderr.splitlines()[-1], result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -153,6 +169,40 @@ def test_makecert_usage_errors_name_the_culprit(tmp_path: Path) -> None:
     assert result.returncode == 1 and "--ca makes a CA" in result.stderr
     result = run("makecert", str(tmp_path / "x.pem"), "--issuer", str(tmp_path / "none.pem"))
     assert result.returncode == 1 and "none.pem" in result.stderr
+    result = run("makecert", str(tmp_path / "y.pem"), "--name", "")
+    assert result.returncode == 1 and "not an empty string" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_makecert_keeps_a_ca_and_signs_only_with_one(tmp_path: Path) -> None:
+    """Found from the outside: a second makecert --ca replaced the CA, orphaning every certificate it had signed,
+    and --issuer took a certificate that is no CA."""
+    ca, leaf = str(tmp_path / "ca.pem"), str(tmp_path / "leaf.pem")
+    assert run("makecert", ca, "--ca").returncode == 0
+    before = Path(ca).read_bytes()
+    again = run("makecert", ca, "--ca")
+    assert again.returncode == 1 and "exists" in again.stderr and "--force" in again.stderr
+    assert Path(ca).read_bytes() == before
+    assert run("makecert", ca, "--ca", "--force").returncode == 0 and Path(ca).read_bytes() != before
+    assert run("makecert", leaf, "--issuer", ca, "--name", "localhost").returncode == 0
+    not_a_ca = run("makecert", str(tmp_path / "x.pem"), "--issuer", leaf)
+    assert not_a_ca.returncode == 1 and "is not a CA certificate" in not_a_ca.stderr
+
+
+def test_makecert_takes_international_and_long_host_names(tmp_path: Path) -> None:
+    long_name = "a" * 60 + "." + "b" * 30 + ".example"  # 99 characters: more than a common name holds
+    out = tmp_path / "names.pem"
+    result = run("makecert", str(out), "--name", "bücher.example", "--name", long_name)
+    assert result.returncode == 0, result.stderr
+    cert = x509.load_pem_x509_certificate(out.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [n.value for n in names] == ["xn--bcher-kva.example", long_name]
+
+
+def test_unprotect_says_what_is_wrong_without_a_traceback(tmp_path: Path, certs: Any) -> None:
+    plain = run("unprotect", str(certs.server_key), str(tmp_path / "out.pem"))
+    assert plain.returncode == 1 and "not a key protected by a pass phrase" in plain.stderr
+    no_tty = run("unprotect", str(certs.protected_key), str(tmp_path / "out.pem"))  # standard input: empty
+    assert no_tty.returncode == 1 and "give it with --pass" in no_tty.stderr and "Traceback" not in no_tty.stderr
 
 
 def test_makecert_rsa_with_progress(tmp_path: Path) -> None:

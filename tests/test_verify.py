@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from typing import Any
 
 import pytest
@@ -153,9 +154,21 @@ def test_sslkeylogfile_appends_the_secrets_of_every_connection(
     assert [r.getMessage() for r in caplog.records].count(
         f"SSLKEYLOGFILE is set: the TLS secrets of every connection are appended to {keylog}"
     ) == 1
+    assert stat.S_IMODE(keylog.stat().st_mode) == 0o600  # whoever reads it reads the traffic
     monkeypatch.delenv("SSLKEYLOGFILE")  # unset: nothing more is written
     client, server = outcome(f"-cert {certs.server}", f"-verify 2 -CAfile {certs.ca}")
     assert connected((client, server)) and len(keylog.read_text().splitlines()) == len(labels)
+
+
+def test_an_sslkeylogfile_that_cannot_be_opened_is_said_once_and_connections_go_on(
+    certs: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SSLKEYLOGFILE", str(tmp_path / "no" / "such" / "dir" / "keys.log"))
+    with caplog.at_level(logging.WARNING, logger="sslsocket"):
+        for _ in range(2):
+            assert connected(outcome(f"-cert {certs.server}", f"-verify 2 -CAfile {certs.ca}"))
+    said = [r.getMessage() for r in caplog.records if "cannot be opened" in r.getMessage()]
+    assert len(said) == 1 and "no TLS secrets are logged" in said[0]
 
 
 def test_sni_is_sent_for_host_names_not_for_addresses(certs: Any) -> None:
