@@ -1,9 +1,15 @@
 # Sourced by scripts/demo and scripts/test: everything a fresh machine needs, installed once.
 #   - the Debian packages named in DEBIAN_PACKAGES (when missing, and we may install them);
-#   - a virtual environment in .venv (or $SSLSOCKET_VENV) with sslsocket and the extras in EXTRAS.
+#   - a virtual environment in .venv (or $SSLSOCKET_VENV, or .venv-X.Y for PYTHON=...) with sslsocket and the
+#     extras in EXTRAS.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-venv=${SSLSOCKET_VENV:-$root/.venv}
+# Another Python (PYTHON=...) gets a virtual environment of its own: .venv-3.12 and so on.
+if [ -n "${PYTHON:-}" ] && [ -z "${SSLSOCKET_VENV:-}" ]; then
+    venv=$root/.venv-$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+else
+    venv=${SSLSOCKET_VENV:-$root/.venv}
+fi
 
 missing=()
 for package in ${DEBIAN_PACKAGES:-}; do
