@@ -285,7 +285,11 @@ def _broken(exc: BaseException) -> ConnectionBroken:
         error = ConnectionBroken(f"the connection failed: {exc.strerror or exc}", "os")
     else:
         error = ConnectionBroken(f"the mediator failed: {exc!r}", "internal")
-    error.__cause__ = exc
+        error.__cause__ = exc  # a bug: its traceback says where (it is logged too)
+        return error
+    # The cause without its traceback: those frames are the mediator's, and would keep the socket alive as long as
+    # its owner keeps the error.
+    error.__cause__ = exc.with_traceback(None)
     return error
 
 
@@ -516,6 +520,7 @@ class Socket:
         self._state = State.CLOSED
         self._tcp.close()
         self._waker.close_copy()
+        self._let_go()
         self._ended.set()
 
     def abort(self, error: ConnectionBroken, tell_owner: bool = True, wake: bool = True) -> None:
@@ -646,7 +651,19 @@ class Socket:
         try:
             self._teardown()
         finally:
+            self._let_go()
             self._ended.set()
+
+    def _let_go(self) -> None:
+        """Hold nothing of the connection any more: its TLS connection pointed back at this socket (app data, for
+        the verify callback), a cycle that only the garbage collector's rare full pass would break, and meanwhile
+        an unfinished packet of up to 64 MiB, or unwritten output, stayed in memory with it."""
+        self._conn.set_app_data(None)
+        self._decoder = self.mode.decoder()
+        self._out.clear()
+        self._out_size = 0
+        self._pending = None
+        self._own = []
 
     def _poll_once(self, events: int, deadline: float | None) -> int:
         """Sleep until the TCP socket has one of ``events``, the waker is poked, or the deadline. Returns what
@@ -1017,6 +1034,7 @@ class Workers:
         job = jobs.get()
         while job is not None:
             job()
+            job = None  # waiting for the next, this thread keeps nothing of the connection it served alive
             process.end_thread_process()  # a callback owner that asked for self() in this thread ended with it
             job = self._next(jobs, generation)
 

@@ -266,6 +266,33 @@ def test_out_of_descriptors_the_oldest_silent_connection_goes_first(certs: Any) 
         server.communicate("", timeout=30)
 
 
+def test_a_connection_that_ended_is_freed_at_once_with_what_it_held(certs: Any) -> None:
+    """Found from the outside: a finished Socket and its TLS connection pointed at each other, so only the garbage
+    collector's rare full pass freed them, and with them an unfinished packet: ten clients that each sent 62 MiB
+    of a 63 MiB packet and left kept gigabytes. With the collector off, the socket must go as soon as nothing of
+    the program holds it."""
+    import gc
+    import weakref
+
+    from helpers import stdlib_peer
+
+    gc.collect()
+    gc.disable()
+    try:
+        server, tls = stdlib_peer(certs, ("binary_packet", 4))
+        gone = weakref.ref(server)
+        tls.sendall((8 * 1024 * 1024).to_bytes(4, "big") + b"x" * (4 * 1024 * 1024))  # half a packet
+        wait_for(lambda: gone().bytes_in >= 4 * 1024 * 1024)  # type: ignore[union-attr]
+        tls.close()  # gone in the middle of the packet
+        kind, error = expect(server)  # the owner keeps the error: that must not keep the socket
+        assert kind == "socket_closed" and isinstance(error, sslsocket.ConnectionBroken)
+        assert server.wait_closed(10)
+        del server
+        wait_for(lambda: gone() is None)  # the mediator's thread lets go of it as soon as it has ended
+    finally:
+        gc.enable()
+
+
 def test_a_client_that_leaves_before_a_word_is_not_reported(
     manual_server: ManualServer, caplog: pytest.LogCaptureFixture
 ) -> None:
