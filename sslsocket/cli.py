@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--mode", type=mode_argument, default=parse_mode(("packet", 2)), help="default {packet,2}")
     serve.add_argument("--flags", required=True, help="SSLFlags, for example '-cert server.pem'")
     serve.add_argument("--chat", action="store_true", help="send every packet to all the other connections")
+    serve.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=1000,
+        help="at most this many connections at once (each costs two threads); default 1000",
+    )
 
     connect = command("connect", run_connect, "a TLS client: standard input out as packets, packets in printed", EPILOG)
     connect.add_argument("host")
@@ -205,7 +211,7 @@ def run_serve(args: argparse.Namespace) -> int:
     log(f"listening on {args.host}:{handle.port}, mode {args.mode}, {'chat' if args.chat else 'echo'}")
     room = process.spawn(chat_room) if args.chat else None
     try:
-        loop(handle, args.flags, room)
+        loop(handle, args.flags, room, args.max_connections)
     finally:
         close(handle)
     return 0
@@ -219,17 +225,46 @@ def log(text: str) -> None:
     print(f"{datetime.datetime.now():%H:%M:%S} {text}", flush=True)
 
 
-def loop(handle: ListenSocket, flags: str, room: Pid | None) -> None:
-    """loop(Listen) -> Pid = spawn(connection, [Listen, self()]), receive {Pid, ok} -> loop(Listen) end."""
+#: How long serve waits, at most, before it tries again to start a process that the system refused (its limit on
+#: tasks): sooner if a connection ends meanwhile and gives its threads back.
+SPAWN_RETRY = 0.5
+
+
+def loop(handle: ListenSocket, flags: str, room: Pid | None, max_connections: int = 1000) -> None:
+    """loop(Listen) -> Pid = spawn(connection, [Listen, self()]), receive {Pid, ok} -> loop(Listen) end.
+
+    As a loop (Python has no tail calls), with two bounds the manual's has not: at most ``max_connections`` at once
+    (at the limit the next acceptor waits for one to end: each costs two threads), and a process that the system
+    refuses to start is tried again, not the end of the server."""
+    me = process.self()
+    live = 0
     while True:
-        pid = process.spawn(connection, handle, process.self(), flags, room)
+        live -= _ended(timeout=None if live >= max_connections else 0)
+        try:
+            pid = process.spawn(connection, handle, me, flags, room)
+        except RuntimeError as exc:  # the system's limit on tasks: wait for a connection to end, or a moment
+            log(f"refused: no thread for one more connection ({exc}); {live} open")
+            live -= _ended(timeout=SPAWN_RETRY)
+            continue
         match process.receive(process.sent_by(pid)):
             case (_, "ok"):
-                pass
+                live += 1
             case (_, ("failed", Closed())):
                 return  # the listen socket was closed (or stop()): no more connections
             case (_, ("failed", error)):
                 log(f"refused: {error}")  # the system refused a connection (out of descriptors...): the next one
+
+
+def _ended(timeout: float | None) -> int:
+    """Take the ``("ended", pid)`` messages of connections that have ended: those waiting, or, with a timeout,
+    the first one within it (None: however long it takes). How many were taken."""
+    count = 0
+    while True:
+        try:
+            process.receive(lambda m: type(m) is tuple and m[:1] == ("ended",), timeout=timeout if not count else 0)
+        except TimeoutError:
+            return count
+        count += 1
 
 
 def connection(handle: ListenSocket, father: Pid, flags: str, room: Pid | None) -> None:
@@ -256,6 +291,7 @@ def connection(handle: ListenSocket, father: Pid, flags: str, room: Pid | None) 
                 log(f"closed {who}: {reason}")
                 if room is not None:
                     room.send(("leave", process.self()))
+                father.send(("ended", process.self()))
                 return
 
 

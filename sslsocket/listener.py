@@ -37,6 +37,7 @@ import logging
 import selectors
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import TYPE_CHECKING, NamedTuple
@@ -82,6 +83,11 @@ log = logging.getLogger("sslsocket")
 
 #: What the system says when it has no descriptor, memory or buffer left for one more connection.
 NO_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
+
+#: Failed handshakes logged per listen socket and window, at most; past that they are counted, and the count is
+#: logged when the window ends: a flood of bad clients cannot fill a disk with one line each.
+LOG_BURST = 10
+LOG_WINDOW = 10.0
 
 #: What ``accept(..., handshake_errors=)`` takes.
 HANDSHAKE_ERRORS = ("log", "raise")
@@ -152,6 +158,41 @@ class _Quiet:
     order: int = field(default_factory=lambda: next(_order))
 
 
+class _Complaints:
+    """The failed handshakes of one listen socket, logged as WARNINGs, ``LOG_BURST`` per ``LOG_WINDOW`` at most."""
+
+    def __init__(self, where: str, clock: Callable[[], float] = monotonic) -> None:
+        self._where = where
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._window_end = 0.0
+        self._said = 0
+        self._held = 0
+
+    def say(self, error: BaseException) -> None:
+        now = self._clock()
+        with self._lock:
+            held = 0
+            if now >= self._window_end:
+                held, self._held, self._said = self._held, 0, 0
+                self._window_end = now + LOG_WINDOW
+            speak = self._said < LOG_BURST
+            if speak:
+                self._said += 1
+            else:
+                self._held += 1
+        if held:
+            log.warning(
+                "%s: %d more failed handshakes not shown (at most %d per %g s)",
+                self._where,
+                held,
+                LOG_BURST,
+                LOG_WINDOW,
+            )
+        if speak:
+            log.warning("%s: %s; still accepting", self._where, error)
+
+
 def check_protocol_family(protocol: object, family: object) -> int:
     if protocol != "STREAM":
         raise BadArgument(
@@ -184,6 +225,7 @@ class Listener:
         self._taking = False  # the listener thread polls the listen socket: a new acceptor need not wake it
         self._closed: str | None = None
         self._thread: threading.Thread | None = None
+        self._complaints = _Complaints(f"accept on listen socket {self.handle}")
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -494,7 +536,7 @@ class Listener:
             if error is None and sock is not None:
                 sock.abort(ConnectionBroken("the listen socket was closed", "closed"), tell_owner=False)
         elif error is not None and pid is None:
-            log.warning("accept on listen socket %s: %s; still accepting", self.handle, error)
+            self._complaints.say(error)
         if pid is not None:
             pid.wake()
 

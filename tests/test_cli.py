@@ -23,7 +23,7 @@ from interop import digest, need, otp_client, otp_echo_server
 
 import sslsocket
 
-from helpers import LOCAL, expect
+from helpers import LOCAL, expect, wait_for
 
 COMMAND = [sys.executable, "-m", "sslsocket"]
 
@@ -324,6 +324,54 @@ def test_connect_to_serve_echoes_lines(certs: Any) -> None:
         assert result.stdout == "hello\nworld\\x01\n\n"
     logged = "".join(server)
     assert "connected 127.0.0.1:" in logged and "TLSv1.3" in logged and ": normal" in logged
+
+
+def _serving_loop(certs: Any, **kw: Any) -> tuple[sslsocket.ListenSocket, sslsocket.Pid]:
+    from sslsocket import cli
+
+    handle = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
+    return handle, sslsocket.spawn(cli.loop, handle, f"-cert {certs.server}", None, *kw.values())
+
+
+def _echo(port: int) -> str:
+    with sslsocket.client("STREAM", "AF_INET", (LOCAL, port), ("packet", 2), "") as sock:
+        sock.deliver("echo?")
+        return str(expect(sock, 10)[1])
+
+
+def test_serve_survives_a_refused_thread(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found from the outside: under a limit on tasks (systemd's TasksMax, a container's pids limit), spawn raised
+    RuntimeError in serve's loop, and the server died."""
+    from sslsocket import process
+
+    real, refusals = process.spawn, [1]
+
+    def refusing(func: Any, *args: Any) -> sslsocket.Pid:
+        if func.__name__ == "connection" and refusals:
+            refusals.pop()
+            raise RuntimeError("can't start new thread")
+        return real(func, *args)
+
+    monkeypatch.setattr(process, "spawn", refusing)
+    handle, server = _serving_loop(certs)
+    assert _echo(handle.port) == "echo?"  # served once the system gave a thread again
+    assert not refusals
+    sslsocket.close(handle)
+    wait_for(lambda: not server.alive)
+
+
+def test_serve_holds_at_most_max_connections(certs: Any) -> None:
+    handle, server = _serving_loop(certs, max_connections=1)
+    listener = sslsocket.server._registry.listener(handle)
+    first = sslsocket.client("STREAM", "AF_INET", (LOCAL, handle.port), ("packet", 2), "")
+    first.deliver("one")
+    assert expect(first) == ("fromsocket", "one")
+    wait_for(lambda: listener.counts()["acceptors"] == 0)  # at the limit: nobody accepts the next one
+    first.close()
+    wait_for(lambda: listener.counts()["acceptors"] == 1)  # one ended: the next acceptor waits
+    assert _echo(handle.port) == "echo?"
+    sslsocket.close(handle)
+    wait_for(lambda: not server.alive)
 
 
 def test_connect_ends_cleanly_while_its_input_is_still_open(certs: Any) -> None:
