@@ -87,6 +87,7 @@ class Setup:
         self.client_ctx.verify_mode = ssl.CERT_NONE
         self.client_ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         self.flags = f"-cert {self.cert}"
+        self.client_flags = ""
         self.erlang_cert = os.path.join(self.dir, "erlang_cert.pem")  # OTP wants the key in a file of its own
         self.erlang_key = os.path.join(self.dir, "erlang_key.pem")
         with open(self.cert, "rb") as both:
@@ -286,7 +287,7 @@ def sslsocket_handshakes(setup: Setup, count: int) -> float:
     me = sslsocket.self()
     start = time.perf_counter()
     for _ in range(count):
-        sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("binary_packet", 4), "")
+        sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("binary_packet", 4), setup.client_flags)
         sock.send((me, ("deliver", b"hello")))
         sslsocket.receive(lambda m, s=sock: m[0] is s)
         sock.close()
@@ -322,6 +323,9 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 import run
 setup = run.Setup()
+# sslsocket sets its key exchange groups itself (X25519MLKEM768 first), over OPENSSL_CONF: -groups says X25519.
+setup.flags += " -groups X25519"
+setup.client_flags = "-groups X25519"
 reps, count = int(sys.argv[2]), int(sys.argv[3])
 results = run.alternated(
     reps, lambda: run.baseline_handshakes(setup, count), lambda: run.sslsocket_handshakes(setup, count)
@@ -623,7 +627,8 @@ def measure(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
         "handshakes, X25519",
         "per s",
         "-",
-        note="both sides on X25519 (OPENSSL_CONF), the key exchange of the baseline's OpenSSL here; the line above"
+        note="both sides on X25519 (OPENSSL_CONF, and -groups X25519 for sslsocket), the key exchange of the"
+        " baseline's OpenSSL here; the line above"
         " keeps sslsocket's default X25519MLKEM768",
     )
     same.baseline, same.sslsocket = x25519_handshakes(setup, reps, n(300, 20))
