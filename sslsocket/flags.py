@@ -288,20 +288,15 @@ def _load_key(flag: str, path: str, pem: bytes, password: bytes | None) -> Any:
         raise FlagError(f"{flag} {path}: the private key cannot be read: {exc}") from exc
 
 
-def refusal(suite: str) -> str | None:
-    """Why a TLS 1.2 suite (in OpenSSL's spelling) is refused, or None when it is acceptable.
+def refusal(suite: str) -> tuple[str, str] | None:
+    """Why a TLS 1.2 suite (in OpenSSL's spelling) is refused: OpenSSL's keyword that leaves its kind out, and the
+    reason; None when it is acceptable.
 
     >>> refusal("DES-CBC3-SHA")
-    '3DES has 64-bit blocks: Sweet32 (CVE-2016-2183) recovers plaintext after some 32 GiB'
+    ('3DES', '3DES has 64-bit blocks: Sweet32 (CVE-2016-2183) recovers plaintext after some 32 GiB')
     >>> refusal("ECDHE-RSA-AES128-GCM-SHA256") is None
     True
     """
-    found = _refused(suite)
-    return found[1] if found else None
-
-
-def _refused(suite: str) -> tuple[str, str] | None:
-    """OpenSSL's keyword that leaves out a refused suite's kind, and why it is refused."""
     for mark, keyword, why in _REFUSED:
         if suite == mark or suite.startswith(mark + "-") or suite.endswith("-" + mark) or f"-{mark}-" in suite:
             return keyword, why
@@ -312,10 +307,10 @@ def _set_ciphers(ctx: SSL.Context, cipher: str) -> None:
     """Set a ``-cipher`` list, refusing, before any handshake, one whose suites include what ``_REFUSED`` names
     or that lowers OpenSSL's security level."""
     for name in cipher.split(":"):  # the manual's names first: OpenSSL no longer knows most of them
-        why = refusal(name.lstrip("!-+"))
-        if why and not name.startswith(("!", "-")):
+        found = None if name.startswith(("!", "-")) else refusal(name.lstrip("+"))  # "!RC4" leaves one out
+        if found:
             raise FlagError(
-                f"-cipher {name}: this cipher from the manual's day is gone: {why}. "
+                f"-cipher {name}: this cipher from the manual's day is gone: {found[1]}. "
                 f"Use a modern one such as {_MODERN_SUGGESTION}",
                 ("cipher", name),
             )
@@ -333,7 +328,7 @@ def _set_ciphers(ctx: SSL.Context, cipher: str) -> None:
     scratch = SSL.Context(SSL.TLS_METHOD)  # a Connection would freeze ctx: the list is read from a copy
     scratch.set_cipher_list(cipher.encode())
     for suite in SSL.Connection(scratch, None).get_cipher_list():
-        found = _refused(suite)
+        found = refusal(suite)
         if found:
             keyword, why = found
             raise FlagError(

@@ -219,7 +219,7 @@ class Listener:
         self._waiters: list[_Waiter] = []
         self._ready: list[tuple[str, Socket]] = []
         self._handshaking: dict[Socket, None] = {}  # in the order they began: the oldest first
-        self._quiet: dict[int, _Quiet] = {}  # by descriptor, in the order they came
+        self._quiet: dict[_Quiet, None] = {}  # in the order they came: the oldest first
         self._deadlines: list[tuple[float, int, _Quiet]] = []  # a heap over _quiet; entries gone from it are skipped
         self._waker = Waker()
         self._taking = False  # the listener thread polls the listen socket: a new acceptor need not wake it
@@ -323,7 +323,7 @@ class Listener:
         selector = selectors.DefaultSelector()
         try:
             selector.register(self._waker.fileno(), selectors.EVENT_READ)
-            for quiet in self._quiet.values():  # left by a thread of this listener's that failed
+            for quiet in self._quiet:  # left by a thread of this listener's that failed
                 selector.register(quiet.tcp, selectors.EVENT_READ, quiet)
             polled = False  # whether the listen socket is registered with the selector
             while True:
@@ -368,8 +368,8 @@ class Listener:
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return True
         except OSError as exc:
-            if exc.errno in NO_RESOURCES and self._quiet:  # the silent pay first: the oldest of them goes
-                self._drop(next(iter(self._quiet.values())), selector, "dropped: out of descriptors")
+            if exc.errno in NO_RESOURCES and self._quiet:  # the silent pay first
+                self._drop_oldest(selector, "dropped: out of descriptors")
                 return True
             self._give_first(
                 AcceptError(
@@ -388,12 +388,11 @@ class Listener:
             monotonic() + waiter.settings.timeout,
         )
         if len(self._quiet) >= MAX_QUIET:
-            self._drop(
-                next(iter(self._quiet.values())),
+            self._drop_oldest(
                 selector,
                 f"dropped before it sent anything: {MAX_QUIET} newer connections were waiting for their first bytes",
             )
-        self._quiet[tcp.fileno()] = quiet
+        self._quiet[quiet] = None
         heapq.heappush(self._deadlines, (quiet.deadline, quiet.order, quiet))
         selector.register(tcp, selectors.EVENT_READ, quiet)
         return self._first_bytes(quiet, selector)  # a client's hello often comes with its connection
@@ -419,7 +418,7 @@ class Listener:
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             _, _, quiet = heapq.heappop(deadlines)
-            if self._quiet.get(quiet.tcp.fileno()) is quiet:
+            if quiet in self._quiet:
                 self._drop(
                     quiet,
                     selector,
@@ -427,18 +426,21 @@ class Listener:
                     "timeout",
                 )
 
+    def _drop_oldest(self, selector: selectors.BaseSelector, why: str) -> None:
+        self._drop(next(iter(self._quiet)), selector, why)
+
     def _drop(self, quiet: _Quiet, selector: selectors.BaseSelector, why: str, reason: str = "dropped") -> None:
         self._forget(quiet, selector)
         quiet.tcp.close()
         self._handshake_done(quiet.flags, None, HandshakeError(f"client {quiet.peer} {why}", reason))
 
     def _forget(self, quiet: _Quiet, selector: selectors.BaseSelector) -> None:
-        del self._quiet[quiet.tcp.fileno()]
+        del self._quiet[quiet]
         selector.unregister(quiet.tcp)
         if not self._quiet:
             self._deadlines.clear()
         elif len(self._deadlines) > 2 * len(self._quiet) + 64:  # mostly entries of connections long gone on
-            self._deadlines = [(q.deadline, q.order, q) for q in self._quiet.values()]
+            self._deadlines = [(q.deadline, q.order, q) for q in self._quiet]
             heapq.heapify(self._deadlines)
 
     def _start_handshake(self, quiet: _Quiet, selector: selectors.BaseSelector) -> bool:
@@ -504,7 +506,7 @@ class Listener:
             except OSError as exc:
                 if exc.errno not in NO_RESOURCES or not self._quiet:
                     raise
-                self._drop(next(iter(self._quiet.values())), selector, "dropped: out of descriptors")
+                self._drop_oldest(selector, "dropped: out of descriptors")
 
     def _give_first(self, error: BaseException) -> None:
         with self._lock:
@@ -549,7 +551,7 @@ class Listener:
         self._taking = False
         self._waiters = []
         self._handshaking, self._ready = {}, []
-        for quiet in self._quiet.values():
+        for quiet in self._quiet:
             quiet.tcp.close()  # the child's copy: the parent's stays open
         self._quiet, self._deadlines = {}, []
         self._waker.close_copy()
@@ -572,7 +574,7 @@ class Listener:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
-        for quiet in self._quiet.values():  # the listener thread has ended: they are nobody's now
+        for quiet in self._quiet:  # the listener thread has ended: they are nobody's now
             quiet.tcp.close()
         self._quiet.clear()
         self.sock.close()

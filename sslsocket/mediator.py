@@ -497,10 +497,7 @@ class Socket:
                     "closed",
                 )
             payload = to_bytes(body[1])
-            if self._state is not State.CLOSED:
-                # Ended by the peer (or stop()) now or while this waited for room: dropped, as Erlang's ! to an
-                # ended process; the owner has, or will have, the socket_closed message that says so.
-                self._put(("deliver", self.mode.header_for(len(payload)), payload))
+            self._put(("deliver", self.mode.header_for(len(payload)), payload))
         else:
             raise BadMessage(f"a socket takes ('deliver', data) or 'close', not {body!r}", ("bad_message", body))
 
@@ -537,17 +534,14 @@ class Socket:
         """Make the mediator look at its inbox and its abort flag now."""
         self._waker.poke()
 
-    def _put(self, item: tuple[Any, ...]) -> bool:
-        """Hand ``item`` to the mediator; False when the connection has ended meanwhile."""
+    def _put(self, item: tuple[Any, ...]) -> None:
+        """Hand ``item`` to the mediator. Once the connection has ended (the peer's close, ``stop()``), now or
+        while this waited for room, it is dropped, as Erlang's ``!`` to an ended process: the owner has, or will
+        have, the ``socket_closed`` message that says so."""
         if threading.get_ident() == self._ident:  # a callback owner, answering in the mediator's thread
             self._own.append(item)  # never the inbox: the thread would wait on itself once the inbox is full
-            return True
-        owner = self._owner
-        if not self._inbox.offer(item, owner if isinstance(owner, Pid) else None):
-            return False
-        if self._sleeping:
+        elif self._inbox.offer(item, self._owner if isinstance(self._owner, Pid) else None) and self._sleeping:
             self._waker.poke()
-        return True
 
     def _set_owner(self, owner: Owner) -> None:
         if isinstance(owner, Pid) and not owner.adopt(self):

@@ -361,5 +361,8 @@ def test_a_process_whose_accept_is_ended_ends_quietly(certs: Any, end: str) -> N
     pids = [sslsocket.spawn(sslsocket.accept, listen, f"-cert {certs.server}") for _ in range(3)]
     registry_listener = sslsocket.server._registry.listener(listen)
     wait_for(lambda: len(registry_listener._waiters) == 3)
-    sslsocket.stop() if end == "stop" else sslsocket.close(listen)
+    if end == "stop":
+        sslsocket.stop()
+    else:
+        sslsocket.close(listen)
     wait_for(lambda: not any(pid.alive for pid in pids))
