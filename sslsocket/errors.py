@@ -26,7 +26,10 @@ class ConnectError(SSLSocketError, OSError):
 
 
 class HandshakeError(SSLSocketError):
-    """The TLS handshake failed or did not finish in time; the message names the peer and the cause."""
+    """The TLS handshake failed or did not finish in time; the message names the peer and the cause. ``reason``:
+    ``"tls"``, ``"hostname"`` (the server's certificate does not bear the name, at ``-verify 2``),
+    ``"refused_peer"`` (a server refused its client's certificate, or its lack of one), ``"timeout"``,
+    ``"aborted"`` or ``"dropped"``."""
 
 
 class FlagError(SSLSocketError, ValueError):

@@ -628,6 +628,8 @@ class Socket:
             except BaseException as exc:
                 self._state = State.CLOSED
                 self._on_handshake(self, exc)
+                if isinstance(exc, HandshakeError) and exc.reason == "refused_peer":
+                    self._linger()
                 return
             self._state = State.OPEN
             self._on_handshake(self, None)
@@ -694,9 +696,8 @@ class Socket:
             except SSL.WantWriteError:
                 events = select.POLLOUT
             except SSL.Error as exc:
-                hostname = bool(self.verify_errors) and self.verify_errors[-1][1] in NAME_MISMATCH
                 raise HandshakeError(
-                    f"handshake with {who} failed: {self._handshake_cause(exc)}", "hostname" if hostname else "tls"
+                    f"handshake with {who} failed: {self._handshake_cause(exc)}", self._why(exc)
                 ) from exc
             if monotonic() >= deadline:
                 hint = "" if self.server else " (is a process accepting on that port, and does it speak TLS?)"
@@ -705,6 +706,15 @@ class Socket:
                 )
             self._poll_once(events, deadline)
         self._after_handshake()
+
+    def _why(self, exc: SSL.Error) -> str:
+        """The reason of a failed handshake: ``"hostname"``, ``"refused_peer"`` (a server refusing its client's
+        certificate, or its lack of one), or ``"tls"``."""
+        if self.verify_errors and self.verify_errors[-1][1] in NAME_MISMATCH:
+            return "hostname"
+        if self.server and (self.verify_errors or "did not return a certificate" in _ssl_error_text(exc)):
+            return "refused_peer"
+        return "tls"
 
     def _handshake_cause(self, exc: SSL.Error) -> str:
         if self.verify_errors:
@@ -963,14 +973,21 @@ class Socket:
         except (SSL.Error, OSError):
             orderly = False
         if orderly and linger:
-            try:
-                self._tcp.shutdown(socket.SHUT_WR)
-                deadline = monotonic() + LINGER
-                while monotonic() < deadline and self._abort_error is None:
-                    if self._poll_once(select.POLLIN, deadline) and not self._tcp.recv(RECV_SIZE):
-                        break
-            except OSError:
-                pass
+            self._linger()
+
+    def _linger(self) -> None:
+        """Half-close, then read and drop what the peer still sends, until it closes too or ``LINGER`` passes: a
+        socket closed with unread data resets the connection, and a reset destroys what the peer has not read yet,
+        our close_notify, or the alert that says why we refused its certificate (a TLS 1.3 client may send data
+        before that alert reaches it)."""
+        try:
+            self._tcp.shutdown(socket.SHUT_WR)
+            deadline = monotonic() + LINGER
+            while monotonic() < deadline and self._abort_error is None:
+                if self._poll_once(select.POLLIN, deadline) and not self._tcp.recv(RECV_SIZE):
+                    break
+        except OSError:
+            pass
 
     def _teardown(self) -> None:
         owner = self._owner
