@@ -29,6 +29,7 @@ True
 
 from importlib import metadata as _metadata
 
+from .client import client
 from .errors import (
     AcceptError,
     BadArgument,
@@ -50,22 +51,11 @@ from .errors import (
     WrongType,
 )
 from .flags import InsecureClientWarning
-from .listener import ListenSocket
 from .mediator import Socket
 from .overview import i, overview
 from .process import Pid, exit, receive, self, spawn
-from .server import (
-    Peer,
-    accept,
-    client,
-    close,
-    controlling_process,
-    listen,
-    peername,
-    resolve,
-    start,
-    stop,
-)
+from .registry import ListenSocket, start, stop
+from .server import Peer, accept, close, controlling_process, listen, peername, resolve
 
 try:
     __version__ = _metadata.version("sslsocket")

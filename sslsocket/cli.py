@@ -20,13 +20,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import __version__, certs, process
+from .client import client
 from .errors import Closed, FlagError, SSLSocketError
 from .flags import load_context, parse_flags, pass_source
 from .framing import Mode, parse_mode
-from .listener import ListenSocket
 from .mediator import Socket
 from .process import Pid
-from .server import accept, client, close, listen, peername, stop
+from .registry import ListenSocket, stop
+from .server import accept, close, listen, peername
 
 EPILOG = "Modes in the manual's notation: raw, '{packet,2}', '{binary_packet,4}', asn1, onebyte, twobytes..."
 

@@ -12,13 +12,14 @@ from typing import Any
 
 from . import process
 from .certs import make_cert
+from .client import client
 from .errors import Exit
 from .flags import InsecureClientWarning
-from .listener import ListenSocket
 from .mediator import Socket
 from .overview import format_overview, overview
 from .process import Pid
-from .server import accept, client, close, controlling_process, listen, peername, stop
+from .registry import ListenSocket, stop
+from .server import accept, close, controlling_process, listen, peername
 
 _ATOMS = {
     "fromsocket",

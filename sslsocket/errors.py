@@ -6,6 +6,8 @@ Where a Python user would catch a builtin, the subclass derives from it too: a b
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Any
 
 
@@ -98,3 +100,35 @@ class WrongType(SSLSocketError, TypeError):
 
 class AcceptError(SSLSocketError, OSError):
     """The listen socket could not take a connection (for example: out of file descriptors); it keeps listening."""
+
+
+#: What the system says when it has no descriptor, memory or buffer left for one more connection.
+NO_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
+
+FAMILIES = {"AF_INET": socket.AF_INET, "AF_INET6": socket.AF_INET6}
+
+
+def errno_name(exc: OSError) -> str:
+    """``"EMFILE"`` for an OSError of that errno: how the reasons of accept's and client's errors name it."""
+    return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+
+
+def check_protocol_family(protocol: object, family: object) -> int:
+    """The address family of ``listen`` and ``client``'s ``'STREAM', 'AF_INET'`` (or ``'AF_INET6'``)."""
+    if protocol != "STREAM":
+        raise BadArgument(
+            f"protocol must be 'STREAM' (the manual's only one), not {protocol!r}",
+            ("bad_argument", "protocol", protocol),
+        )
+    if family not in FAMILIES:
+        raise BadArgument(f"family must be 'AF_INET' or 'AF_INET6', not {family!r}", ("bad_argument", "family", family))
+    return FAMILIES[family]
+
+
+def closed_error(handle: object, why: str) -> Closed:
+    """What ``accept`` raises on a listen socket that was closed (``why == "closed"``) or stopped, whether it had
+    begun to wait or not: a ``ListenClosed`` (``Stopped`` after ``stop()``), so that a process it ends ends
+    quietly."""
+    if why == "stopped":
+        return Stopped(f"listen socket {handle} was closed by stop()", ("accept", "stopped"))
+    return ListenClosed(f"listen socket {handle} is closed", ("accept", why))

@@ -30,7 +30,6 @@ stays usable. Closing the listen socket wakes every acceptor with ``ListenClosed
 
 from __future__ import annotations
 
-import errno
 import heapq
 import itertools
 import logging
@@ -40,33 +39,33 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import TYPE_CHECKING, NamedTuple
+from typing import Any
 
 from OpenSSL import SSL
 
 from . import process
 from .errors import (
+    NO_RESOURCES,
     AcceptError,
     BadArgument,
-    Closed,
     ConnectionBroken,
     HandshakeError,
-    ListenClosed,
     ListenError,
-    Stopped,
+    check_protocol_family,
+    closed_error,
+    errno_name,
 )
 from .flags import Settings, load_context, parse_flags
 from .framing import Mode, parse_mode
-from .mediator import Owner, Socket, Waker
+from .mediator import Socket
 from .process import Pid
-
-if TYPE_CHECKING:
-    from .server import Registry
+from .registry import ListenSocket, Registry
+from .system import HAS_POLL, SELECT_LIMIT, Waker, reuse_address
 
 #: Connections that have sent nothing yet, per listen socket. Each costs a descriptor and a little kernel memory,
 #: no thread; past this many the oldest is dropped for the new one, so that a flood of silent connections ages
-#: itself out instead of shutting the door.
-MAX_QUIET = 4096
+#: itself out instead of shutting the door. Where there is no ``poll`` (Windows), ``select`` bounds it lower.
+MAX_QUIET = 4096 if HAS_POLL else SELECT_LIMIT - 64
 #: TLS handshakes under way at once, per listen socket, each with its mediator's thread. Past this the oldest is
 #: aborted to make room: measured here, a handshake takes some 2 ms, so only a client slower than its 128
 #: successors by that much is ever the oldest.
@@ -81,9 +80,6 @@ ACCEPT_RETRY = 0.1
 
 log = logging.getLogger("sslsocket")
 
-#: What the system says when it has no descriptor, memory or buffer left for one more connection.
-NO_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS)
-
 #: Failed handshakes logged per listen socket and window, at most; past that they are counted, and the count is
 #: logged when the window ends: a flood of bad clients cannot fill a disk with one line each.
 LOG_BURST = 10
@@ -91,42 +87,6 @@ LOG_WINDOW = 10.0
 
 #: What ``accept(..., handshake_errors=)`` takes.
 HANDSHAKE_ERRORS = ("log", "raise")
-
-
-def errno_name(exc: OSError) -> str:
-    """``"EMFILE"`` for an OSError of that errno: how the reasons of accept's and client's errors name it."""
-    return errno.errorcode.get(exc.errno or 0, str(exc.errno))
-
-
-FAMILIES = {"AF_INET": socket.AF_INET, "AF_INET6": socket.AF_INET6}
-
-
-class ListenSocket(NamedTuple):
-    """The manual's ``{Filedescriptor, Portnumber}``; pass it to ``accept``, close it to stop listening."""
-
-    fd: int
-    port: int
-
-    def close(self) -> None:
-        """Stop listening (``sslsocket.close(listen)``): every waiting ``accept`` raises ``Closed``."""
-        from .server import close
-
-        close(self)
-
-    def __enter__(self) -> ListenSocket:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def closed_error(handle: ListenSocket | object, why: str) -> Closed:
-    """What ``accept`` raises on a listen socket that was closed (``why == "closed"``) or stopped, whether it had
-    begun to wait or not: a ``ListenClosed`` (``Stopped`` after ``stop()``), so that a process it ends ends
-    quietly."""
-    if why == "stopped":
-        return Stopped(f"listen socket {handle} was closed by stop()", ("accept", "stopped"))
-    return ListenClosed(f"listen socket {handle} is closed", ("accept", why))
 
 
 Outcome = tuple[Socket | None, BaseException | None]
@@ -193,17 +153,6 @@ class _Complaints:
             log.warning("%s: %s; still accepting", self._where, error)
 
 
-def check_protocol_family(protocol: object, family: object) -> int:
-    if protocol != "STREAM":
-        raise BadArgument(
-            f"protocol must be 'STREAM' (the manual's only one), not {protocol!r}",
-            ("bad_argument", "protocol", protocol),
-        )
-    if family not in FAMILIES:
-        raise BadArgument(f"family must be 'AF_INET' or 'AF_INET6', not {family!r}", ("bad_argument", "family", family))
-    return FAMILIES[family]
-
-
 class Listener:
     """What stands behind a ``ListenSocket``: the listening TCP socket, its acceptors and its connections on their
     way to an acceptor. ``_quiet`` (and the selector) belong to the listener thread alone; the rest is under
@@ -241,7 +190,9 @@ class Listener:
                 "ready": len(self._ready),
             }
 
-    def accept(self, flags: str, owner: Owner | None, timeout: float | None, handshake_errors: str = "log") -> Socket:
+    def accept(
+        self, flags: str, owner: Pid | Callable[[Any], object] | None, timeout: float | None, handshake_errors: str
+    ) -> Socket:
         if handshake_errors not in HANDSHAKE_ERRORS:
             raise BadArgument(
                 f"handshake_errors must be 'log' or 'raise', not {handshake_errors!r}",
@@ -496,9 +447,9 @@ class Listener:
                 return Socket(
                     quiet.tcp,
                     quiet.context,
+                    quiet.settings,
+                    self.mode,
                     server=True,
-                    mode=self.mode,
-                    settings=quiet.settings,
                     on_handshake=lambda s, exc: self._handshake_done(flags, s, exc),
                     forget=self._registry.forget,
                     deadline=quiet.deadline,
@@ -603,7 +554,7 @@ def make_listener(
         )
     sock = socket.socket(af, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        reuse_address(sock)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))

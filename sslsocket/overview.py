@@ -19,7 +19,7 @@ from typing import IO, Any
 from . import process
 from .mediator import Socket
 from .process import Pid
-from .server import _registry
+from .registry import registry
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,9 @@ def _owner_name(owner: Any) -> str:
 
 def overview() -> Overview:
     """What ``i()`` prints, as data: the live processes, listen sockets and connections, oldest first."""
-    listeners, sockets = _registry.snapshot()
+    listeners, sockets = registry.snapshot()
     procs = [
-        ProcessInfo(pid, pid.name, pid.waiting or "-", process.mailbox_length(pid), len(pid._sockets))
+        ProcessInfo(pid, pid.name, pid.waiting or "-", process.mailbox_length(pid), process.socket_count(pid))
         for pid in process.processes()
     ]
     listens = [ListenInfo(li.handle.port, li.handle.fd, str(li.mode), **li.counts()) for li in listeners]

@@ -26,23 +26,29 @@ True
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import Exit, ListenClosed, Timeout
-
-if TYPE_CHECKING:
-    from .mediator import Socket
 
 _ids = itertools.count(1)
 _local = threading.local()
 #: Every process not yet collected, by id: what ``sslsocket.i()`` lists (the ended ones are left out there).
 _processes: weakref.WeakValueDictionary[int, Pid] = weakref.WeakValueDictionary()
+
+
+class Controlled(Protocol):
+    """What a process's mailbox needs of a socket it controls."""
+
+    def consumed(self, weight: int) -> None:
+        """The process received one of the socket's packets (a ``Delivery`` of this weight)."""
+
+    def owner_ended(self, pid: Pid) -> None:
+        """The process ended: the socket closes, unless it has been handed on."""
 
 
 class Delivery(tuple):  # type: ignore[type-arg]
@@ -80,7 +86,7 @@ class Pid:
         self._exit: tuple[Any] | None = None
         self._waiting_on: threading.Condition | None = None  # another wait that ``exit`` interrupts
         self._alive = True
-        self._sockets: set[Socket] = set()
+        self._sockets: set[Controlled] = set()
         #: What the process waits in now (``"receive"``, ``"accept on ..."``, ``"client"``), or None.
         self.waiting: str | None = None
         _processes[self.id] = self
@@ -198,14 +204,14 @@ class Pid:
             self._exit = None
             raise Exit(f"exit signal from another process: {reason!r}", reason)
 
-    def adopt(self, sock: Socket) -> bool:
+    def adopt(self, sock: Controlled) -> bool:
         """Record that this process controls ``sock``; False when the process has ended."""
         with self._cond:
             if self._alive:
                 self._sockets.add(sock)
             return self._alive
 
-    def release(self, sock: Socket) -> None:
+    def release(self, sock: Controlled) -> None:
         """Forget that this process controls ``sock`` (it was handed on, or it ended)."""
         with self._cond:
             self._sockets.discard(sock)
@@ -218,7 +224,7 @@ class Pid:
             self._mailbox.clear()
             self._cond.notify_all()
         for sock in sockets:
-            sock._owner_ended(self)
+            sock.owner_ended(self)
 
 
 def self() -> Pid:
@@ -247,16 +253,17 @@ def mailbox_length(pid: Pid) -> int:
     return len(pid._mailbox)
 
 
-def _forked() -> None:
+def socket_count(pid: Pid) -> int:
+    """How many sockets ``pid`` controls."""
+    return len(pid._sockets)
+
+
+def forked() -> None:
     """In a child after ``fork()``, only the forking thread is left: its process keeps its mailbox, with a lock of
     its own, which a thread of the parent's may have held at the fork."""
     pid: Pid | None = getattr(_local, "pid", None)
     if pid is not None:
         pid._cond = threading.Condition(threading.RLock())
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)
 
 
 def end_thread_process() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 import sslsocket
 from sslsocket.certs import make_cert
-from sslsocket.mediator import Workers
+from sslsocket.workers import Workers
 
 LOCAL = "127.0.0.1"
 

@@ -218,7 +218,7 @@ def test_past_max_handshakes_the_oldest_slow_handshake_is_aborted(
             s = socket.create_connection((LOCAL, port))
             s.sendall(b"\x16")
             slow.append(s)
-        registry_listener = sslsocket.server._registry.listener(manual_server.listen)
+        registry_listener = sslsocket.registry.registry.listener(manual_server.listen)
         wait_for(lambda: len(registry_listener._handshaking) == 3)
         assert manual_server.echo() == "good client"  # room made by aborting the oldest
         slow[0].settimeout(10)
@@ -359,7 +359,7 @@ def test_a_process_whose_accept_is_ended_ends_quietly(certs: Any, end: str) -> N
     run fails on any such traceback (pytest's unhandled-thread-exception warning is an error here)."""
     listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
     pids = [sslsocket.spawn(sslsocket.accept, listen, f"-cert {certs.server}") for _ in range(3)]
-    registry_listener = sslsocket.server._registry.listener(listen)
+    registry_listener = sslsocket.registry.registry.listener(listen)
     wait_for(lambda: len(registry_listener._waiters) == 3)
     if end == "stop":
         sslsocket.stop()

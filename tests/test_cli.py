@@ -362,7 +362,7 @@ def test_serve_survives_a_refused_thread(certs: Any, monkeypatch: pytest.MonkeyP
 
 def test_serve_holds_at_most_max_connections(certs: Any) -> None:
     handle, server = _serving_loop(certs, max_connections=1)
-    listener = sslsocket.server._registry.listener(handle)
+    listener = sslsocket.registry.registry.listener(handle)
     first = sslsocket.client("STREAM", "AF_INET", (LOCAL, handle.port), ("packet", 2), "")
     first.deliver("one")
     assert expect(first) == ("fromsocket", "one")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import random
 import select
 import socket
@@ -26,8 +25,9 @@ from interop import openssl_client
 from OpenSSL import SSL
 
 import sslsocket
-from sslsocket import mediator
-from sslsocket.mediator import INBOX_SIZE, INBOX_UNIT, Inbox, State
+from sslsocket import lifecycle
+from sslsocket.inbox import INBOX_SIZE, INBOX_UNIT
+from sslsocket.lifecycle import State
 
 from helpers import LOCAL, accepting, expect, pair, stdlib_peer, thread_cpu_seconds, wait_for, waiting_acceptor
 
@@ -367,7 +367,7 @@ def test_11_a_slow_reader_gets_every_byte(certs: Any) -> None:
 def test_11_a_slow_reader_gets_every_byte_after_the_owners_close(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # The close gives up only on a peer that takes nothing for CLOSE_TIMEOUT, not on one that is slower than that
     # to take a whole chunk: with buffers this small TCP moves some 100 KiB/s, so a chunk of 256 KiB takes 2 s.
-    monkeypatch.setattr(mediator, "CLOSE_TIMEOUT", 1.0)
+    monkeypatch.setattr(lifecycle, "CLOSE_TIMEOUT", 1.0)
     server, tls = stdlib_peer(certs, ("binary_packet", 4))
     server._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
     tls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
@@ -489,7 +489,7 @@ def test_12_a_sender_blocked_in_deliver_hears_of_a_connection_that_broke(certs: 
 
 
 def test_12_exit_interrupts_a_deliver_waiting_for_room(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mediator, "CLOSE_TIMEOUT", 1.0)
+    monkeypatch.setattr(lifecycle, "CLOSE_TIMEOUT", 1.0)
     server, tls = stdlib_peer(certs, ("binary_packet", 4))
     me = sslsocket.self()
 
@@ -518,7 +518,7 @@ def test_12_exit_interrupts_a_deliver_waiting_for_room(certs: Any, monkeypatch: 
 def test_12_a_close_behind_a_full_inbox_returns_and_gives_up_after_close_timeout(
     certs: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mediator, "CLOSE_TIMEOUT", 1.0)
+    monkeypatch.setattr(lifecycle, "CLOSE_TIMEOUT", 1.0)
     server, tls = stdlib_peer(certs, ("binary_packet", 4))
     server._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
     tls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
@@ -531,63 +531,7 @@ def test_12_a_close_behind_a_full_inbox_returns_and_gives_up_after_close_timeout
     tls.close()
 
 
-def test_12_the_inbox_is_weighed_in_bytes() -> None:
-    small = Inbox(INBOX_SIZE)
-    for _ in range(INBOX_SIZE - 1):
-        small.put_nowait(("deliver", b"", b"x"))
-    assert not small.full()
-    small.put_nowait(("close",))
-    assert small.full()  # 1,024 small messages
-    large = Inbox(INBOX_SIZE)
-    large.put_nowait(("deliver", b"", b"x" * (INBOX_SIZE * INBOX_UNIT)))
-    assert large.full() and large.qsize() > INBOX_SIZE  # one message of 4 MiB
-    with pytest.raises(queue.Full):
-        large.put_nowait(("deliver", b"", b""))
-    assert large.get_nowait()[0] == "deliver" and large.empty()
-    huge = Inbox(INBOX_SIZE)
-    huge.put_nowait(("deliver", b"", b"x" * (64 << 20)))  # larger than the whole inbox: enters an empty one
-    assert huge.get_nowait() and huge.empty() and huge.qsize() == 0
-
-
-def test_12_the_mediator_takes_the_inbox_in_order_up_to_its_room_and_a_close() -> None:
-    inbox = Inbox(INBOX_SIZE)
-    for n in range(5):
-        inbox.put_nowait(("deliver", b"\0\0\0\3", b"%03d" % n))
-    inbox.put_nowait(("close",))
-    inbox.put_nowait(("deliver", b"", b"after"))
-    assert inbox.take(0) == []
-    assert inbox.take(1) == [("deliver", b"\0\0\0\3", b"000")]  # the first even past the room
-    assert inbox.take(14) == [("deliver", b"\0\0\0\3", b"001"), ("deliver", b"\0\0\0\3", b"002")]
-    assert inbox.take(1 << 20) == [("deliver", b"\0\0\0\3", b"003"), ("deliver", b"\0\0\0\3", b"004"), ("close",)]
-    assert inbox.take(1 << 20) == [("deliver", b"", b"after")] and inbox.empty() and inbox.qsize() == 0
-
-
-def test_12_taking_from_a_full_inbox_wakes_its_blocked_sender() -> None:
-    inbox = Inbox(INBOX_SIZE)
-    inbox.put_nowait(("deliver", b"", b"x" * (INBOX_SIZE * INBOX_UNIT)))
-    sent = threading.Event()
-    sender = threading.Thread(target=lambda: (inbox.put(("deliver", b"", b"y")), sent.set()))
-    sender.start()
-    assert not sent.wait(0.2)  # blocked: the inbox is full
-    assert len(inbox.take(1)) == 1
-    assert sent.wait(10)
-    sender.join()
-    assert inbox.take(1 << 20) == [("deliver", b"", b"y")]
-
-
-def test_12_a_closed_inbox_refuses_and_wakes_its_waiting_sender() -> None:
-    inbox = Inbox(INBOX_SIZE)
-    assert inbox.offer(("deliver", b"", b"x" * (INBOX_SIZE * INBOX_UNIT))) and inbox.full()
-    assert inbox.offer(("close",))  # a close never waits for room
-    outcome: list[bool] = []
-    sender = threading.Thread(target=lambda: outcome.append(inbox.offer(("deliver", b"", b"y"))))
-    sender.start()
-    sender.join(0.2)
-    assert sender.is_alive()  # waiting for room
-    inbox.close()
-    sender.join(10)
-    assert outcome == [False] and inbox.empty() and inbox.qsize() == 0
-    assert not inbox.offer(("close",))
+# (The inbox's own tests are in test_units.py.)
 
 
 # 13. eight threads delivering on one socket while data flows both ways

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 import sslsocket
-from sslsocket.mediator import State
+from sslsocket.inbox import Deliver
+from sslsocket.lifecycle import State
 
 from helpers import LOCAL, accepting, expect, pair, stdlib_peer, wait_for, waiting_acceptor
 
@@ -152,7 +153,7 @@ def test_a_peer_announcing_more_than_the_bound_gets_a_clear_error(certs: Any) ->
     with client:
         client.deliver(b"")
         assert expect(server) == ("fromsocket", "")
-        client._put(("deliver", b"\xff\xff\xff\xff", b""))  # bypasses encode: a header no honest sender writes
+        client._put(Deliver(b"\xff\xff\xff\xff", b""))  # bypasses encode: a header no honest sender writes
         kind, error = expect(server)
         assert kind == "socket_closed"
         assert isinstance(error, sslsocket.ConnectionBroken) and error.reason == "too_long"

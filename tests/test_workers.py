@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 import sslsocket
-from sslsocket.mediator import Workers, workers
-from sslsocket.server import _registry
+from sslsocket.registry import registry
+from sslsocket.workers import Workers, workers
 
 from helpers import accepting, expect, pair, wait_for, waiting_acceptor
 
@@ -166,7 +166,7 @@ def test_a_child_forked_while_a_handshake_is_under_way(certs: Any, monkeypatch: 
         waiting_acceptor(listen, f"-cert {certs.server}", sslsocket.Closed)
         silent = socket.create_connection(("127.0.0.1", listen.port))
         silent.sendall(b"\x16")  # the first byte of a ClientHello, and never the rest: its handshake is under way
-        listener = _registry.listener(listen)
+        listener = registry.listener(listen)
         wait_for(lambda: listener._handshaking)
 
         def check_in_the_child() -> int:

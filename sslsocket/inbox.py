@@ -1,0 +1,135 @@
+"""A mediator's inbox: what its owner sends it (packets to write, then perhaps its close), bounded in bytes.
+
+Nothing here knows of sockets or TLS: a ``queue.Queue`` of two kinds of envelope, weighed so that a sender of large
+packets is held back as soon as a sender of small ones.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Protocol
+
+#: What the inbox holds before ``send`` blocks its caller, in units of ``INBOX_UNIT`` bytes of payload, each
+#: message counting one unit at least: 1,024 small messages, or 4 MiB of large ones.
+INBOX_SIZE = 1024
+INBOX_UNIT = 4096
+
+
+class Deliver:
+    """A packet to write: its length header (empty in raw and asn1 modes) and its payload."""
+
+    __slots__ = ("header", "payload", "weight")
+
+    def __init__(self, header: bytes, payload: bytes) -> None:
+        self.header = header
+        self.payload = payload
+        self.weight = 1 + len(payload) // INBOX_UNIT
+
+    def __repr__(self) -> str:
+        return f"Deliver({len(self.header) + len(self.payload)} bytes)"
+
+
+class Close:
+    """The owner's close: written after every packet delivered before it, then close_notify."""
+
+    __slots__ = ()
+    weight = 1
+
+    def __repr__(self) -> str:
+        return "CLOSE"
+
+
+CLOSE = Close()
+Envelope = Deliver | Close
+
+
+class Sender(Protocol):
+    """A process that may wait for room, and that ``exit(pid, reason)`` wakes from that wait."""
+
+    def waiting_on(self, cond: threading.Condition | None) -> None: ...
+    def check_exit(self) -> None: ...
+
+
+class Inbox(queue.Queue[Envelope]):
+    """A ``queue.Queue`` whose size is weighed in bytes, not messages (see ``Deliver.weight``). ``offer`` waits while
+    the inbox holds ``maxsize`` units or more, so a sender of large packets is held back as soon as one of small
+    ones; a single message larger than the whole inbox still enters an empty one.
+
+    The mediator, its only reader, takes what waits with ``take``: under one lock, not a ``get`` per message. A
+    close never waits for room (it weighs one unit, and comes once). When the connection has ended, ``close``
+    empties the inbox and wakes every sender still waiting for room: ``offer`` then refuses."""
+
+    def __init__(self, maxsize: int = INBOX_SIZE) -> None:
+        super().__init__(maxsize)
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)
+        self._weight = 0
+        self._closed = False
+
+    def offer(self, item: Envelope, sender: Sender | None = None) -> bool:
+        """Put ``item``, waiting while the inbox is full (a delivery only); False once the inbox is closed. A
+        ``sender`` process waiting here is woken by its exit signal, and raises ``Exit``: nothing was put."""
+        with self.not_full:
+            if self._must_wait(item):
+                if sender is not None:
+                    sender.waiting_on(self.not_full)
+                try:
+                    while self._must_wait(item):
+                        if sender is not None:
+                            sender.check_exit()
+                        self.not_full.wait()
+                finally:
+                    if sender is not None:
+                        sender.waiting_on(None)
+            if self._closed:
+                return False
+            self._put(item)
+            return True
+
+    def _must_wait(self, item: Envelope) -> bool:
+        return not self._closed and self._weight >= self.maxsize and type(item) is Deliver
+
+    def close(self) -> None:
+        """The connection has ended: drop what waits, and let no sender wait any longer."""
+        with self.mutex:
+            self._closed = True
+            self.queue.clear()
+            self._weight = 0
+            self.not_full.notify_all()
+
+    def _qsize(self) -> int:
+        return self._weight  # 0 exactly when empty: every message weighs one unit at least
+
+    def _put(self, item: Envelope) -> None:
+        self.queue.append(item)
+        self._weight += item.weight
+
+    def _get(self) -> Envelope:
+        item: Envelope = self.queue.popleft()
+        self._weight -= item.weight
+        return item
+
+    def empty(self) -> bool:
+        """Whether nothing waits: without the lock, as good as ``Queue.empty`` (a sender may put right after)."""
+        return not self.queue
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    def take(self, room: int) -> list[Envelope]:
+        """Remove the oldest messages, in order, while their bytes fit ``room`` (the first at least), up to the
+        first that is not a delivery; wake the senders that wait for space."""
+        taken: list[Envelope] = []
+        with self.mutex:
+            waiting, weight = self.queue, self._weight
+            while waiting and room > 0:
+                item = self._get()
+                taken.append(item)
+                if type(item) is not Deliver:
+                    break
+                room -= len(item.header) + len(item.payload)
+            if taken and weight >= self.maxsize:  # senders wait only while it is full
+                self.not_full.notify_all()
+        return taken

@@ -1,0 +1,129 @@
+"""A connection's life: one state, the reason it is ending, and the clock of an orderly close. No sockets here.
+
+::
+
+    HANDSHAKING ---> OPEN ---> CLOSING ---> CLOSED
+         |                        ^           ^
+         +------------------------+-----------+
+
+(``start`` failing, or a fork's child dropping its copy, goes to CLOSED from anywhere.)
+
+The mediator thread moves the state. Other threads *ask* for the end, with an ``Ending``: the owner's close or its
+process's end (an orderly close: everything delivered is written first), or an abort (``stop()``, a closed listen
+socket, an aborted ``client``: at once). The first asked wins; an abort after an orderly close hurries it, and the
+owner, who closed or ended, hears nothing more.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from time import monotonic
+
+from .errors import ConnectionBroken
+
+#: How long an orderly close may wait for a peer that takes none of its bytes before it gives up on that peer. A
+#: peer that reads, however slowly, gets everything that was delivered before the close.
+CLOSE_TIMEOUT = 10.0
+
+
+class State(enum.Enum):
+    HANDSHAKING = "handshaking"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+_NEXT = {
+    State.HANDSHAKING: {State.OPEN, State.CLOSING, State.CLOSED},
+    State.OPEN: {State.CLOSING, State.CLOSED},
+    State.CLOSING: {State.CLOSED},
+    State.CLOSED: set(),
+}
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Why a connection is to end, asked from outside its mediator."""
+
+    #: ``"closed"`` (by its owner), ``"owner_ended"`` (the owner's process ended, or its callback failed) or
+    #: ``"aborted"``.
+    cause: str
+    #: Why, for an abort; None for the owner's own close or end.
+    error: ConnectionBroken | None = None
+    #: End at once, without writing what waits.
+    urgent: bool = False
+    #: Whether the owner hears ``error``, as ``("socket_closed", error)``.
+    tell: bool = False
+
+
+CLOSED_BY_OWNER = Ending("closed")
+OWNER_ENDED = Ending("owner_ended")
+
+
+class Lifecycle:
+    """The state of one connection and the ending asked for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.state = State.HANDSHAKING
+        #: The ending asked for, or None: read without the lock by the mediator, at every turn of its loop.
+        self.ending: Ending | None = None
+
+    def move(self, state: State) -> None:
+        """The mediator moves the connection on: only along the arrows above."""
+        assert state is self.state or state in _NEXT[self.state], f"{self.state} -> {state}"
+        self.state = state
+
+    def ask(self, ending: Ending) -> bool:
+        """Ask the connection to end; True if this changed what it will do (the first close, the first abort)."""
+        with self._lock:
+            current = self.ending
+            if self.state is State.CLOSED:
+                return False
+            if current is None:
+                self.ending = ending
+                return True
+            if ending.urgent and not current.urgent:
+                # The owner closed or ended: it hears nothing more.
+                self.ending = replace(current, error=ending.error, urgent=True, tell=False)
+                return True
+            return False
+
+    @property
+    def closed_by_owner(self) -> bool:
+        ending = self.ending
+        return ending is not None and ending.cause == "closed"
+
+    @property
+    def urgent(self) -> Ending | None:
+        """The ending, if it is to happen at once."""
+        ending = self.ending
+        return ending if ending is not None and ending.urgent else None
+
+
+class CloseClock:
+    """The bound of an orderly close: it gives up ``timeout`` seconds after its last progress, so that a peer that
+    takes nothing costs at most that, while a slow reader gets everything."""
+
+    def __init__(self, timeout: float | None = None, clock: Callable[[], float] = monotonic) -> None:
+        self._timeout = CLOSE_TIMEOUT if timeout is None else timeout
+        self._clock = clock
+        self._since = clock()
+        self._unsent = 0  # what the kernel held to send after the last write
+
+    def progress(self, wrote: bool, unsent_before: int, unsent_after: int) -> None:
+        """After a turn of writing: progress is a write that finished, or fewer bytes held by the kernel than after
+        the last write (only the peer's acknowledgements lower that meanwhile)."""
+        if wrote or unsent_before < self._unsent:
+            self._since = self._clock()
+        self._unsent = unsent_after
+
+    @property
+    def deadline(self) -> float:
+        return self._since + self._timeout
+
+    def expired(self) -> bool:
+        return self._clock() >= self.deadline

@@ -1,0 +1,78 @@
+"""A mediator's outgoing buffer: packets waiting to be written, joined into few large TLS writes. No sockets here:
+``pending`` gives the bytes of the next ``SSL_write``, ``sent`` says how many of them went."""
+
+from __future__ import annotations
+
+from collections import deque
+
+#: Bytes handed to one ``SSL_write``: sixteen full records. Each call into OpenSSL gives up the GIL and takes it back,
+#: which costs a thread hand-off when another thread wants it, so the calls are few and large.
+WRITE_CHUNK = 256 * 1024
+
+
+class Outgoing:
+    """Bytes to write, in order. A write that OpenSSL asks to retry must be retried with the very same bytes: so
+    ``pending`` gives the same view until ``sent`` accounts for all of it. After ``seal`` (the owner's close),
+    nothing more is taken: nothing is sent after a close."""
+
+    def __init__(self, chunk: int = WRITE_CHUNK) -> None:
+        self._chunk = chunk
+        self._parts: deque[bytes | memoryview] = deque()
+        self._pending: memoryview | None = None
+        self._sealed = False
+        #: The bytes not yet written, those of the pending write included.
+        self.size = 0
+
+    def add(self, header: bytes, payload: bytes) -> None:
+        """Append a packet: its length header, then its payload, joined only when written."""
+        if self._sealed:
+            return
+        for part in (header, payload):
+            if part:
+                self._parts.append(part)
+                self.size += len(part)
+
+    def seal(self) -> None:
+        self._sealed = True
+
+    def pending(self) -> memoryview | None:
+        """The bytes of the next write, or None when everything is written."""
+        if self._pending is None and self._parts:
+            self._pending = memoryview(self._next_chunk())
+        return self._pending
+
+    def sent(self, count: int) -> None:
+        """``count`` bytes of the pending write went out."""
+        assert self._pending is not None
+        self.size -= count
+        self._pending = self._pending[count:] if count < len(self._pending) else None
+
+    def clear(self) -> None:
+        self._parts.clear()
+        self._pending = None
+        self.size = 0
+
+    def _next_chunk(self) -> bytes | memoryview:
+        """A part as large as a chunk goes as it is; smaller parts (a header, small packets) are joined, topped up
+        from the front of the next part, so that the records stay full."""
+        parts, chunk = self._parts, self._chunk
+        if len(parts[0]) >= chunk or len(parts) == 1:
+            return parts.popleft()
+        if self.size <= chunk:  # all of it, in one (called with nothing pending)
+            joined = b"".join(parts)
+            parts.clear()
+            return joined
+        taken: list[bytes | memoryview] = []
+        size = 0
+        while parts and size < chunk:
+            part = parts[0]
+            room = chunk - size
+            if len(part) <= room:
+                taken.append(parts.popleft())
+                size += len(part)
+            else:
+                view = memoryview(part)
+                taken.append(view[:room])
+                parts[0] = view[room:]
+                size = chunk
+        return b"".join(taken)

@@ -1,0 +1,147 @@
+"""The socket server's registry: every live listen socket and connection, so that ``stop()`` can end them all, and
+a child after ``fork()`` can drop its copies; the manual's ``start`` and ``stop``; the library's one fork hook."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from time import monotonic
+from typing import TYPE_CHECKING, NamedTuple
+
+from . import process
+from .errors import Closed, ConnectionBroken, closed_error
+from .flags import close_logs
+from .system import at_fork
+from .workers import workers
+
+if TYPE_CHECKING:
+    from .listener import Listener
+    from .mediator import Socket
+
+#: Listen sockets remembered after they ended, with why (closed or stopped), so that an ``accept`` on one says so:
+#: the latest ones, since a program may open and close listen sockets for ever.
+REMEMBER_ENDED = 1024
+
+#: How long ``stop()`` waits for the library's threads to end. Every one of them wakes at once on ``stop()``;
+#: this bound only keeps a bug from hanging the caller.
+STOP_TIMEOUT = 5.0
+
+
+class ListenSocket(NamedTuple):
+    """The manual's ``{Filedescriptor, Portnumber}``; pass it to ``accept``, close it to stop listening."""
+
+    fd: int
+    port: int
+
+    def close(self) -> None:
+        """Stop listening (``sslsocket.close(listen)``): every waiting ``accept`` raises ``Closed``."""
+        registry.close_listener(self)
+
+    def __enter__(self) -> ListenSocket:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Registry:
+    """Every live listen socket and connection."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: dict[ListenSocket, Listener] = {}
+        self._ended: dict[ListenSocket, str] = {}  # handle -> "closed" or "stopped", the latest REMEMBER_ENDED
+        self._sockets: set[Socket] = set()
+
+    def add_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners[listener.handle] = listener
+            self._ended.pop(listener.handle, None)  # the same descriptor and port, open again
+
+    def listener(self, handle: object) -> Listener:
+        with self._lock:
+            listener = self._listeners.get(handle) if isinstance(handle, ListenSocket) else None
+            why = self._ended.get(handle) if isinstance(handle, ListenSocket) else None
+        if listener is None:
+            if why is not None:
+                raise closed_error(handle, why)
+            raise Closed(f"{handle!r} is not an open listen socket", ("accept", "closed"))
+        return listener
+
+    def close_listener(self, handle: ListenSocket, why: str = "closed") -> None:
+        with self._lock:
+            listener = self._listeners.pop(handle, None)
+            if listener is None:
+                return
+            self._ended[handle] = why
+            while len(self._ended) > REMEMBER_ENDED:
+                del self._ended[next(iter(self._ended))]
+        listener.close(why)
+
+    def snapshot(self) -> tuple[list[Listener], list[Socket]]:
+        """The live listen sockets and connections, oldest first: for ``sslsocket.i()``."""
+        with self._lock:
+            return list(self._listeners.values()), sorted(self._sockets, key=lambda sock: sock.id)
+
+    def add(self, sock: Socket) -> None:
+        with self._lock:
+            self._sockets.add(sock)
+
+    def forget(self, sock: Socket) -> None:
+        with self._lock:
+            self._sockets.discard(sock)
+
+    def forked(self) -> None:
+        """In a child after ``fork()``: the parent's threads are not here. Its connections stay the parent's: the
+        child closes its copies of their descriptors, sending nothing, so that they end when the parent ends them.
+        Its listen sockets stay open, each to start a listener thread of its own at the child's first accept."""
+        self._lock = threading.Lock()
+        sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            sock.drop_copy()
+        for listener in self._listeners.values():
+            listener.forked()
+
+    def stop(self) -> None:
+        with self._lock:
+            handles = list(self._listeners)
+            sockets = list(self._sockets)
+        for handle in handles:
+            self.close_listener(handle, "stopped")
+        error = ConnectionBroken("the socket server was stopped", "stopped")
+        for sock in sockets:
+            sock.abort(error, wake=False)
+        for sock in sockets:
+            sock.wake()
+        deadline = monotonic() + STOP_TIMEOUT
+        for sock in sockets:
+            if sock.thread is not None and sock.thread is not threading.current_thread():
+                sock.wait_closed(max(0.0, deadline - monotonic()))
+        workers.dismiss()
+        close_logs()
+
+
+registry = Registry()
+
+
+def start() -> None:
+    """Start the socket server. Nothing needs it: every call starts what it needs. Calling it again does nothing."""
+
+
+def stop() -> None:
+    """Stop the socket server: close every socket and listen socket, waking acceptors (``Closed``) and telling
+    owners (``("socket_closed", error)`` with reason ``"stopped"``). No library thread is left. The next call starts
+    it again."""
+    registry.stop()
+
+
+def _forked() -> None:
+    """In a child after ``fork()`` only the forking thread is left: each part of the library resets what the
+    parent's threads held, in this order (processes first: a socket dropped below tells its owner nothing)."""
+    process.forked()
+    workers.forked()
+    registry.forked()
+
+
+atexit.register(stop)
+at_fork(_forked)

@@ -1,0 +1,176 @@
+"""What differs between Linux, macOS and Windows, in one place, so that the rest of the library is written once.
+
+- **Waiting**: ``select.poll`` where the system has it (Linux, macOS, the BSDs); elsewhere (Windows) the
+  ``selectors`` module's best, whose ``select`` takes sockets only, which is all a mediator waits on.
+- **Waking**: an ``eventfd`` where there is one (Linux), else a connected socket pair, which every ``select`` takes.
+- **What the peer has not yet taken**: Linux tells, byte by byte (``SIOCOUTQ``); elsewhere the answer is 0, and a
+  closing socket counts as progressing only when a write of its completes.
+- **Fork**: the hooks that reset a child are registered only where the system forks.
+- **Reusing an address**: ``SO_REUSEADDR`` lets a server listen again at once on POSIX; on Windows the same option
+  would let another program take a port in use, so there it is ``SO_EXCLUSIVEADDRUSE`` instead.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import selectors
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+try:
+    import fcntl
+    import termios
+except ImportError:  # Windows
+    fcntl = termios = None  # type: ignore[assignment]
+
+#: Whether the system has ``poll``; without it, the selectors' ``select`` (Windows: 512 sockets at most).
+HAS_POLL = hasattr(select, "poll")
+#: Whether the system forks (and can run hooks in the child).
+HAS_FORK = hasattr(os, "register_at_fork")
+
+if HAS_POLL:
+    IN, OUT, HUP = select.POLLIN, select.POLLOUT, select.POLLHUP | select.POLLERR
+else:  # the selectors' events; a hang-up shows as readable or writable there
+    IN, OUT, HUP = selectors.EVENT_READ, selectors.EVENT_WRITE, 0
+
+#: Sockets one ``select`` can wait on at most, where there is no ``poll``: Windows' ``FD_SETSIZE`` in CPython.
+SELECT_LIMIT = 512
+
+
+class Poller(Protocol):
+    """Waits on a few file descriptors: ``register`` / ``modify`` / ``unregister`` them with ``IN`` and ``OUT``,
+    then ``poll(timeout)`` (seconds, None for ever) returns ``[(fd, events)]``."""
+
+    def register(self, fd: int, events: int) -> None: ...
+    def modify(self, fd: int, events: int) -> None: ...
+    def unregister(self, fd: int) -> None: ...
+    def poll(self, timeout: float | None) -> list[tuple[int, int]]: ...
+    def close(self) -> None: ...
+
+
+class _PollPoller:
+    def __init__(self) -> None:
+        self._poll = select.poll()
+        self.register, self.modify, self.unregister = self._poll.register, self._poll.modify, self._poll.unregister
+
+    def poll(self, timeout: float | None) -> list[tuple[int, int]]:
+        return self._poll.poll(None if timeout is None else timeout * 1000)
+
+    def close(self) -> None:
+        pass
+
+
+class _SelectorPoller:
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+
+    def register(self, fd: int, events: int) -> None:
+        self._selector.register(fd, events)
+
+    def modify(self, fd: int, events: int) -> None:
+        self._selector.modify(fd, events)
+
+    def unregister(self, fd: int) -> None:
+        self._selector.unregister(fd)
+
+    def poll(self, timeout: float | None) -> list[tuple[int, int]]:
+        return [(key.fd, events) for key, events in self._selector.select(timeout)]
+
+    def close(self) -> None:
+        self._selector.close()
+
+
+def poller() -> Poller:
+    """A new poller, the best the system has."""
+    return _PollPoller() if HAS_POLL else _SelectorPoller()
+
+
+class Waker:
+    """A file descriptor that any thread can make readable, to wake a thread waiting in ``poll`` or ``select``:
+    never a timer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # so that no poke writes to a descriptor number already reused
+        self._closed = False
+        self._pair: tuple[socket.socket, socket.socket] | None = None
+        if hasattr(os, "eventfd"):
+            self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:
+            self._pair = reader, writer = socket.socketpair()
+            reader.setblocking(False)
+            writer.setblocking(False)
+            self._fd = reader.fileno()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def poke(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if self._pair is None:
+                    os.write(self._fd, b"\1\0\0\0\0\0\0\0")
+                else:
+                    self._pair[1].send(b"\1")
+            except BlockingIOError:
+                pass  # already readable: nobody sleeps unwoken
+
+    def drain(self) -> None:
+        try:
+            if self._pair is None:
+                os.read(self._fd, 8)
+            else:
+                self._pair[0].recv(4096)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_fds()
+
+    def close_copy(self) -> None:
+        """``close`` in a child after ``fork()``, where no other thread can hold the lock, and it may be held
+        for ever by a thread of the parent's."""
+        self._lock = threading.Lock()
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        if self._closed:  # a child forked between a mediator's teardown and its leaving the registry
+            return
+        self._closed = True
+        if self._pair is None:
+            os.close(self._fd)
+        else:
+            for end in self._pair:
+                end.close()
+
+
+def unsent(tcp: socket.socket) -> int:
+    """The bytes a TCP socket holds that its peer has not yet acknowledged (Linux's ``SIOCOUTQ``), 0 where the
+    system cannot say."""
+    if fcntl is None or not sys.platform.startswith("linux"):
+        return 0
+    try:
+        return int.from_bytes(fcntl.ioctl(tcp.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"), sys.byteorder)
+    except OSError:
+        return 0
+
+
+def reuse_address(sock: socket.socket) -> None:
+    """Let a server listen again at once on a port it just left, and never let another take a port in use."""
+    exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)
+    if exclusive is not None:  # Windows
+        sock.setsockopt(socket.SOL_SOCKET, exclusive, 1)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+
+def at_fork(hook: Callable[[], None]) -> None:
+    """Run ``hook`` in every child right after a ``fork()``, where the system forks."""
+    if HAS_FORK:
+        os.register_at_fork(after_in_child=hook)

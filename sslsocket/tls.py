@@ -1,0 +1,164 @@
+"""What the mediator needs to know of pyOpenSSL, apart from the calls themselves: the one want-read / want-write
+dance, what a handshake tells of the peer, and OpenSSL's errors in words that say what to do about them."""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from OpenSSL import SSL
+
+from .errors import ConnectionBroken
+from .flags import NAME_MISMATCH, UNKNOWN_ISSUER_ERRORS, Settings, verify_error_text
+from .system import IN, OUT
+
+
+def attempt(call: Any, *args: Any) -> tuple[Any, int]:
+    """Run one non-blocking TLS call: ``(its result, 0)``, or ``(None, IN or OUT)``, what it waits for. (A write
+    that waits must be retried with the very same bytes, as OpenSSL requires.)"""
+    try:
+        return call(*args), 0
+    except SSL.WantReadError:
+        return None, IN
+    except SSL.WantWriteError:
+        return None, OUT
+
+
+@dataclass(frozen=True)
+class PeerReport:
+    """What the handshake settled: read once, when it ends."""
+
+    #: The TLS version (``"TLSv1.3"``).
+    protocol: str | None = None
+    #: The cipher suite.
+    cipher: str | None = None
+    #: The key exchange group (``"X25519MLKEM768"``, ``"x25519"``...).
+    group: str | None = None
+    #: The peer's certificate (a ``cryptography`` object), or None.
+    peer_certificate: x509.Certificate | None = None
+    #: ``"ok"``, ``"not checked"``, ``"no certificate"``, or the errors forgiven below ``-verify 2``.
+    verify_result: str = "not checked"
+    #: On a server: the host name the client asked for (SNI), or None.
+    servername: str | None = None
+
+    @classmethod
+    def read(cls, conn: SSL.Connection, server: bool, level: int, verify_errors: list[tuple[int, int]]) -> PeerReport:
+        certificate = conn.get_peer_certificate(as_cryptography=True)
+        if level == 0:
+            result = "not checked"
+        elif certificate is None:
+            result = "no certificate"
+        elif verify_errors:
+            seen = dict.fromkeys(verify_error_text(code) for _, code in verify_errors)
+            result = f"accepted despite: {', '.join(seen)}"
+        else:
+            result = "ok"
+        name = conn.get_servername() if server else None
+        return cls(
+            conn.get_protocol_version_name(),
+            conn.get_cipher_name(),
+            conn.get_group_name(),
+            certificate,
+            result,
+            name.decode("idna") if name else None,
+        )
+
+    def describe(self) -> str:
+        subject = self.peer_certificate.subject.rfc4514_string() if self.peer_certificate else "without certificate"
+        return f"{self.protocol} {self.cipher}, peer {subject}, verify {self.verify_result}"
+
+
+def broken(exc: BaseException) -> ConnectionBroken:
+    """The ``error`` of ``("socket_closed", error)`` for an exception from the TLS connection."""
+    if isinstance(exc, ConnectionBroken):
+        return exc
+    if isinstance(exc, SSL.SysCallError):
+        code, text = exc.args if len(exc.args) == 2 else (-1, str(exc))
+        if code == -1 or code == 0:
+            error = _truncated()
+        else:
+            error = ConnectionBroken(f"the connection failed: {text}", "reset" if code == errno.ECONNRESET else "os")
+    elif isinstance(exc, SSL.Error):
+        text = error_text(exc)
+        error = _truncated() if "unexpected eof" in text else ConnectionBroken(f"TLS error: {text}", "tls")
+    elif isinstance(exc, OSError):
+        error = ConnectionBroken(f"the connection failed: {exc.strerror or exc}", "os")
+    else:
+        error = ConnectionBroken(f"the mediator failed: {exc!r}", "internal")
+        error.__cause__ = exc  # a bug: its traceback says where (it is logged too)
+        return error
+    # The cause without its traceback: those frames are the mediator's, and would keep the socket alive as long as
+    # its owner keeps the error.
+    error.__cause__ = exc.with_traceback(None)
+    return error
+
+
+def _truncated() -> ConnectionBroken:
+    return ConnectionBroken("the peer closed its TCP connection without a TLS close_notify (truncated)", "truncated")
+
+
+# OpenSSL's reasons for a failed handshake, in words that say what to do about them.
+HANDSHAKE_REASONS = {
+    "unsupported protocol": "the peer offers only TLS versions this side refuses (TLS 1.2 is the oldest accepted)",
+    "protocol version": "the peer refuses every TLS version this side offers (TLS 1.2 and 1.3)",
+    "no shared cipher": "no cipher in common with the peer (see -cipher and -ciphersuites)",
+    "handshake failure": "the peer refused the handshake (no cipher or TLS version in common?)",
+    "wrong version number": "the peer is not speaking TLS",
+    "http request": "the peer is speaking plain HTTP, not TLS",
+    "packet length too long": "the peer is not speaking TLS",
+    "record layer failure": "the peer is not speaking TLS",
+    "certificate required": "the peer requires a certificate from this side: give -cert",
+    "unknown ca": "the peer does not trust the issuer of this side's certificate",
+    "bad certificate": "the peer refused this side's certificate",
+    "certificate expired": "the peer says this side's certificate has expired",
+}
+
+
+def error_text(exc: SSL.Error) -> str:
+    parts = []
+    for item in exc.args[0] if exc.args and isinstance(exc.args[0], list) else []:
+        if isinstance(item, tuple) and len(item) == 3:
+            parts.append(str(item[2]))
+    return "; ".join(parts) or str(exc) or type(exc).__name__
+
+
+@dataclass(frozen=True)
+class HandshakeFailure:
+    """Why a handshake failed, from OpenSSL's error and what the certificate check saw."""
+
+    exc: SSL.Error
+    server: bool
+    verify_errors: list[tuple[int, int]]
+    expected_name: str | None
+    settings: Settings
+
+    @property
+    def reason(self) -> str:
+        """``"hostname"``, ``"refused_peer"`` (a server refusing its client's certificate, or its lack of one),
+        or ``"tls"``."""
+        if self.verify_errors and self.verify_errors[-1][1] in NAME_MISMATCH:
+            return "hostname"
+        if self.server and (self.verify_errors or "did not return a certificate" in error_text(self.exc)):
+            return "refused_peer"
+        return "tls"
+
+    @property
+    def cause(self) -> str:
+        if self.verify_errors:
+            depth, code = self.verify_errors[-1]
+            if code in NAME_MISMATCH:
+                return f"its certificate does not name {self.expected_name!r} (-verify 2)"
+            hint = ""
+            if code in UNKNOWN_ISSUER_ERRORS:
+                trusted = self.settings.cafile or self.settings.capath or "the system's store"
+                hint = f"; its issuer is not among the CAs of {trusted}: give the CA that signed it with -CAfile FILE"
+            return f"the peer's certificate was refused: {verify_error_text(code)} (at depth {depth}){hint}"
+        if isinstance(self.exc, SSL.SysCallError):
+            return "the peer closed the connection (is it speaking TLS? does it accept our certificate?)"
+        text = error_text(self.exc)
+        for reason, meaning in HANDSHAKE_REASONS.items():
+            if reason in text:
+                return f"{meaning} ({text})"
+        return text
