@@ -51,11 +51,11 @@ from .errors import (
     WrongType,
 )
 from .flags import InsecureClientWarning
-from .mediator import Socket
 from .overview import i, overview
 from .process import Pid, exit, receive, self, spawn
 from .registry import ListenSocket, start, stop
 from .server import Peer, accept, close, controlling_process, listen, peername, resolve
+from .sockets import Socket
 
 try:
     __version__ = _metadata.version("sslsocket")

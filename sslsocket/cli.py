@@ -21,13 +21,14 @@ from cryptography.hazmat.primitives import serialization
 
 from . import __version__, certs, process
 from .client import client
+from .context import load_context
 from .errors import Closed, FlagError, SSLSocketError
-from .flags import load_context, parse_flags, pass_source
+from .flags import parse_flags, pass_source
 from .framing import Mode, parse_mode
-from .mediator import Socket
 from .process import Pid
 from .registry import ListenSocket, stop
 from .server import accept, close, listen, peername
+from .sockets import Socket
 
 EPILOG = "Modes in the manual's notation: raw, '{packet,2}', '{binary_packet,4}', asn1, onebyte, twobytes..."
 

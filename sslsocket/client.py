@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import process
+from .context import load_context
 from .errors import (
     NO_RESOURCES,
     BadArgument,
@@ -16,11 +17,11 @@ from .errors import (
     check_protocol_family,
     errno_name,
 )
-from .flags import load_context, parse_flags
+from .flags import parse_flags
 from .framing import MAX_PACKET_SIZE, parse_mode
-from .mediator import Socket
 from .process import Pid
 from .registry import registry
+from .sockets import Socket
 
 
 def client(

@@ -15,11 +15,11 @@ from .certs import make_cert
 from .client import client
 from .errors import Exit
 from .flags import InsecureClientWarning
-from .mediator import Socket
 from .overview import format_overview, overview
 from .process import Pid
 from .registry import ListenSocket, stop
 from .server import accept, close, controlling_process, listen, peername
+from .sockets import Socket
 
 _ATOMS = {
     "fromsocket",

@@ -1,8 +1,7 @@
-"""SSLFlags: the manual's option string, parsed into frozen ``Settings`` and built into a pyOpenSSL ``Context``.
+"""SSLFlags: the manual's option string, parsed into frozen ``Settings`` (``context`` builds them into a pyOpenSSL
+``Context``), and the secure defaults, each with its reason.
 
-``parse_flags`` is pure (a string and an environment mapping in, ``Settings`` out). ``build_context`` reads the
-files it names, checks everything a handshake would trip on later (a missing file, a key that does not match its
-certificate, a wrong pass phrase, a cipher OpenSSL cannot use) and returns a Context that is never changed again.
+``parse_flags`` is pure: a string and an environment mapping in, ``Settings`` out.
 
 The verify levels keep the manual's meaning exactly:
 
@@ -21,20 +20,13 @@ from __future__ import annotations
 
 import difflib
 import functools
-import logging
 import os
-import re
 import shlex
-import socket
-import threading
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 
 from .errors import FlagError
 
@@ -75,7 +67,7 @@ _REFUSED = (
     ("DES", "DES", "single DES uses 56-bit keys, broken by brute force"),
     ("MD5", "MD5", "MD5 is broken"),
 )
-_MODERN_SUGGESTION = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256 (TLS 1.2), or leave -cipher out"
+MODERN_SUGGESTION = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256 (TLS 1.2), or leave -cipher out"
 
 #: Verify errors that mean only "I do not know who issued this": what level 1 forgives.
 UNKNOWN_ISSUER_ERRORS = frozenset(
@@ -264,30 +256,6 @@ def _parse(flags: str, cipher_env: str | None, cafile_env: str | None, capath_en
     return Settings(**values)
 
 
-_PEM_KEY = re.compile(rb"-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----.+?-----END \1-----", re.S)
-
-
-def _read(flag: str, path: str) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            return file.read()
-    except OSError as exc:
-        raise FlagError(f"{flag} {path}: {exc.strerror}", ("file", path)) from exc
-
-
-def _load_key(flag: str, path: str, pem: bytes, password: bytes | None) -> Any:
-    try:
-        return load_pem_private_key(pem, password)
-    except TypeError as exc:
-        if password is None:
-            raise FlagError(f"{flag} {path}: the key is protected by a pass phrase; give it with -pass") from exc
-        raise FlagError(f"{flag} {path}: the key is not protected, but -pass was given") from exc
-    except ValueError as exc:
-        if password is not None:
-            raise FlagError(f"{flag} {path}: wrong pass phrase, or the key cannot be read") from exc
-        raise FlagError(f"{flag} {path}: the private key cannot be read: {exc}") from exc
-
-
 def refusal(suite: str) -> tuple[str, str] | None:
     """Why a TLS 1.2 suite (in OpenSSL's spelling) is refused: OpenSSL's keyword that leaves its kind out, and the
     reason; None when it is acceptable.
@@ -301,323 +269,3 @@ def refusal(suite: str) -> tuple[str, str] | None:
         if suite == mark or suite.startswith(mark + "-") or suite.endswith("-" + mark) or f"-{mark}-" in suite:
             return keyword, why
     return None
-
-
-def _set_ciphers(ctx: SSL.Context, cipher: str) -> None:
-    """Set a ``-cipher`` list, refusing, before any handshake, one whose suites include what ``_REFUSED`` names
-    or that lowers OpenSSL's security level."""
-    for name in cipher.split(":"):  # the manual's names first: OpenSSL no longer knows most of them
-        found = None if name.startswith(("!", "-")) else refusal(name.lstrip("+"))  # "!RC4" leaves one out
-        if found:
-            raise FlagError(
-                f"-cipher {name}: this cipher from the manual's day is gone: {found[1]}. "
-                f"Use a modern one such as {_MODERN_SUGGESTION}",
-                ("cipher", name),
-            )
-    for level in re.findall(r"@SECLEVEL=(\d+)", cipher):
-        if int(level) < DEFAULT_SECLEVEL:
-            raise FlagError(
-                f"-cipher {cipher}: @SECLEVEL={level} is below OpenSSL's default of {DEFAULT_SECLEVEL}, which would"
-                " allow SHA-1 signatures and short keys; leave the level out",
-                ("cipher", f"@SECLEVEL={level}"),
-            )
-    try:
-        ctx.set_cipher_list(cipher.encode())
-    except SSL.Error as exc:
-        raise FlagError(f"-cipher {cipher}: OpenSSL knows none of these ciphers", ("cipher", cipher)) from exc
-    scratch = SSL.Context(SSL.TLS_METHOD)  # a Connection would freeze ctx: the list is read from a copy
-    scratch.set_cipher_list(cipher.encode())
-    for suite in SSL.Connection(scratch, None).get_cipher_list():
-        found = refusal(suite)
-        if found:
-            keyword, why = found
-            raise FlagError(
-                f"-cipher {cipher}: it allows {suite}, and {why}. Add :!{keyword} to leave such suites out, or use"
-                f" a modern list such as {_MODERN_SUGGESTION}",
-                ("cipher", suite),
-            )
-
-
-def _set_groups(ctx: SSL.Context, groups: str | None) -> None:
-    """The key exchange groups: ``-groups`` (checked name by name, so that the error names the unknown one), or
-    ``DEFAULT_GROUPS``, the first that this OpenSSL takes."""
-    from OpenSSL.SSL import _lib  # type: ignore[attr-defined]
-
-    if groups is None:
-        for default in DEFAULT_GROUPS:
-            if _lib.SSL_CTX_set1_curves_list(ctx._context, default.encode()) == 1:
-                return
-        return  # pragma: no cover - an OpenSSL without X25519 keeps its own defaults
-    for name in groups.split(":"):
-        if not name.startswith("?"):
-            alone = SSL.Context(SSL.TLS_METHOD)
-            if _lib.SSL_CTX_set1_curves_list(alone._context, name.lstrip("*").encode()) != 1:
-                raise FlagError(
-                    f"-groups {groups}: this OpenSSL knows no key exchange group {name.lstrip('*')!r}"
-                    " (known ones include X25519MLKEM768, X25519, P-256, P-384)",
-                    ("groups", name),
-                )
-    if _lib.SSL_CTX_set1_curves_list(ctx._context, groups.encode()) != 1:
-        raise FlagError(f"-groups {groups}: OpenSSL refuses this list", ("groups", groups))
-
-
-def _whole_writes(ctx: SSL.Context) -> None:
-    """Make ``SSL_write`` write all it is given before it returns, as OpenSSL does by default; pyOpenSSL turns on
-    partial writes, which return after every 16 KiB record. Every call into OpenSSL gives up the GIL and takes it
-    back, a thread hand-off when another thread wants it: one call per 256 KiB instead of sixteen. pyOpenSSL has no
-    public ``clear_mode``, so this reaches its bindings, and does nothing where they lack the function."""
-    from OpenSSL.SSL import _lib  # type: ignore[attr-defined]
-
-    clear_mode = getattr(_lib, "SSL_CTX_clear_mode", None)
-    if clear_mode is not None:
-        clear_mode(ctx._context, _lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
-
-
-def build_context(settings: Settings, *, server: bool, env: Mapping[str, str] | None = None) -> SSL.Context:
-    """A pyOpenSSL Context for one side, fully configured and checked; never mutated afterwards."""
-    env = os.environ if env is None else env
-    ctx = SSL.Context(SSL.TLS_SERVER_METHOD if server else SSL.TLS_CLIENT_METHOD)
-    # TLS 1.2 is the oldest version without known protocol breaks; 1.3 is preferred by OpenSSL on its own.
-    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
-    # No compression: CRIME. No renegotiation: its attacks and its complexity; TLS 1.3 has none either.
-    ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
-    # An idle connection gives back its 34 KiB of record buffers: thousands of held connections stay small.
-    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
-    _whole_writes(ctx)
-    _load_identity(ctx, settings, server, env)
-    if settings.cipher:
-        _set_ciphers(ctx, settings.cipher)
-    else:
-        ctx.set_cipher_list(DEFAULT_CIPHERS.encode())
-    # The server's order, not the client's: an old client that lists CBC suites first still gets an AEAD.
-    ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
-    _set_groups(ctx, settings.groups)
-    keylog = env.get("SSLKEYLOGFILE")
-    logger = _key_logger(keylog) if keylog else None
-    if logger is not None:
-        ctx.set_keylog_callback(logger)
-    if settings.ciphersuites:
-        try:
-            ctx.set_tls13_ciphersuites(settings.ciphersuites.encode())
-        except SSL.Error as exc:
-            raise FlagError(
-                f"-ciphersuites {settings.ciphersuites}: OpenSSL knows none of these TLS 1.3 suites",
-                ("ciphersuites", settings.ciphersuites),
-            ) from exc
-    _set_verify(ctx, settings, server)
-    return ctx
-
-
-def _load_identity(ctx: SSL.Context, settings: Settings, server: bool, env: Mapping[str, str]) -> None:
-    password = settings.password.resolve(env) if settings.password else None
-    certificates: list[x509.Certificate] = []
-    key = None
-    for path in settings.certs:
-        pem = _read("-cert", path)
-        try:
-            certificates += x509.load_pem_x509_certificates(pem)
-        except ValueError:
-            pass  # a -cert file may hold only the key, as in the manual's client example
-        found = _PEM_KEY.search(pem)
-        if found and key is None:
-            key = _load_key("-cert", path, found.group(0), password)
-        if not found and not certificates:
-            raise FlagError(f"-cert {path}: holds no PEM certificate or private key", ("file", path))
-    if settings.key:
-        pem = _read("-key", settings.key)
-        found = _PEM_KEY.search(pem)
-        if not found:
-            raise FlagError(f"-key {settings.key}: holds no PEM private key", ("file", settings.key))
-        key = _load_key("-key", settings.key, found.group(0), password)
-    if server and not certificates:
-        raise FlagError("a server must always have a certificate: give -cert FILE", ("flag", "-cert"))
-    if certificates and key is None:
-        raise FlagError(f"-cert {settings.certs[0]}: no private key; give -key FILE", ("flag", "-key"))
-    if not certificates and key is not None:
-        raise FlagError(f"-key {settings.key}: a key without a certificate; give -cert FILE", ("flag", "-cert"))
-    if certificates and key is not None:
-        ctx.use_certificate(certificates[0])
-        for extra in certificates[1:]:
-            ctx.add_extra_chain_cert(extra)
-        try:
-            ctx.use_privatekey(key)
-            ctx.check_privatekey()
-        except SSL.Error as exc:
-            where = f" (-key {settings.key})" if settings.key else ""
-            raise FlagError(
-                f"the private key{where} does not match the certificate in -cert {settings.certs[0]}",
-                ("flag", "-key"),
-            ) from exc
-
-
-def _set_verify(ctx: SSL.Context, settings: Settings, server: bool) -> None:
-    level = settings.verify
-    if level == 0:
-        ctx.set_verify(SSL.VERIFY_NONE)
-        if not server:
-            warnings.warn(
-                "a client at -verify 0 checks nothing: anyone on the path can pose as the server "
-                "(use -verify 2 -CAfile ca.pem)",
-                InsecureClientWarning,
-                stacklevel=5,  # _set_verify, build_context, load_context, client: the caller of client()
-            )
-        return
-    for option, path in (("-CAfile", settings.cafile), ("-CApath", settings.capath)):
-        if path and not os.path.exists(path):
-            raise FlagError(f"{option} {path}: No such file or directory", ("file", path))
-    try:
-        if settings.cafile or settings.capath:
-            ctx.load_verify_locations(settings.cafile, settings.capath)
-        else:
-            ctx.set_default_verify_paths()
-    except SSL.Error as exc:
-        where = settings.cafile or settings.capath
-        raise FlagError(f"-CAfile/-CApath {where}: OpenSSL cannot read it", ("file", where)) from exc
-    mode = SSL.VERIFY_PEER
-    if server and level == 2:
-        mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
-    ctx.set_verify(mode, _verify_callback(level))
-    if settings.depth is not None:
-        ctx.set_verify_depth(settings.depth)
-
-
-#: The verify errors of OpenSSL's host check: at ``-verify 2`` the certificate does not name the host asked for.
-NAME_MISMATCH = frozenset(
-    {SSL.X509VerificationCodes.ERR_HOSTNAME_MISMATCH, SSL.X509VerificationCodes.ERR_IP_ADDRESS_MISMATCH}
-)
-# X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS and X509_CHECK_FLAG_NEVER_CHECK_SUBJECT (x509v3.h): "*" only as a whole
-# left-most label, and never the subject's common name, as RFC 6125 and every browser have it.
-_HOST_FLAGS = 0x4 | 0x20
-
-
-def require_name(conn: SSL.Connection, name: str) -> None:
-    """Make the handshake of ``conn`` (a client's) check that the peer's certificate names ``name``, a host name
-    or an IP address: OpenSSL's own check (X509_check_host, X509_check_ip), run inside the certificate
-    verification, so that a refusal is a verify error like any other and reaches the server as a TLS alert
-    (bad_certificate). pyOpenSSL has no call for it, so this reaches its bindings."""
-    from OpenSSL.SSL import _lib  # type: ignore[attr-defined]
-
-    param = _lib.SSL_get0_param(conn._ssl)
-    if is_ip(name):
-        packed = socket.inet_pton(socket.AF_INET6 if ":" in name else socket.AF_INET, name)
-        done = _lib.X509_VERIFY_PARAM_set1_ip(param, packed, len(packed))
-    else:
-        _lib.X509_VERIFY_PARAM_set_hostflags(param, _HOST_FLAGS)
-        encoded = name.encode("idna")
-        done = _lib.X509_VERIFY_PARAM_set1_host(param, encoded, len(encoded))
-    if done != 1:
-        raise FlagError(f"cannot check the certificate against the host name {name!r}", ("servername", name))
-
-
-def is_ip(host: str) -> bool:
-    """Whether ``host`` is an IPv4 or IPv6 address rather than a name."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-            return True
-        except OSError:
-            pass
-    return False
-
-
-def _verify_callback(level: int) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
-    """Record every verify error on the connection's mediator; forgive an unknown issuer at level 1."""
-
-    def verify(conn: SSL.Connection, cert: crypto.X509, code: int, depth: int, ok: int) -> bool:
-        if ok:
-            return True
-        mediator = conn.get_app_data()
-        if mediator is not None:
-            mediator.verify_errors.append((depth, code))
-        return level == 1 and code in UNKNOWN_ISSUER_ERRORS
-
-    return verify
-
-
-_log_handlers: dict[str, logging.Logger] = {}
-
-
-def connection_logger(path: str) -> logging.Logger:
-    """The logger that ``-log FILE`` writes to: a child of ``sslsocket`` with a file handler of its own."""
-    path = os.path.abspath(path)
-    logger = _log_handlers.get(path)
-    if logger is None:
-        logger = logging.getLogger(f"sslsocket.log.{len(_log_handlers)}")
-        handler = logging.FileHandler(path)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        _log_handlers[path] = logger
-    return logger
-
-
-def close_logs() -> None:
-    """Close every ``-log`` file (``stop()`` does this)."""
-    for logger in _log_handlers.values():
-        for handler in list(logger.handlers):
-            logger.removeHandler(handler)
-            handler.close()
-    _log_handlers.clear()
-    _contexts.clear()
-
-
-_keylog_lock = threading.Lock()
-_keylog_warned: set[str] = set()
-
-
-def _key_logger(path: str) -> Callable[[SSL.Connection, bytes], None] | None:
-    """``SSLKEYLOGFILE``: every connection appends its TLS secrets to ``path``, one NSS key log line each, as curl,
-    browsers and Python's ``ssl`` do, so that Wireshark can read a capture. Said once per file, as a WARNING: with
-    these lines anyone who has the capture reads the traffic; the file is made readable by its owner only. A file
-    that cannot be opened is said once too, and then nothing is logged (None)."""
-    problem: str | None = None
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
-    except OSError as exc:
-        problem = f"SSLKEYLOGFILE is set, but {path} cannot be opened ({exc.strerror}): no TLS secrets are logged"
-    with _keylog_lock:
-        if path not in _keylog_warned:
-            _keylog_warned.add(path)
-            logging.getLogger("sslsocket").warning(
-                problem or f"SSLKEYLOGFILE is set: the TLS secrets of every connection are appended to {path}"
-            )
-    if problem:
-        return None
-
-    def write(conn: SSL.Connection, line: bytes) -> None:
-        try:
-            with _keylog_lock, open(path, "ab") as file:
-                file.write(line + b"\n")
-        except OSError:
-            pass  # removed or made unwritable meanwhile: a connection does not fail for its key log
-
-    return write
-
-
-_contexts: dict[tuple[Any, ...], SSL.Context] = {}
-
-
-def load_context(settings: Settings, *, server: bool) -> SSL.Context:
-    """``build_context``, cached while the files it read are unchanged: a server accepting in a loop with the same
-    flags shares one Context (OpenSSL contexts are safe to share between connections)."""
-    stamps = []
-    for path in (*settings.certs, settings.key, settings.cafile):
-        try:
-            stamps.append(os.stat(path).st_mtime_ns if path else None)
-        except OSError:
-            stamps.append(None)
-    secret = settings.password
-    env_secret = os.environ.get(secret.value) if secret and secret.kind == "env" else None
-    key = (settings, server, tuple(stamps), env_secret, os.environ.get("SSLKEYLOGFILE"))
-    ctx = _contexts.get(key)
-    if ctx is None:
-        ctx = build_context(settings, server=server)
-        if settings.log:
-            try:
-                connection_logger(settings.log)
-            except OSError as exc:
-                raise FlagError(f"-log {settings.log}: {exc.strerror}", ("file", settings.log)) from exc
-        if len(_contexts) > 64:
-            _contexts.clear()
-        _contexts[key] = ctx
-    return ctx

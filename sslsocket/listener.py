@@ -44,6 +44,7 @@ from typing import Any
 from OpenSSL import SSL
 
 from . import process
+from .context import load_context
 from .errors import (
     NO_RESOURCES,
     AcceptError,
@@ -55,11 +56,11 @@ from .errors import (
     closed_error,
     errno_name,
 )
-from .flags import Settings, load_context, parse_flags
+from .flags import Settings, parse_flags
 from .framing import Mode, parse_mode
-from .mediator import Socket
 from .process import Pid
 from .registry import ListenSocket, Registry
+from .sockets import Socket
 from .system import HAS_POLL, SELECT_LIMIT, Waker, reuse_address
 
 #: Connections that have sent nothing yet, per listen socket. Each costs a descriptor and a little kernel memory,

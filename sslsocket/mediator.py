@@ -67,20 +67,19 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
-from cryptography import x509
 from OpenSSL import SSL
 
-from .errors import BadMessage, Closed, ConnectionBroken, HandshakeError
-from .flags import Settings, connection_logger, is_ip, require_name
-from .framing import FramingError, Mode, to_bytes
-from .inbox import CLOSE, Deliver, Envelope, Inbox
-from .lifecycle import CLOSED_BY_OWNER, OWNER_ENDED, CloseClock, Ending, Lifecycle, State
+from .context import connection_logger, is_ip, require_name
+from .errors import ConnectionBroken, HandshakeError
+from .flags import Settings
+from .framing import FramingError, Mode
+from .inbox import Deliver, Envelope, Inbox
+from .lifecycle import OWNER_ENDED, CloseClock, Lifecycle, State
 from .outgoing import Outgoing
-from .owner import Credit, Owner, owner_of
+from .owner import Credit, Owner
 from .process import Delivery, Pid
 from .system import HUP, IN, Waker, poller, unsent
 from .tls import HandshakeFailure, PeerReport, attempt, broken
-from .workers import workers
 
 log = logging.getLogger("sslsocket")
 
@@ -117,8 +116,9 @@ class _Waits:
         return not wait or bool(self.ready & (wait | HUP))
 
 
-class Socket:
-    """One TLS connection and its mediator thread: send it the manual's messages, receive its replies."""
+class Mediator:
+    """The part of a ``Socket`` that its mediator thread runs: the handshake, the loop, the end. (``Socket``, in
+    ``sockets``, adds what other threads call.)"""
 
     def __init__(
         self,
@@ -128,8 +128,8 @@ class Socket:
         mode: Mode,
         *,
         server: bool,
-        on_handshake: Callable[[Socket, BaseException | None], None],
-        forget: Callable[[Socket], None] = lambda sock: None,
+        on_handshake: Callable[[Any, BaseException | None], None],
+        forget: Callable[[Any], None] = lambda sock: None,
         hostname: str | None = None,
         deadline: float | None = None,
     ) -> None:
@@ -185,182 +185,7 @@ class Socket:
             require_name(conn, self.expected_name)
         return conn
 
-    # ---- seen from other threads -------------------------------------------------------------------------
-
-    def __repr__(self) -> str:
-        return f"<Socket #{self.id} {self._peer[1]}:{self._peer[0]} {self.mode} {self._life.state.value}>"
-
-    def __enter__(self) -> Socket:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    @property
-    def peer(self) -> tuple[int, str]:
-        """``(port, address)`` of the peer, in the manual's order."""
-        return self._peer
-
-    @property
-    def state(self) -> State:
-        """Where the connection is: handshaking, open, closing or closed."""
-        return self._life.state
-
-    @property
-    def owner(self) -> Pid | Callable[[Any], object] | None:
-        """The controlling process (a ``Pid``), the callback that gets the messages, or None before ``accept``
-        hands the socket over."""
-        owner = self._owner
-        return owner.target if owner is not None else None
-
-    @property
-    def inbox_depth(self) -> int:
-        """How many messages wait in the inbox for the mediator to take them."""
-        return len(self._inbox)
-
-    @property
-    def thread(self) -> threading.Thread | None:
-        """The mediator thread (named ``sslsocket-N-host:port`` while it serves this connection); None before
-        ``start``."""
-        return self._thread
-
-    @property
-    def peer_certificate(self) -> x509.Certificate | None:
-        """The peer's certificate after the handshake (a ``cryptography`` object), or None."""
-        return self._report.peer_certificate
-
-    @property
-    def verify_result(self) -> str:
-        """What the certificate check found: ``"ok"``, ``"not checked"``, ``"no certificate"``, or the forgiven
-        errors."""
-        return self._report.verify_result
-
-    @property
-    def protocol(self) -> str | None:
-        """The TLS version after the handshake (``"TLSv1.3"``), or None before."""
-        return self._report.protocol
-
-    @property
-    def cipher(self) -> str | None:
-        """The cipher suite after the handshake, or None before."""
-        return self._report.cipher
-
-    @property
-    def group(self) -> str | None:
-        """The key exchange group after the handshake (``"X25519MLKEM768"``, ``"x25519"``...), or None."""
-        return self._report.group
-
-    @property
-    def servername(self) -> str | None:
-        """On a server: the host name the client asked for (SNI), or None."""
-        return self._report.servername
-
-    def start(self) -> None:
-        """Give the connection its mediator thread: the library does this; it runs the handshake, then the
-        connection. When no thread can be started (``RuntimeError``, the system's limit on tasks), the connection
-        is closed, its descriptors released, and the error raised."""
-        try:
-            self._thread = workers.run(self._run, f"sslsocket-{self.id}-{self._peer[1]}:{self._peer[0]}")
-        except RuntimeError:
-            self._end()
-            raise
-
-    def wait_closed(self, timeout: float | None = None) -> bool:
-        """Wait until the mediator has ended: the connection is closed and its descriptors are released. False if
-        ``timeout`` passed first."""
-        return self._ended.wait(timeout)
-
-    def send(self, msg: Any) -> None:
-        """``Socket ! Msg``: ``(pid, ("deliver", data))`` or ``(pid, "close")``, from the controlling process."""
-        if not (type(msg) is tuple and len(msg) == 2):
-            raise BadMessage(f"a socket takes (pid, ('deliver', data)) or (pid, 'close'), not {msg!r}")
-        sender, body = msg
-        owner = self._owner
-        if owner is not None:
-            owner.check(sender, self)
-        if body == "close":
-            if self._life.ask(CLOSED_BY_OWNER):
-                self._put(CLOSE)
-                self._waker.poke()  # even a mediator blocked on a full write starts its close clock now
-        elif type(body) is tuple and len(body) == 2 and body[0] == "deliver":
-            if self._life.closed_by_owner:
-                raise Closed(
-                    f"socket #{self.id} to {self._peer[1]}:{self._peer[0]} was closed by its owner: nothing more can"
-                    " be delivered",
-                    "closed",
-                )
-            payload = to_bytes(body[1])
-            self._put(Deliver(self.mode.header_for(len(payload)), payload))
-        else:
-            raise BadMessage(f"a socket takes ('deliver', data) or 'close', not {body!r}", ("bad_message", body))
-
-    def deliver(self, data: Any) -> None:
-        """The same as ``sock.send((self(), ("deliver", data)))``."""
-        self.send((self._sender(), ("deliver", data)))
-
-    def close(self) -> None:
-        """The same as ``sock.send((self(), "close"))``; closing a closed socket does nothing."""
-        if self._life.state is not State.CLOSED:
-            self.send((self._sender(), "close"))
-
-    def _sender(self) -> Pid | None:
-        owner = self._owner
-        return owner.sender() if owner is not None else None
-
-    def drop_copy(self) -> None:
-        """In a child after ``fork()``: close this process's copies of the connection's descriptors, sending
-        nothing; the connection, and its mediator thread, are the parent's."""
-        self._life.move(State.CLOSED)
-        self._tcp.close()
-        self._waker.close_copy()
-        self._let_go()
-        self._ended.set()
-
-    def abort(self, error: ConnectionBroken, tell_owner: bool = True, wake: bool = True) -> None:
-        """End the connection at once (``stop()``, a closed listen socket): the owner hears ``error``. With
-        ``wake=False`` the socket is only marked, so that ``stop()`` can mark every socket before any of them
-        acts, and none mistakes its peer's abort for that peer's own close."""
-        self._life.ask(Ending("aborted", error, urgent=True, tell=tell_owner))
-        if wake:
-            self._waker.poke()
-
-    def wake(self) -> None:
-        """Make the mediator look at its inbox and its lifecycle now."""
-        self._waker.poke()
-
-    def _put(self, item: Envelope) -> None:
-        """Hand ``item`` to the mediator. Once the connection has ended (the peer's close, ``stop()``), now or
-        while this waited for room, it is dropped, as Erlang's ``!`` to an ended process: the owner has, or will
-        have, the ``socket_closed`` message that says so."""
-        if threading.get_ident() == self._ident:  # a callback owner, answering in the mediator's thread
-            self._own.append(item)  # never the inbox: the thread would wait on itself once the inbox is full
-            return
-        owner = self._owner
-        if self._inbox.offer(item, owner.waiter if owner is not None else None) and self._sleeping:
-            self._waker.poke()
-
-    def claim(self, owner: Pid | Callable[[Any], object]) -> None:
-        """Give the socket its owner (``accept``, ``client``): from now on it reads and sends to the owner."""
-        self._set_owner(owner_of(owner))
-        self._waker.poke()
-
-    def _set_owner(self, owner: Owner) -> None:
-        if not owner.adopt(self):
-            self._life.ask(OWNER_ENDED)
-        self._owner = owner
-
-    def change_owner(self, new: Pid | Callable[[Any], object]) -> None:
-        """``controlling_process``: move what waits in the old owner's mailbox, then switch, in one step."""
-        with self._owner_lock:
-            old = self._owner
-            waiting = old.take_back(self) if old is not None else []
-            if old is not None:
-                old.release(self)
-            self._credit.consumed(sum(m.weight for m in waiting if type(m) is Delivery))  # charged again below
-            self._set_owner(owner_of(new))
-            if waiting:
-                self._post(self._owner, waiting)
-        self._waker.poke()
+    # ---- to the owner ------------------------------------------------------------------------------------
 
     def consumed(self, weight: int) -> None:
         """The owner received packets of this weight: if reading was paused and the owner has caught up, resume."""
@@ -369,11 +194,10 @@ class Socket:
 
     def owner_ended(self, pid: Pid) -> None:
         """The owner's process ended: close, unless the socket has been handed on."""
-        if self.owner is pid:
+        owner = self._owner
+        if owner is not None and owner.target is pid:
             self._life.ask(OWNER_ENDED)
             self._waker.poke()
-
-    # ---- to the owner ------------------------------------------------------------------------------------
 
     def _emit(self, msgs: list[Any]) -> None:
         """To the owner: a process's mailbox under ``_owner_lock`` (see ``change_owner``); a callback outside it,

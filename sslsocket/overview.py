@@ -17,9 +17,9 @@ from dataclasses import dataclass, fields
 from typing import IO, Any
 
 from . import process
-from .mediator import Socket
 from .process import Pid
 from .registry import registry
+from .sockets import Socket
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,14 @@ from time import monotonic
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import process
+from .context import close_logs
 from .errors import Closed, ConnectionBroken, closed_error
-from .flags import close_logs
 from .system import at_fork
 from .workers import workers
 
 if TYPE_CHECKING:
     from .listener import Listener
-    from .mediator import Socket
+    from .sockets import Socket
 
 #: Listen sockets remembered after they ended, with why (closed or stopped), so that an ``accept`` on one says so:
 #: the latest ones, since a program may open and close listen sockets for ever.

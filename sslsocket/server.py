@@ -11,9 +11,9 @@ from . import process
 from .errors import ConnectError, NotOwner, WrongType
 from .framing import MAX_PACKET_SIZE
 from .listener import make_listener
-from .mediator import Socket
 from .process import Pid
 from .registry import ListenSocket, registry
+from .sockets import Socket
 
 
 def listen(

@@ -10,8 +10,9 @@ from typing import Any
 from cryptography import x509
 from OpenSSL import SSL
 
+from .context import NAME_MISMATCH
 from .errors import ConnectionBroken
-from .flags import NAME_MISMATCH, UNKNOWN_ISSUER_ERRORS, Settings, verify_error_text
+from .flags import UNKNOWN_ISSUER_ERRORS, Settings, verify_error_text
 from .system import IN, OUT
 
 

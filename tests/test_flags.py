@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 from OpenSSL import SSL
 
 from sslsocket import FlagError, InsecureClientWarning
+from sslsocket.context import build_context
 from sslsocket.flags import (
     DEFAULT_CIPHERS,
     DEFAULT_HANDSHAKE_TIMEOUT,
     Secret,
     Settings,
-    build_context,
     parse_flags,
 )
 

@@ -698,6 +698,7 @@ def test_16_exit_during_accept_a_hundred_times(certs: Any) -> None:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(300)  # some 3 GB through TLS: on a shared machine, more than the suite's 60 s bound for a hang
 def test_17_soak_many_connections_both_ways(certs: Any) -> None:
     connections, packets = 200, 1000
     rng = random.Random(17)
@@ -760,7 +761,8 @@ sys.path.insert(0, sys.argv[2])
 import sslsocket
 resource.setrlimit(resource.RLIMIT_NOFILE, (60, 60))
 listen = sslsocket.listen("STREAM", "AF_INET", ("127.0.0.1", 0), "raw")
-from sslsocket.flags import load_context, parse_flags
+from sslsocket.context import load_context
+from sslsocket.flags import parse_flags
 load_context(parse_flags("-cert " + sys.argv[1]), server=True)  # read the certificate while files can be opened
 client = socket.create_connection(("127.0.0.1", listen.port))  # waits in the backlog
 hogs = []

@@ -662,10 +662,10 @@ def _accepts_again(listen: sslsocket.ListenSocket, flags: str) -> None:
 
 
 def test_a_client_without_a_thread_to_run_in_is_a_connect_error(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sslsocket import mediator
+    from sslsocket.workers import workers
 
     with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
-        monkeypatch.setattr(mediator.workers, "run", _no_thread)
+        monkeypatch.setattr(workers, "run", _no_thread)
         with pytest.raises(sslsocket.ConnectError, match="could not start a thread") as caught:
             sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
         assert caught.value.reason == "no_thread"  # and its descriptors are closed: the leak check would fail
@@ -678,7 +678,7 @@ def _listener_bug(*args: Any, **kwargs: Any) -> Any:
 @pytest.mark.parametrize(
     ("module", "target", "name", "replacement", "reason", "says"),
     [
-        ("mediator", "workers", "run", _no_thread, "no_thread", "could not start its thread"),  # the task limit
+        ("workers", "workers", "run", _no_thread, "no_thread", "could not start its thread"),  # the task limit
         ("listener", None, "Socket", _listener_bug, "failed", "a bug in the listener"),  # the thread itself dies
     ],
 )

@@ -276,7 +276,8 @@ def test_tls_below_1_2_is_refused(certs: Any) -> None:
 def test_contexts_have_no_compression_and_no_renegotiation(certs: Any) -> None:
     from OpenSSL import SSL
 
-    from sslsocket.flags import build_context, parse_flags
+    from sslsocket.context import build_context
+    from sslsocket.flags import parse_flags
 
     ctx = build_context(parse_flags(f"-cert {certs.server}"), server=True)
     options = ctx.set_options(0)  # adds nothing; answers the options in force
