@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import getpass
 import logging
 import os
 import signal
@@ -17,13 +16,13 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from . import __version__, certs, process
+from . import __version__, process
+from .cli_certs import Failure, run_csr, run_makecert, run_rehash, run_unprotect, status
 from .client import client
 from .context import load_context
 from .errors import Closed, FlagError, SSLSocketError
-from .flags import parse_flags, pass_source
+from .flags import parse_flags
 from .framing import Mode, parse_mode
 from .process import Pid
 from .registry import ListenSocket, stop
@@ -31,10 +30,6 @@ from .server import accept, close, listen, peername
 from .sockets import Socket
 
 EPILOG = "Modes in the manual's notation: raw, '{packet,2}', '{binary_packet,4}', asn1, onebyte, twobytes..."
-
-
-class Failure(Exception):
-    """A failure to report in one line, with exit status 1."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,15 +162,6 @@ def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) == 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
     return int(text)
-
-
-def secret(text: str) -> bytes:
-    return pass_source("--pass", text).resolve(os.environ)
-
-
-def status(text: str) -> None:
-    """A progress line on standard error, for what may take a moment."""
-    print(text, file=sys.stderr, flush=True)
 
 
 # ---- demo --------------------------------------------------------------------------------------------------------
@@ -327,10 +313,15 @@ def run_connect(args: argparse.Namespace) -> int:
     me = process.self()
     reader = threading.Thread(target=read_input, args=(me, args.binary, args.mode), daemon=True, name="stdin")
     reader.start()
-    show = show_hex if args.hex else show_text
+    return _converse(sock, show_hex if args.hex else show_text, args.wait)
+
+
+def _converse(sock: Socket, show: Callable[[str | bytes], None], wait: float) -> int:
+    """Standard input to the server, its packets to standard output, until the input has ended and the server
+    has said nothing for ``wait`` seconds, or the server closes."""
     quiet_since: float | None = None
     while True:
-        timeout = None if quiet_since is None else max(0.0, quiet_since + args.wait - time.monotonic())
+        timeout = None if quiet_since is None else max(0.0, quiet_since + wait - time.monotonic())
         try:
             msg = process.receive(timeout=timeout)
         except TimeoutError:  # end of input, and no reply for --wait seconds: close in order
@@ -408,99 +399,3 @@ def describe(sock: Socket) -> None:
         status(f"  names:   {', '.join(str(n.value) for n in names)}")
     except x509.ExtensionNotFound:
         pass
-
-
-# ---- the certificate recipes ---------------------------------------------------------------------------------
-
-
-def run_makecert(args: argparse.Namespace) -> int:
-    if args.ca and (args.issuer or args.name):
-        raise Failure("--ca makes a CA, which names no host and has no issuer: leave out --name and --issuer")
-    if "" in args.name or args.cn == "":
-        raise Failure("--name and --cn take a host name or an IP address, not an empty string")
-    for path in (args.out, certs.ca_key_path(args.out)) if args.ca else (args.out,):
-        if os.path.exists(path) and not args.force:
-            why = " (what its key signed would no longer verify)" if args.ca else ""
-            raise Failure(f"{path} exists{why}: give --force to overwrite it")
-    if args.key == "rsa":
-        status("generating a 2048-bit RSA key ...")
-    names = tuple(args.name) or None
-    common_name = args.cn or (args.name[0] if args.name else "sslsocket test CA" if args.ca else "localhost")
-    if args.ca:
-        identity = certs.make_ca(common_name, days=args.days, key=args.key)
-        identity.write_ca(args.out)
-        print(f"wrote {args.out}: a CA certificate for {common_name}, valid {args.days} days (give it to clients)")
-        print(f"wrote {certs.ca_key_path(args.out)}: its {args.key} key (keep it to yourself)")
-    else:
-        try:
-            issuer = certs.load_ca(args.issuer) if args.issuer else None
-        except (OSError, ValueError) as exc:
-            raise Failure(f"--issuer {args.issuer}: cannot read the CA and its key ({exc})") from exc
-        try:
-            identity = certs.make_cert(common_name, issuer=issuer, names=names, days=args.days, key=args.key)
-        except ValueError as exc:
-            raise Failure(f"--name/--cn: {exc}") from exc
-        identity.write(args.out)
-        by = f", signed by {args.issuer}" if args.issuer else ", self-signed"
-        print(
-            f"wrote {args.out}: a certificate for {', '.join(identity.names())}{by}, valid {args.days} days,"
-            f" and its {args.key} key"
-        )
-    if args.hash_link:
-        link = os.path.join(os.path.dirname(os.path.abspath(args.out)), certs.subject_hash_name(identity.cert))
-        if os.path.lexists(link):
-            os.unlink(link)
-        os.symlink(os.path.basename(args.out), link)
-        print(f"linked {link} -> {os.path.basename(args.out)}")
-    return 0
-
-
-def run_rehash(args: argparse.Namespace) -> int:
-    if not os.path.isdir(args.directory):
-        raise Failure(f"{args.directory}: not a directory")
-    made = certs.rehash(args.directory)
-    for link, target in made:
-        print(f"{link} -> {target}")
-    if not made:
-        raise Failure(f"{args.directory}: no PEM certificate (*.pem, *.crt) found")
-    return 0
-
-
-def run_csr(args: argparse.Namespace) -> int:
-    if args.key == "rsa":
-        status("generating a 2048-bit RSA key ...")
-    try:
-        request, key = certs.make_csr(args.cn, args.key)
-    except ValueError as exc:
-        raise Failure(f"--cn {args.cn!r}: {exc}") from exc
-    password = secret(args.password) if args.password else None
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
-    )
-    certs.write_private(
-        args.keyout, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    )
-    with open(args.out, "wb") as file:
-        file.write(request.public_bytes(serialization.Encoding.PEM))
-    print(f"wrote {args.out} (the request, for CN={args.cn}) and {args.keyout} (its key)")
-    return 0
-
-
-def run_unprotect(args: argparse.Namespace) -> int:
-    with open(args.input, "rb") as file:
-        pem = file.read()
-    if b"ENCRYPTED" not in pem:
-        raise Failure(f"{args.input}: not a key protected by a pass phrase (nothing to remove)")
-    try:
-        password = secret(args.password) if args.password else getpass.getpass(f"pass phrase for {args.input}: ")
-    except EOFError:
-        raise Failure(f"{args.input}: no pass phrase: standard input ended (give it with --pass)") from None
-    if isinstance(password, str):
-        password = password.encode()
-    try:
-        plain = certs.unprotect(pem, password)
-    except (ValueError, TypeError) as exc:
-        raise Failure(f"{args.input}: wrong pass phrase, or not a protected PEM key") from exc
-    certs.write_private(args.output, plain)
-    print(f"wrote {args.output}: the key without a pass phrase; only the file system protects it now")
-    return 0

@@ -89,16 +89,25 @@ def client(
 def _host_port(address: object) -> tuple[str, int]:
     if not (isinstance(address, tuple) and len(address) == 2):
         raise BadArgument(f"a client address is (host, port), not {address!r}", ("bad_argument", "address", address))
-    host, port = address
+    return _host(address[0]), _port(address[1])
+
+
+def _host(host: object) -> str:
+    """A name or an address; Erlang's address tuples too: ``(127, 0, 0, 1)``, eight ints for IPv6."""
     if isinstance(host, tuple) and all(type(part) is int for part in host):
         host = ".".join(map(str, host)) if len(host) == 4 else ":".join(f"{part:x}" for part in host)
     if not isinstance(host, str) or not host:
         raise BadArgument(
             f"a client host is a name or an IP address string, not {host!r}", ("bad_argument", "host", host)
         )
+    return host
+
+
+def _port(port: object) -> int:
+    """A number, as an int or digits, or a service name (``"https"``)."""
     if isinstance(port, str) and not port.isdigit():
         try:
-            return host, socket.getservbyname(port, "tcp")
+            return socket.getservbyname(port, "tcp")
         except OSError:
             raise ConnectError(f"unknown service name {port!r} (see /etc/services)", ("service", port)) from None
     if isinstance(port, str):
@@ -107,7 +116,7 @@ def _host_port(address: object) -> tuple[str, int]:
         raise BadArgument(
             f"a client port is a number from 1 to 65535 or a service name, not {port!r}", ("bad_argument", "port", port)
         )
-    return host, port
+    return port
 
 
 def _connect(host: str, port: int, family: int, timeout: float) -> socket.socket:

@@ -162,6 +162,30 @@ def build_context(settings: Settings, *, server: bool, env: Mapping[str, str] | 
 
 def _load_identity(ctx: SSL.Context, settings: Settings, server: bool, env: Mapping[str, str]) -> None:
     password = settings.password.resolve(env) if settings.password else None
+    certificates, key = _read_identity(settings, password)
+    if server and not certificates:
+        raise FlagError("a server must always have a certificate: give -cert FILE", ("flag", "-cert"))
+    if certificates and key is None:
+        raise FlagError(f"-cert {settings.certs[0]}: no private key; give -key FILE", ("flag", "-key"))
+    if not certificates and key is not None:
+        raise FlagError(f"-key {settings.key}: a key without a certificate; give -cert FILE", ("flag", "-cert"))
+    if not certificates:
+        return
+    ctx.use_certificate(certificates[0])
+    for extra in certificates[1:]:
+        ctx.add_extra_chain_cert(extra)
+    try:
+        ctx.use_privatekey(key)
+        ctx.check_privatekey()
+    except SSL.Error as exc:
+        where = f" (-key {settings.key})" if settings.key else ""
+        raise FlagError(
+            f"the private key{where} does not match the certificate in -cert {settings.certs[0]}", ("flag", "-key")
+        ) from exc
+
+
+def _read_identity(settings: Settings, password: bytes | None) -> tuple[list[x509.Certificate], Any]:
+    """The certificates of the ``-cert`` files, in order, and the first key found in them or in ``-key``."""
     certificates: list[x509.Certificate] = []
     key = None
     for path in settings.certs:
@@ -181,25 +205,7 @@ def _load_identity(ctx: SSL.Context, settings: Settings, server: bool, env: Mapp
         if not found:
             raise FlagError(f"-key {settings.key}: holds no PEM private key", ("file", settings.key))
         key = _load_key("-key", settings.key, found.group(0), password)
-    if server and not certificates:
-        raise FlagError("a server must always have a certificate: give -cert FILE", ("flag", "-cert"))
-    if certificates and key is None:
-        raise FlagError(f"-cert {settings.certs[0]}: no private key; give -key FILE", ("flag", "-key"))
-    if not certificates and key is not None:
-        raise FlagError(f"-key {settings.key}: a key without a certificate; give -cert FILE", ("flag", "-cert"))
-    if certificates and key is not None:
-        ctx.use_certificate(certificates[0])
-        for extra in certificates[1:]:
-            ctx.add_extra_chain_cert(extra)
-        try:
-            ctx.use_privatekey(key)
-            ctx.check_privatekey()
-        except SSL.Error as exc:
-            where = f" (-key {settings.key})" if settings.key else ""
-            raise FlagError(
-                f"the private key{where} does not match the certificate in -cert {settings.certs[0]}",
-                ("flag", "-key"),
-            ) from exc
+    return certificates, key
 
 
 def _set_verify(ctx: SSL.Context, settings: Settings, server: bool) -> None:

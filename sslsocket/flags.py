@@ -226,26 +226,7 @@ def _parse(flags: str, cipher_env: str | None, cafile_env: str | None, capath_en
         words = shlex.split(flags)
     except ValueError as exc:
         raise FlagError(f"SSLFlags {flags!r}: {exc}") from None
-    values: dict[str, Any] = {}
-    certs: list[str] = []
-    index = 0
-    while index < len(words):
-        flag = words[index]
-        if flag not in _FLAGS:
-            same_but_case = [known for known in _FLAGS if known.lower() == flag.lower()]  # -cafile: -CAfile
-            close = same_but_case or difflib.get_close_matches(flag, _FLAGS, n=1, cutoff=0.75)  # -verfy; not -bogus
-            hint = f" (did you mean {close[0]}?)" if close else f"; known flags: {' '.join(_FLAGS)}"
-            raise FlagError(f"unknown SSLFlags option {flag!r}{hint}", ("flag", flag))
-        if index + 1 >= len(words) or (words[index + 1].startswith("-") and words[index + 1] in _FLAGS):
-            raise FlagError(f"SSLFlags option {flag} needs an argument", ("flag", flag))
-        name, read = _FLAGS[flag]
-        value = read(flag, words[index + 1])
-        if name == "certs":
-            certs.append(value)
-        else:
-            values[name] = value
-        index += 2
-    values["certs"] = tuple(certs)
+    values = _values(words)
     if "cipher" not in values and cipher_env:
         values["cipher"] = cipher_env
     if "cafile" not in values and "capath" not in values:
@@ -254,6 +235,32 @@ def _parse(flags: str, cipher_env: str | None, cafile_env: str | None, capath_en
         if capath_env:
             values["capath"] = capath_env
     return Settings(**values)
+
+
+def _values(words: list[str]) -> dict[str, Any]:
+    """The words of an SSLFlags string, flag and argument by flag and argument, as ``Settings``' fields."""
+    values: dict[str, Any] = {}
+    certs: list[str] = []
+    for index in range(0, len(words), 2):
+        flag = words[index]
+        if flag not in _FLAGS:
+            raise FlagError(f"unknown SSLFlags option {flag!r}{_did_you_mean(flag)}", ("flag", flag))
+        if index + 1 >= len(words) or (words[index + 1].startswith("-") and words[index + 1] in _FLAGS):
+            raise FlagError(f"SSLFlags option {flag} needs an argument", ("flag", flag))
+        name, read = _FLAGS[flag]
+        value = read(flag, words[index + 1])
+        if name == "certs":
+            certs.append(value)
+        else:
+            values[name] = value
+    values["certs"] = tuple(certs)
+    return values
+
+
+def _did_you_mean(flag: str) -> str:
+    same_but_case = [known for known in _FLAGS if known.lower() == flag.lower()]  # -cafile: -CAfile
+    close = same_but_case or difflib.get_close_matches(flag, _FLAGS, n=1, cutoff=0.75)  # -verfy; not -bogus
+    return f" (did you mean {close[0]}?)" if close else f"; known flags: {' '.join(_FLAGS)}"
 
 
 def refusal(suite: str) -> tuple[str, str] | None:

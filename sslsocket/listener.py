@@ -30,20 +30,19 @@ stays usable. Closing the listen socket wakes every acceptor with ``ListenClosed
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import selectors
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
 from OpenSSL import SSL
 
 from . import process
+from .complaints import Complaints
 from .context import load_context
 from .errors import (
     NO_RESOURCES,
@@ -51,17 +50,16 @@ from .errors import (
     BadArgument,
     ConnectionBroken,
     HandshakeError,
-    ListenError,
-    check_protocol_family,
     closed_error,
     errno_name,
 )
 from .flags import Settings, parse_flags
-from .framing import Mode, parse_mode
+from .framing import Mode
 from .process import Pid
+from .quiet import Quiet, QuietRoom
 from .registry import ListenSocket, Registry
 from .sockets import Socket
-from .system import HAS_POLL, SELECT_LIMIT, Waker, reuse_address
+from .system import HAS_POLL, SELECT_LIMIT, Waker
 
 #: Connections that have sent nothing yet, per listen socket. Each costs a descriptor and a little kernel memory,
 #: no thread; past this many the oldest is dropped for the new one, so that a flood of silent connections ages
@@ -81,11 +79,6 @@ ACCEPT_RETRY = 0.1
 
 log = logging.getLogger("sslsocket")
 
-#: Failed handshakes logged per listen socket and window, at most; past that they are counted, and the count is
-#: logged when the window ends: a flood of bad clients cannot fill a disk with one line each.
-LOG_BURST = 10
-LOG_WINDOW = 10.0
-
 #: What ``accept(..., handshake_errors=)`` takes.
 HANDSHAKE_ERRORS = ("log", "raise")
 
@@ -103,57 +96,6 @@ class _Waiter:
     outcome: Outcome | None = None
 
 
-_order = itertools.count()
-
-
-@dataclass(eq=False)
-class _Quiet:
-    """A connection taken for an acceptor's flags that has sent nothing yet (stage 1)."""
-
-    tcp: socket.socket
-    peer: str
-    flags: str
-    context: SSL.Context
-    settings: Settings
-    deadline: float
-    order: int = field(default_factory=lambda: next(_order))
-
-
-class _Complaints:
-    """The failed handshakes of one listen socket, logged as WARNINGs, ``LOG_BURST`` per ``LOG_WINDOW`` at most."""
-
-    def __init__(self, where: str, clock: Callable[[], float] = monotonic) -> None:
-        self._where = where
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._window_end = 0.0
-        self._said = 0
-        self._held = 0
-
-    def say(self, error: BaseException) -> None:
-        now = self._clock()
-        with self._lock:
-            held = 0
-            if now >= self._window_end:
-                held, self._held, self._said = self._held, 0, 0
-                self._window_end = now + LOG_WINDOW
-            speak = self._said < LOG_BURST
-            if speak:
-                self._said += 1
-            else:
-                self._held += 1
-        if held:
-            log.warning(
-                "%s: %d more failed handshakes not shown (at most %d per %g s)",
-                self._where,
-                held,
-                LOG_BURST,
-                LOG_WINDOW,
-            )
-        if speak:
-            log.warning("%s: %s; still accepting", self._where, error)
-
-
 class Listener:
     """What stands behind a ``ListenSocket``: the listening TCP socket, its acceptors and its connections on their
     way to an acceptor. ``_quiet`` (and the selector) belong to the listener thread alone; the rest is under
@@ -169,13 +111,12 @@ class Listener:
         self._waiters: list[_Waiter] = []
         self._ready: list[tuple[str, Socket]] = []
         self._handshaking: dict[Socket, None] = {}  # in the order they began: the oldest first
-        self._quiet: dict[_Quiet, None] = {}  # in the order they came: the oldest first
-        self._deadlines: list[tuple[float, int, _Quiet]] = []  # a heap over _quiet; entries gone from it are skipped
+        self._quiet = QuietRoom()
         self._waker = Waker()
         self._taking = False  # the listener thread polls the listen socket: a new acceptor need not wake it
         self._closed: str | None = None
         self._thread: threading.Thread | None = None
-        self._complaints = _Complaints(f"accept on listen socket {self.handle}")
+        self._complaints = Complaints(f"accept on listen socket {self.handle}")
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -200,58 +141,61 @@ class Listener:
                 ("bad_argument", "handshake_errors", handshake_errors),
             )
         settings = parse_flags(flags)
-        context = load_context(settings, server=True)
-        me = process.self()
+        waiter = _Waiter(
+            process.self(), flags, load_context(settings, server=True), settings, handshake_errors == "raise"
+        )
         deadline = None if timeout is None else monotonic() + timeout
-        with self._lock:
-            if self._closed:
-                raise closed_error(self.handle, self._closed)
-            outcome = self._take_ready(flags)
-            wake = False
-            if outcome is None:
-                waiter = _Waiter(me, flags, context, settings, handshake_errors == "raise")
-                self._waiters.append(waiter)
-                wake = not self._taking
-                if self._thread is None:
-                    thread = threading.Thread(
-                        target=self._run, name=f"sslsocket-listen-{self.handle.port}", daemon=True
-                    )
-                    try:
-                        thread.start()
-                    except RuntimeError as exc:  # the system's limit on tasks: the next accept tries again
-                        self._waiters.remove(waiter)
-                        raise AcceptError(
-                            f"listen socket {self.handle} could not start its thread: {exc}", ("accept", "no_thread")
-                        ) from exc
-                    self._thread = thread
-        if outcome is None:
-            if wake:
-                self._waker.poke()
-            try:
-                me.wait_until(lambda: waiter.outcome is not None, deadline, f"accept on {self.handle}")
-            except BaseException:
-                with self._lock:
-                    if waiter.outcome is None:
-                        self._waiters.remove(waiter)
-                    elif waiter.outcome[0] is not None:  # it came just now: keep it for the next acceptor
-                        self._ready.insert(0, (flags, waiter.outcome[0]))
-                self._waker.poke()
-                raise
-            outcome = waiter.outcome
-            assert outcome is not None
-        sock, error = outcome
+        sock, error = self._ready_for(waiter) or self._wait(waiter, deadline)
         if error is not None:
             raise error
         assert sock is not None
-        sock.claim(owner if owner is not None else me)
+        sock.claim(owner if owner is not None else waiter.pid)
         return sock
 
-    def _take_ready(self, flags: str) -> Outcome | None:
-        for index, (key, sock) in enumerate(self._ready):
-            if key == flags:
-                del self._ready[index]
-                return sock, None
+    def _ready_for(self, waiter: _Waiter) -> Outcome | None:
+        """A connection already handshaken for these flags; else ``waiter`` is enlisted, with the listener thread
+        started or woken as needed, and None returned."""
+        with self._lock:
+            if self._closed:
+                raise closed_error(self.handle, self._closed)
+            for index, (key, sock) in enumerate(self._ready):
+                if key == waiter.flags:
+                    del self._ready[index]
+                    return sock, None
+            self._waiters.append(waiter)
+            wake = not self._taking
+            if self._thread is None:
+                self._start_thread(waiter)
+        if wake:
+            self._waker.poke()
         return None
+
+    def _start_thread(self, waiter: _Waiter) -> None:
+        thread = threading.Thread(target=self._run, name=f"sslsocket-listen-{self.handle.port}", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # the system's limit on tasks: the next accept tries again
+            self._waiters.remove(waiter)
+            raise AcceptError(
+                f"listen socket {self.handle} could not start its thread: {exc}", ("accept", "no_thread")
+            ) from exc
+        self._thread = thread
+
+    def _wait(self, waiter: _Waiter, deadline: float | None) -> Outcome:
+        """Wait for the outcome the listener gives ``waiter``. An acceptor that withdraws (``exit``, its timeout)
+        leaves the queue; a connection that reached it in that instant goes to the front for the next one."""
+        try:
+            waiter.pid.wait_until(lambda: waiter.outcome is not None, deadline, f"accept on {self.handle}")
+        except BaseException:
+            with self._lock:
+                if waiter.outcome is None:
+                    self._waiters.remove(waiter)
+                elif waiter.outcome[0] is not None:
+                    self._ready.insert(0, (waiter.flags, waiter.outcome[0]))
+            self._waker.poke()
+            raise
+        assert waiter.outcome is not None
+        return waiter.outcome
 
     # ---- the listener thread -----------------------------------------------------------------------------
 
@@ -286,7 +230,8 @@ class Listener:
                     self._taking = taking
                 now = monotonic()
                 self._expire(now, selector)
-                wait = self._deadlines[0][0] - now if self._deadlines else None
+                deadline = self._quiet.next_deadline()
+                wait = None if deadline is None else deadline - now
                 if taking and now < retry_at:
                     wait = retry_at - now if wait is None else min(wait, retry_at - now)
                     taking = False
@@ -331,7 +276,7 @@ class Listener:
             )
             return False
         tcp.setblocking(False)
-        quiet = _Quiet(
+        quiet = Quiet(
             tcp,
             f"{address[0]}:{address[1]}",
             waiter.flags,
@@ -344,12 +289,11 @@ class Listener:
                 selector,
                 f"dropped before it sent anything: {MAX_QUIET} newer connections were waiting for their first bytes",
             )
-        self._quiet[quiet] = None
-        heapq.heappush(self._deadlines, (quiet.deadline, quiet.order, quiet))
+        self._quiet.add(quiet)
         selector.register(tcp, selectors.EVENT_READ, quiet)
         return self._first_bytes(quiet, selector)  # a client's hello often comes with its connection
 
-    def _first_bytes(self, quiet: _Quiet, selector: selectors.BaseSelector) -> bool:
+    def _first_bytes(self, quiet: Quiet, selector: selectors.BaseSelector) -> bool:
         """A quiet connection may have sent its first bytes: if so, its handshake begins; if it left, it is closed
         without a report (a port scanner, a health check). False if no thread could be had for it."""
         try:
@@ -367,35 +311,27 @@ class Listener:
 
     def _expire(self, now: float, selector: selectors.BaseSelector) -> None:
         """End the quiet connections whose handshake deadline has passed."""
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            _, _, quiet = heapq.heappop(deadlines)
-            if quiet in self._quiet:
-                self._drop(
-                    quiet,
-                    selector,
-                    f"did not finish its TLS handshake within {quiet.settings.timeout:g} s: it sent nothing",
-                    "timeout",
-                )
+        for quiet in self._quiet.expired(now):
+            self._drop(
+                quiet,
+                selector,
+                f"did not finish its TLS handshake within {quiet.settings.timeout:g} s: it sent nothing",
+                "timeout",
+            )
 
     def _drop_oldest(self, selector: selectors.BaseSelector, why: str) -> None:
-        self._drop(next(iter(self._quiet)), selector, why)
+        self._drop(self._quiet.oldest(), selector, why)
 
-    def _drop(self, quiet: _Quiet, selector: selectors.BaseSelector, why: str, reason: str = "dropped") -> None:
+    def _drop(self, quiet: Quiet, selector: selectors.BaseSelector, why: str, reason: str = "dropped") -> None:
         self._forget(quiet, selector)
         quiet.tcp.close()
         self._handshake_done(quiet.flags, None, HandshakeError(f"client {quiet.peer} {why}", reason))
 
-    def _forget(self, quiet: _Quiet, selector: selectors.BaseSelector) -> None:
-        del self._quiet[quiet]
+    def _forget(self, quiet: Quiet, selector: selectors.BaseSelector) -> None:
+        self._quiet.remove(quiet)
         selector.unregister(quiet.tcp)
-        if not self._quiet:
-            self._deadlines.clear()
-        elif len(self._deadlines) > 2 * len(self._quiet) + 64:  # mostly entries of connections long gone on
-            self._deadlines = [(q.deadline, q.order, q) for q in self._quiet]
-            heapq.heapify(self._deadlines)
 
-    def _start_handshake(self, quiet: _Quiet, selector: selectors.BaseSelector) -> bool:
+    def _start_handshake(self, quiet: Quiet, selector: selectors.BaseSelector) -> bool:
         """Give a connection that has spoken its mediator, which runs the handshake (stage 2). False if no thread
         or descriptor could be had for it."""
         try:
@@ -439,7 +375,7 @@ class Listener:
             return False
         return True
 
-    def _mediator_for(self, quiet: _Quiet, selector: selectors.BaseSelector) -> Socket:
+    def _mediator_for(self, quiet: Quiet, selector: selectors.BaseSelector) -> Socket:
         """A mediator for ``quiet``'s connection. Out of descriptors (its waker needs one), the silent pay first:
         the oldest of them is dropped, and the mediator made again."""
         flags = quiet.flags
@@ -472,20 +408,11 @@ class Listener:
         """A handshake ended, either way (in its mediator's thread), or a quiet connection did (in the listener's):
         the outcome goes to the oldest acceptor with these flags, or waits for one; a failure is logged, unless
         that acceptor asked to have it raised."""
-        pid = None
         with self._lock:
             if sock is not None:
                 self._handshaking.pop(sock, None)
             closed = self._closed
-            if not closed:
-                waiter = next((w for w in self._waiters if w.flags == flags), None)
-                if waiter is not None and (error is None or waiter.raises):
-                    self._waiters.remove(waiter)
-                    waiter.outcome = (None, error) if error is not None else (sock, None)
-                    pid = waiter.pid
-                elif error is None:
-                    assert sock is not None
-                    self._ready.append((flags, sock))
+            pid = None if closed else self._hand_over(flags, sock, error)
         if closed:
             if error is None and sock is not None:
                 sock.abort(ConnectionBroken("the listen socket was closed", "closed"), tell_owner=False)
@@ -493,6 +420,19 @@ class Listener:
             self._complaints.say(error)
         if pid is not None:
             pid.wake()
+
+    def _hand_over(self, flags: str, sock: Socket | None, error: BaseException | None) -> Pid | None:
+        """Under the lock: give the outcome to the oldest acceptor with these flags (a failure only to one that
+        asked to have it raised), or keep the connection ready for one. The acceptor to wake, if any."""
+        waiter = next((w for w in self._waiters if w.flags == flags), None)
+        if waiter is not None and (error is None or waiter.raises):
+            self._waiters.remove(waiter)
+            waiter.outcome = (None, error) if error is not None else (sock, None)
+            return waiter.pid
+        if error is None:
+            assert sock is not None
+            self._ready.append((flags, sock))
+        return None
 
     def forked(self) -> None:
         """In a child after ``fork()`` (see ``Registry.forked``, which drops the child's copies of every
@@ -505,7 +445,7 @@ class Listener:
         self._handshaking, self._ready = {}, []
         for quiet in self._quiet:
             quiet.tcp.close()  # the child's copy: the parent's stays open
-        self._quiet, self._deadlines = {}, []
+        self._quiet.clear()
         self._waker.close_copy()
         self._waker = Waker()
 
@@ -531,36 +471,3 @@ class Listener:
         self._quiet.clear()
         self.sock.close()
         self._waker.close()
-
-
-def make_listener(
-    protocol: object,
-    family: object,
-    address: object,
-    mode: object,
-    registry: Registry,
-    backlog: int,
-    reuse_port: bool,
-    max_packet: int,
-) -> Listener:
-    af = check_protocol_family(protocol, family)
-    parsed = parse_mode(mode).bounded(max_packet)
-    if isinstance(address, tuple) and len(address) == 2:
-        host, port = address
-    else:
-        host, port = ("::" if af == socket.AF_INET6 else "0.0.0.0"), address
-    if type(port) is not int or not 0 <= port <= 65535:
-        raise BadArgument(
-            f"the listen address must be a port number from 0 to 65535, not {port!r}", ("bad_argument", "port", port)
-        )
-    sock = socket.socket(af, socket.SOCK_STREAM)
-    try:
-        reuse_address(sock)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
-    except OSError as exc:
-        sock.close()
-        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}", ("listen", "syncerror")) from exc
-    return Listener(sock, parsed, registry)

@@ -8,12 +8,13 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from . import process
-from .errors import ConnectError, NotOwner, WrongType
-from .framing import MAX_PACKET_SIZE
-from .listener import make_listener
+from .errors import BadArgument, ConnectError, ListenError, NotOwner, WrongType, check_protocol_family
+from .framing import MAX_PACKET_SIZE, parse_mode
+from .listener import Listener
 from .process import Pid
 from .registry import ListenSocket, registry
 from .sockets import Socket
+from .system import reuse_address
 
 
 def listen(
@@ -32,9 +33,29 @@ def listen(
     to listen on one interface only. A port in use raises ``ListenError`` with ``.reason == ("listen", "syncerror")``.
     ``max_packet`` bounds one incoming packet on every socket accepted from it (64 MiB unless given; see Modes).
     """
-    listener = make_listener(protocol, family, address, mode, registry, backlog, reuse_port, max_packet)
+    af = check_protocol_family(protocol, family)
+    parsed = parse_mode(mode).bounded(max_packet)
+    host, port = address if isinstance(address, tuple) and len(address) == 2 else (_ANY[af], address)
+    if type(port) is not int or not 0 <= port <= 65535:
+        raise BadArgument(
+            f"the listen address must be a port number from 0 to 65535, not {port!r}", ("bad_argument", "port", port)
+        )
+    sock = socket.socket(af, socket.SOCK_STREAM)
+    try:
+        reuse_address(sock)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}", ("listen", "syncerror")) from exc
+    listener = Listener(sock, parsed, registry)
     registry.add_listener(listener)
     return listener.handle
+
+
+_ANY: dict[int, str] = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
 
 
 def accept(

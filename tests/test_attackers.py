@@ -23,6 +23,7 @@ import pytest
 
 import sslsocket
 from sslsocket import listener
+from sslsocket.complaints import LOG_BURST, LOG_WINDOW, Complaints
 
 from helpers import LOCAL, expect, wait_for
 
@@ -299,14 +300,14 @@ def test_failed_handshakes_are_logged_ten_per_ten_seconds_and_the_rest_counted(
     """Found from the outside: one WARNING line per failed handshake, so a flood of bad clients grows the log
     without bound."""
     now = [0.0]
-    complaints = listener._Complaints("accept on X", clock=lambda: now[0])
+    complaints = Complaints("accept on X", clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="sslsocket"):
         for n in range(15):
             complaints.say(sslsocket.HandshakeError(f"bad client {n}"))
-        now[0] = listener.LOG_WINDOW + 1
+        now[0] = LOG_WINDOW + 1
         complaints.say(sslsocket.HandshakeError("bad client 15"))
     said = [r.getMessage() for r in caplog.records]
-    assert said[: listener.LOG_BURST] == [f"accept on X: bad client {n}; still accepting" for n in range(10)]
+    assert said[:LOG_BURST] == [f"accept on X: bad client {n}; still accepting" for n in range(10)]
     assert said[10:] == [
         "accept on X: 5 more failed handshakes not shown (at most 10 per 10 s)",
         "accept on X: bad client 15; still accepting",

@@ -1,0 +1,76 @@
+"""The listener's first stage: connections taken that have sent nothing yet, oldest first, each with its handshake
+deadline. No I/O here: the listener polls their sockets, and asks this room which to drop."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from OpenSSL import SSL
+
+from .flags import Settings
+
+_order = itertools.count()
+
+
+@dataclass(eq=False)
+class Quiet:
+    """A connection taken for an acceptor's flags that has sent nothing yet."""
+
+    tcp: socket.socket
+    peer: str
+    flags: str
+    context: SSL.Context
+    settings: Settings
+    deadline: float
+    order: int = field(default_factory=lambda: next(_order))
+
+
+class QuietRoom:
+    """The quiet connections in the order they came, and a heap of their deadlines (entries of connections gone on
+    are skipped, and swept out once they are most of the heap)."""
+
+    def __init__(self) -> None:
+        self._members: dict[Quiet, None] = {}
+        self._deadlines: list[tuple[float, int, Quiet]] = []
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __iter__(self) -> Iterator[Quiet]:
+        return iter(list(self._members))
+
+    def add(self, quiet: Quiet) -> None:
+        self._members[quiet] = None
+        heapq.heappush(self._deadlines, (quiet.deadline, quiet.order, quiet))
+
+    def remove(self, quiet: Quiet) -> None:
+        del self._members[quiet]
+        if not self._members:
+            self._deadlines.clear()
+        elif len(self._deadlines) > 2 * len(self._members) + 64:
+            self._deadlines = [(q.deadline, q.order, q) for q in self._members]
+            heapq.heapify(self._deadlines)
+
+    def oldest(self) -> Quiet:
+        return next(iter(self._members))
+
+    def next_deadline(self) -> float | None:
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def expired(self, now: float) -> list[Quiet]:
+        """The connections whose deadline has passed, oldest deadline first; still members (the caller drops
+        them)."""
+        found = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, quiet = heapq.heappop(self._deadlines)
+            if quiet in self._members:
+                found.append(quiet)
+        return found
+
+    def clear(self) -> None:
+        self._members.clear()
+        self._deadlines.clear()
