@@ -110,7 +110,7 @@ def breaches(package: Path) -> list[str]:
     known = set(found)
     graph = {name: imports(name, path, known) for name, path in found.items()}
     problems = [f"import cycle: {' <-> '.join(group)}" for group in cycles(graph)]
-    for name, path in found.items():
+    for path in found.values():
         code = path.read_text()
         lines = code.count("\n")
         if lines > MAX_LINES:
