@@ -37,6 +37,8 @@ if HAS_POLL:
 else:  # the selectors' events; a hang-up shows as readable or writable there
     IN, OUT, HUP = selectors.EVENT_READ, selectors.EVENT_WRITE, 0
 
+#: Whether the system tells how many bytes the peer has not yet acknowledged (Linux).
+CAN_TELL_UNSENT = fcntl is not None and sys.platform.startswith("linux")
 #: Sockets one ``select`` can wait on at most, where there is no ``poll``: Windows' ``FD_SETSIZE`` in CPython.
 SELECT_LIMIT = 512
 
@@ -153,7 +155,7 @@ class Waker:
 def unsent(tcp: socket.socket) -> int:
     """The bytes a TCP socket holds that its peer has not yet acknowledged (Linux's ``SIOCOUTQ``), 0 where the
     system cannot say."""
-    if fcntl is None or not sys.platform.startswith("linux"):
+    if not CAN_TELL_UNSENT:
         return 0
     try:
         return int.from_bytes(fcntl.ioctl(tcp.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"), sys.byteorder)

@@ -732,12 +732,14 @@ def test_a_client_out_of_descriptors_says_so(certs: Any, monkeypatch: pytest.Mon
     import errno
     import os
 
+    from sslsocket import mediator
+
     def no_descriptor(*args: Any, **kwargs: Any) -> Any:
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
     with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
         with monkeypatch.context() as patch:
-            patch.setattr(os, "eventfd", no_descriptor)  # the connection's waker, after its TCP socket
+            patch.setattr(mediator, "Waker", no_descriptor)  # the connection's waker, after its TCP socket
             with pytest.raises(sslsocket.ConnectError, match=r"no resources .* Too many open files") as caught:
                 sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
         assert caught.value.reason == ("resources", "EMFILE")

@@ -1,0 +1,356 @@
+"""The mediator's parts, each on its own: no TLS, no network (but the waker's own descriptors), no sleeping. A clock
+that the test moves stands in for time; a condition's own notification, or a fake sender's, for "it is waiting"."""
+
+from __future__ import annotations
+
+import os
+import queue
+import selectors
+import socket
+import threading
+from typing import Any
+
+import pytest
+from OpenSSL import SSL
+
+from sslsocket import system
+from sslsocket.errors import ConnectionBroken, NotOwner
+from sslsocket.inbox import CLOSE, INBOX_SIZE, INBOX_UNIT, Deliver, Inbox
+from sslsocket.lifecycle import CLOSED_BY_OWNER, OWNER_ENDED, CloseClock, Ending, Lifecycle, State
+from sslsocket.outgoing import Outgoing
+from sslsocket.owner import CallbackOwner, Credit, ProcessOwner, owner_of
+from sslsocket.process import MESSAGE_COST, Delivery, Pid
+from sslsocket.quiet import Quiet, QuietRoom
+from sslsocket.tls import attempt
+
+# ---- the inbox ---------------------------------------------------------------------------------------------------
+
+
+def test_the_inbox_is_weighed_in_bytes() -> None:
+    small = Inbox()
+    for _ in range(INBOX_SIZE - 1):
+        small.put_nowait(Deliver(b"", b"x"))
+    assert not small.full()
+    small.put_nowait(CLOSE)
+    assert small.full()  # 1,024 small messages
+    large = Inbox()
+    large.put_nowait(Deliver(b"", b"x" * (INBOX_SIZE * INBOX_UNIT)))
+    assert large.full() and large.qsize() > INBOX_SIZE  # one message of 4 MiB
+    with pytest.raises(queue.Full):
+        large.put_nowait(Deliver(b"", b""))
+    assert isinstance(large.get_nowait(), Deliver) and large.empty()
+    huge = Inbox()
+    huge.put_nowait(Deliver(b"", b"x" * (64 << 20)))  # larger than the whole inbox: enters an empty one
+    assert huge.get_nowait() and huge.empty() and huge.qsize() == 0
+
+
+def test_the_mediator_takes_the_inbox_in_order_up_to_its_room_and_a_close() -> None:
+    inbox = Inbox()
+    sent = [Deliver(b"\0\0\0\3", b"%03d" % n) for n in range(5)]
+    for item in sent:
+        inbox.put_nowait(item)
+    inbox.put_nowait(CLOSE)
+    after = Deliver(b"", b"after")
+    inbox.put_nowait(after)
+    assert inbox.take(0) == []
+    assert inbox.take(1) == [sent[0]]  # the first even past the room
+    assert inbox.take(14) == sent[1:3]
+    assert inbox.take(1 << 20) == [*sent[3:], CLOSE]  # up to the close, not past it
+    assert inbox.take(1 << 20) == [after] and inbox.empty() and inbox.qsize() == 0 and len(inbox) == 0
+
+
+class _Sender:
+    """A process as the inbox sees it, telling the test when it begins to wait for room."""
+
+    def __init__(self) -> None:
+        self.waiting = threading.Event()
+
+    def waiting_on(self, cond: threading.Condition | None) -> None:
+        if cond is not None:
+            self.waiting.set()
+
+    def check_exit(self) -> None:
+        pass
+
+
+def _blocked_offer(inbox: Inbox, item: Deliver) -> tuple[threading.Thread, list[bool]]:
+    """Offer ``item`` in a thread; return once that thread waits for room."""
+    sender, outcome = _Sender(), []
+    thread = threading.Thread(target=lambda: outcome.append(inbox.offer(item, sender)))
+    thread.start()
+    assert sender.waiting.wait(10)
+    return thread, outcome
+
+
+def test_taking_from_a_full_inbox_wakes_its_blocked_sender() -> None:
+    inbox = Inbox()
+    assert inbox.offer(Deliver(b"", b"x" * (INBOX_SIZE * INBOX_UNIT))) and inbox.full()
+    late = Deliver(b"", b"y")
+    thread, outcome = _blocked_offer(inbox, late)
+    assert len(inbox) == 1  # it waits: nothing was put
+    assert len(inbox.take(1)) == 1
+    thread.join(10)
+    assert outcome == [True] and inbox.take(1 << 20) == [late]
+
+
+def test_a_closed_inbox_refuses_and_wakes_its_waiting_sender() -> None:
+    inbox = Inbox()
+    assert inbox.offer(Deliver(b"", b"x" * (INBOX_SIZE * INBOX_UNIT))) and inbox.full()
+    assert inbox.offer(CLOSE)  # a close never waits for room
+    thread, outcome = _blocked_offer(inbox, Deliver(b"", b"y"))
+    inbox.close()
+    thread.join(10)
+    assert outcome == [False] and inbox.empty() and inbox.qsize() == 0
+    assert not inbox.offer(CLOSE)
+
+
+# ---- the outgoing buffer -----------------------------------------------------------------------------------------
+
+
+def _drain(out: Outgoing, take: int | None = None) -> list[bytes]:
+    """The writes a socket taking ``take`` bytes per write (all, by default) would see."""
+    writes = []
+    while (chunk := out.pending()) is not None:
+        writes.append(bytes(chunk))
+        out.sent(len(chunk) if take is None else min(take, len(chunk)))
+    return writes
+
+
+def test_small_packets_are_joined_into_one_write_headers_and_all() -> None:
+    out = Outgoing(chunk=64)
+    for n in range(3):
+        out.add(b"\0\2", b"p%d" % n)
+    assert out.size == 12
+    assert _drain(out) == [b"\0\2p0\0\2p1\0\2p2"] and out.size == 0
+
+
+def test_writes_are_chunk_sized_and_topped_up_from_the_next_part() -> None:
+    out = Outgoing(chunk=8)
+    out.add(b"HH", b"0123456789")  # 12 bytes: a chunk of 8, then the rest with the next packet
+    out.add(b"hh", b"ab")
+    assert _drain(out) == [b"HH012345", b"6789hhab"]
+    big = b"x" * 20
+    out.add(b"", big)  # a part as large as a chunk goes as it is, in one write
+    assert _drain(out) == [big]
+
+
+def test_a_write_that_must_be_retried_sees_the_very_same_bytes() -> None:
+    out = Outgoing(chunk=8)
+    out.add(b"", b"abcdefgh")
+    first = out.pending()
+    assert first is not None and out.pending() is first  # nothing sent: the same view, as OpenSSL requires
+    out.sent(3)
+    assert bytes(out.pending() or b"") == b"defgh" and out.size == 5
+    out.add(b"", b"ij")  # new bytes wait behind the pending write
+    assert _drain(out) == [b"defgh", b"ij"]
+
+
+def test_nothing_is_taken_after_the_close() -> None:
+    out = Outgoing()
+    out.add(b"", b"before")
+    out.seal()
+    out.add(b"", b"after")
+    assert _drain(out) == [b"before"]
+
+
+# ---- the lifecycle -----------------------------------------------------------------------------------------------
+
+
+def test_the_state_moves_only_along_the_arrows() -> None:
+    life = Lifecycle()
+    assert life.state is State.HANDSHAKING
+    life.move(State.OPEN)
+    with pytest.raises(AssertionError):
+        life.move(State.HANDSHAKING)
+    life.move(State.CLOSING)
+    life.move(State.CLOSING)  # staying is no move
+    life.move(State.CLOSED)
+    with pytest.raises(AssertionError):
+        life.move(State.OPEN)
+
+
+def test_the_first_ending_asked_wins_and_an_abort_hurries_a_close_without_telling_the_owner() -> None:
+    stopped = ConnectionBroken("the socket server was stopped", "stopped")
+    life = Lifecycle()
+    assert life.ask(CLOSED_BY_OWNER) and life.closed_by_owner and life.urgent is None
+    assert not life.ask(CLOSED_BY_OWNER) and not life.ask(OWNER_ENDED)
+    assert life.ask(Ending("aborted", stopped, urgent=True, tell=True))
+    assert life.urgent is not None and life.urgent.cause == "closed" and not life.urgent.tell
+    assert life.closed_by_owner  # a deliver after the owner's close still raises Closed
+    aborted = Lifecycle()
+    assert aborted.ask(Ending("aborted", stopped, urgent=True, tell=True))
+    assert not aborted.ask(CLOSED_BY_OWNER)  # too late: the owner hears the abort
+    assert aborted.ending == Ending("aborted", stopped, urgent=True, tell=True)
+    ended = Lifecycle()
+    ended.move(State.CLOSED)
+    assert not ended.ask(CLOSED_BY_OWNER) and ended.ending is None
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_close_clock_runs_from_the_close_and_restarts_at_each_progress() -> None:
+    clock = _Clock()
+    close = CloseClock(10.0, clock)
+    assert close.deadline == 110.0 and not close.expired()
+    clock.now = 109.0
+    close.progress(False, unsent_before=5000, unsent_after=5000)  # nothing written, the kernel holds as much
+    assert close.deadline == 110.0
+    close.progress(False, unsent_before=4000, unsent_after=4000)  # the peer acknowledged 1,000 bytes
+    assert close.deadline == 119.0
+    clock.now = 115.0
+    close.progress(True, unsent_before=4000, unsent_after=9000)  # a write finished
+    assert close.deadline == 125.0
+    clock.now = 125.0
+    close.progress(False, unsent_before=9000, unsent_after=9000)
+    assert close.expired()
+
+
+# ---- the owner and its mailbox credit ----------------------------------------------------------------------------
+
+
+class _Sock:
+    def __init__(self) -> None:
+        self.consumed_weight = 0
+
+    def consumed(self, weight: int) -> None:
+        self.consumed_weight += weight
+
+    def owner_ended(self, pid: Pid) -> None:
+        pass
+
+
+def test_a_mailbox_share_pauses_the_socket_until_half_of_it_is_received() -> None:
+    credit = Credit(share=1000)
+    sock = _Sock()
+    packets = [Delivery((sock, ("fromsocket", b"x" * 436))) for _ in range(2)]  # 500 each, with MESSAGE_COST
+    assert packets[0].weight == 436 + MESSAGE_COST == 500
+    assert credit.room() == 1000
+    credit.charge([*packets, (sock, ("socket_closed", "normal"))])  # only deliveries count
+    assert credit.room() == 0 and credit.paused
+    assert not credit.consumed(499) and credit.paused  # 501 unread: more than half
+    assert credit.consumed(1) and not credit.paused  # 500: half, resume
+    assert credit.room() == 500
+
+
+def test_a_process_owner_takes_messages_in_its_mailbox_and_only_it_may_send() -> None:
+    pid = Pid("owner")
+    owner = owner_of(pid)
+    assert isinstance(owner, ProcessOwner) and owner.target is pid and owner.waiter is pid and not owner.calls_back
+    sock, credit = _Sock(), Credit()
+    assert owner.adopt(sock)
+    packet = Delivery((sock, ("fromsocket", b"hi")))
+    assert owner.post([packet], credit) and credit.room() == credit._share - packet.weight
+    assert owner.take_back(sock) == [packet]
+    with pytest.raises(NotOwner, match="only the controlling process"):
+        owner.check(pid, sock)  # this thread is not that process
+    pid._ended()
+    assert not owner.post([packet], credit) and not owner.adopt(sock)
+
+
+def test_a_callback_owner_is_called_in_order_and_one_that_raises_has_ended(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[Any] = []
+
+    def callback(msg: Any) -> None:
+        if msg[1] == "boom":
+            raise ValueError("a bug in the callback")
+        seen.append(msg)
+
+    owner = owner_of(callback)
+    assert isinstance(owner, CallbackOwner) and owner.calls_back and owner.waiter is None
+    sock, credit = _Sock(), Credit()
+    owner.check(None, sock)  # anyone may talk to a callback's socket
+    assert owner.post([(sock, 1), (sock, 2)], credit) and seen == [(sock, 1), (sock, 2)]
+    assert credit.room() == credit._share  # a callback's packets wait in no mailbox
+    assert not owner.post([(sock, "boom"), (sock, 3)], credit) and seen == [(sock, 1), (sock, 2)]
+    assert "the owner callback" in caplog.text and owner.take_back(sock) == []
+
+
+# ---- the TLS dance -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raised", "wait"), [(SSL.WantReadError, system.IN), (SSL.WantWriteError, system.OUT)])
+def test_attempt_turns_a_want_into_what_to_wait_for(raised: type[Exception], wait: int) -> None:
+    def call(*args: Any) -> Any:
+        raise raised()
+
+    assert attempt(call) == (None, wait)
+    assert attempt(lambda *args: args, 1, 2) == ((1, 2), 0)
+    with pytest.raises(SSL.ZeroReturnError):
+        attempt(lambda: (_ for _ in ()).throw(SSL.ZeroReturnError()))
+
+
+# ---- the listener's quiet room -----------------------------------------------------------------------------------
+
+
+def _quiet(deadline: float) -> Quiet:
+    return Quiet(None, "peer", "", None, None, deadline)  # type: ignore[arg-type]
+
+
+def test_the_quiet_room_gives_the_oldest_and_the_expired_in_deadline_order() -> None:
+    room = QuietRoom()
+    first, second, third = _quiet(30.0), _quiet(10.0), _quiet(20.0)
+    for quiet in (first, second, third):
+        room.add(quiet)
+    assert room.oldest() is first and len(room) == 3 and room.next_deadline() == 10.0
+    room.remove(third)  # it spoke: gone on to its handshake
+    assert room.expired(25.0) == [second]  # the entry of the one gone on is skipped
+    room.remove(second)
+    assert room.next_deadline() == 30.0 and list(room) == [first]
+    room.remove(first)
+    assert room.next_deadline() is None and room.expired(99.0) == []
+
+
+def test_the_quiet_room_sweeps_its_heap_of_connections_long_gone() -> None:
+    room = QuietRoom()
+    keep = _quiet(1e9)
+    room.add(keep)
+    for n in range(1000):
+        gone = _quiet(float(n))
+        room.add(gone)
+        room.remove(gone)
+    assert len(room._deadlines) <= 2 * len(room) + 64 + 1
+
+
+# ---- the platform: the paths Windows takes, on this machine (with the selectors' events, as there) ---------------
+
+
+def test_without_eventfd_the_waker_is_a_socket_pair_that_select_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "eventfd", raising=False)
+    waker = system.Waker()
+    poller = system._SelectorPoller()
+    try:
+        poller.register(waker.fileno(), selectors.EVENT_READ)
+        assert poller.poll(0) == []
+        waker.poke()
+        waker.poke()  # pokes pile up harmlessly
+        assert [fd for fd, _ in poller.poll(0)] == [waker.fileno()]
+        waker.drain()
+        assert poller.poll(0) == []
+    finally:
+        poller.close()
+        waker.close()
+    waker.poke()  # a poke after the close does nothing
+
+
+def test_the_selector_poller_reports_a_socket_ready_to_write_and_to_read() -> None:
+    left, right = socket.socketpair()
+    poller = system._SelectorPoller()
+    try:
+        poller.register(left.fileno(), selectors.EVENT_WRITE)
+        assert poller.poll(0) == [(left.fileno(), selectors.EVENT_WRITE)]
+        poller.modify(left.fileno(), selectors.EVENT_READ)
+        assert poller.poll(0) == []
+        right.send(b"x")
+        assert poller.poll(1) == [(left.fileno(), selectors.EVENT_READ)]
+        poller.unregister(left.fileno())
+        assert poller.poll(0) == []
+    finally:
+        poller.close()
+        left.close()
+        right.close()
