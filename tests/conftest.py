@@ -18,7 +18,7 @@ from sslsocket.workers import Workers
 LOCAL = "127.0.0.1"
 
 #: The peers' own programs: run by other interpreters (sslyze's), never imported by pytest.
-collect_ignore = ["peers"]
+collect_ignore = ["peers", "windows_surface.py"]  # a runner, not a module of tests
 
 
 @dataclass

@@ -426,17 +426,33 @@ def test_connect_refused_handshake_exits_1(certs: Any) -> None:
     assert result.returncode == 1 and "self signed" in result.stderr
 
 
+def heard(sock: sslsocket.Socket, words: str) -> bool:
+    return sslsocket.receive(lambda m: m[0] is sock and m[1] == ("fromsocket", words), timeout=10) is not None
+
+
+def _both_joined(speaker: sslsocket.Socket, hearer: sslsocket.Socket) -> None:
+    """Once the hearer hears the speaker, both are in the room (each connection joins before it says anything)."""
+    for n in range(100):
+        speaker.deliver(f"ping {n}")
+        try:
+            sslsocket.receive(lambda m: m[0] is hearer and str(m[1][1]).startswith("ping"), timeout=0.2)
+            return
+        except sslsocket.Timeout:
+            continue  # not in the room yet: said to nobody; say it again
+    raise AssertionError("the two clients never both joined the room")
+
+
 def test_serve_chat_broadcasts_to_the_others(certs: Any) -> None:
     with serving("--flags", f"-cert {certs.server}", "--chat") as (_, port):
         a = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), ("packet", 2), f"-verify 2 -CAfile {certs.ca}")
         b = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), ("packet", 2), f"-verify 2 -CAfile {certs.ca}")
-        time.sleep(0.3)  # both have joined the room
+        _both_joined(b, a)
         a.deliver("hello, all")
-        assert expect(b, 10) == ("fromsocket", "hello, all")
-        b.deliver("hi a")
-        assert expect(a, 10) == ("fromsocket", "hi a")
-        with pytest.raises(sslsocket.Timeout):
-            sslsocket.receive(lambda m: m[0] is a, timeout=0.3)  # a's own words do not come back
+        assert heard(b, "hello, all")
+        b.deliver("hi a")  # said after b heard a: the room handled a's words first
+        assert heard(a, "hi a")
+        with pytest.raises(sslsocket.Timeout):  # a's own words would have come before b's: they did not come
+            sslsocket.receive(lambda m: m[0] is a and m[1] == ("fromsocket", "hello, all"), timeout=0)
         a.close()
         b.close()
 

@@ -9,6 +9,8 @@ import pytest
 
 import sslsocket
 
+from helpers import wait_for
+
 
 def test_self_is_stable_per_thread_and_distinct_between_threads() -> None:
     me = sslsocket.self()
@@ -43,7 +45,7 @@ def test_selective_receive_waits_for_a_later_match() -> None:
     me.send("early")
 
     def later() -> None:
-        time.sleep(0.05)
+        wait_for(lambda: me.waiting == "receive")  # the receive below waits already
         me.send("skip")
         me.send(("wanted", 7))
 
@@ -84,7 +86,7 @@ def test_exit_interrupts_a_blocked_receive() -> None:
             parent.send(("exited", exc.reason))
 
     pid = sslsocket.spawn(child, me)
-    time.sleep(0.05)
+    wait_for(lambda: pid.waiting == "receive")
     sslsocket.exit(pid, "abort")
     assert sslsocket.receive(timeout=5) == ("exited", "abort")
 
@@ -105,17 +107,12 @@ def test_an_uncaught_exit_ends_a_spawned_process_quietly() -> None:
 
     pid = sslsocket.spawn(child)
     sslsocket.exit(pid, "kill")
-    deadline = time.monotonic() + 5
-    while pid.alive and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not pid.alive
+    wait_for(lambda: not pid.alive)
     assert "ended" in repr(pid)
 
 
 def test_messages_to_an_ended_process_are_dropped() -> None:
     pid = sslsocket.spawn(lambda: None)
-    deadline = time.monotonic() + 5
-    while pid.alive and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: not pid.alive)
     pid.send("lost")  # no error, as in Erlang
     assert not pid.alive
