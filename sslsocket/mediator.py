@@ -53,8 +53,9 @@ buffer (the inbox would make the thread wait on itself once full).
 
 Who owns what: the mediator thread owns the TLS connection, the decoder and the outgoing buffer. ``_owner_lock``
 makes ``controlling_process`` (move the messages waiting in the old owner's mailbox, then switch) one step that no
-outgoing message can cut into; the owner is read without it where a stale owner would do no harm: the checks of
-``send``, and ``_reading``.
+outgoing message can cut into. The owner is read without it where a stale owner would do no harm (the checks of
+``send``, ``_reading``), and set without it by ``claim``, which gives an accepted socket its first owner before it
+reads anything, so before anything is sent to an owner.
 """
 
 from __future__ import annotations
