@@ -10,8 +10,8 @@
 
 The mediator thread moves the state. Other threads *ask* for the end, with an ``Ending``: the owner's close or its
 process's end (an orderly close: everything delivered is written first), or an abort (``stop()``, a closed listen
-socket, an aborted ``client``: at once). The first asked wins; an abort after an orderly close hurries it, and the
-owner, who closed or ended, hears nothing more.
+socket, an aborted ``client``: at once). The first asked wins; an abort after an orderly close hurries it. An
+owner that has closed hears nothing more, and has nothing more taken from it, whatever ending came first.
 """
 
 from __future__ import annotations
@@ -71,6 +71,9 @@ class Lifecycle:
         self.state = State.HANDSHAKING
         #: The ending asked for, or None: read without the lock by the mediator, at every turn of its loop.
         self.ending: Ending | None = None
+        #: Whether the owner has closed the socket: from then on nothing more is taken from it, and it hears
+        #: nothing more, whatever ending came first.
+        self.closed_by_owner = False
 
     def move(self, state: State) -> None:
         """The mediator moves the connection on: only along the arrows above."""
@@ -78,24 +81,25 @@ class Lifecycle:
         self.state = state
 
     def ask(self, ending: Ending) -> bool:
-        """Ask the connection to end; True if this changed what it will do (the first close, the first abort)."""
+        """Ask the connection to end; True if this changed what it will do (the owner's first close, the first
+        abort)."""
         with self._lock:
-            current = self.ending
             if self.state is State.CLOSED:
                 return False
-            if current is None:
-                self.ending = ending
+            current = self.ending
+            if ending is CLOSED_BY_OWNER:
+                if self.closed_by_owner:
+                    return False
+                self.closed_by_owner = True
+                self.ending = ending if current is None else replace(current, tell=False)
                 return True
-            if ending.urgent and not current.urgent:
-                # The owner closed or ended: it hears nothing more.
-                self.ending = replace(current, error=ending.error, urgent=True, tell=False)
+            if current is None:
+                self.ending = replace(ending, tell=ending.tell and not self.closed_by_owner)
+                return True
+            if ending.urgent and not current.urgent:  # an orderly close hurried: told as an abort would be
+                self.ending = replace(ending, cause=current.cause, tell=ending.tell and not self.closed_by_owner)
                 return True
             return False
-
-    @property
-    def closed_by_owner(self) -> bool:
-        ending = self.ending
-        return ending is not None and ending.cause == "closed"
 
     @property
     def urgent(self) -> Ending | None:

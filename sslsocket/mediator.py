@@ -390,9 +390,9 @@ class Mediator:
             if type(item) is not Deliver:
                 self._out.seal()  # the owner's close: nothing after it is sent
                 return
-            self.packets_out += 1
-            self.bytes_out += len(item.header) + len(item.payload)
-            self._out.add(item.header, item.payload)
+            if self._out.add(item.header, item.payload):
+                self.packets_out += 1
+                self.bytes_out += len(item.header) + len(item.payload)
 
     def _write(self) -> int:
         """Write what is buffered. 0 when all is written, else the poll event the write waits for."""

@@ -23,14 +23,16 @@ class Outgoing:
         #: The bytes not yet written, those of the pending write included.
         self.size = 0
 
-    def add(self, header: bytes, payload: bytes) -> None:
-        """Append a packet: its length header, then its payload, joined only when written."""
+    def add(self, header: bytes, payload: bytes) -> bool:
+        """Append a packet: its length header, then its payload, joined only when written. False after the seal:
+        not taken."""
         if self._sealed:
-            return
+            return False
         for part in (header, payload):
             if part:
                 self._parts.append(part)
                 self.size += len(part)
+        return True
 
     def seal(self) -> None:
         self._sealed = True

@@ -61,15 +61,13 @@ class QuietRoom:
     def next_deadline(self) -> float | None:
         return self._deadlines[0][0] if self._deadlines else None
 
-    def expired(self, now: float) -> list[Quiet]:
-        """The connections whose deadline has passed, oldest deadline first; still members (the caller drops
-        them)."""
-        found = []
+    def expired(self, now: float) -> Iterator[Quiet]:
+        """The connections whose deadline has passed, oldest deadline first, one at a time: each is still a member
+        when given (the caller drops it), and the next is taken from the heap only after that."""
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, quiet = heapq.heappop(self._deadlines)
             if quiet in self._members:
-                found.append(quiet)
-        return found
+                yield quiet
 
     def clear(self) -> None:
         self._members.clear()

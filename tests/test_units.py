@@ -179,8 +179,16 @@ def test_the_first_ending_asked_wins_and_an_abort_hurries_a_close_without_tellin
     assert life.closed_by_owner  # a deliver after the owner's close still raises Closed
     aborted = Lifecycle()
     assert aborted.ask(Ending("aborted", stopped, urgent=True, tell=True))
-    assert not aborted.ask(CLOSED_BY_OWNER)  # too late: the owner hears the abort
-    assert aborted.ending == Ending("aborted", stopped, urgent=True, tell=True)
+    assert aborted.ask(CLOSED_BY_OWNER)  # before the mediator acted on the abort: the owner closed, hears nothing
+    assert aborted.ending == Ending("aborted", stopped, urgent=True, tell=False) and aborted.closed_by_owner
+    gone = Lifecycle()
+    assert gone.ask(OWNER_ENDED) and not gone.closed_by_owner
+    assert gone.ask(Ending("aborted", stopped, urgent=True, tell=True))  # told: only its own close silences it
+    assert gone.urgent == Ending("owner_ended", stopped, urgent=True, tell=True)
+    sealed = Lifecycle()
+    assert sealed.ask(OWNER_ENDED)
+    assert sealed.ask(CLOSED_BY_OWNER) and sealed.closed_by_owner  # a close still seals what is sent after it
+    assert sealed.ending == OWNER_ENDED
     ended = Lifecycle()
     ended.move(State.CLOSED)
     assert not ended.ask(CLOSED_BY_OWNER) and ended.ending is None
@@ -299,11 +307,11 @@ def test_the_quiet_room_gives_the_oldest_and_the_expired_in_deadline_order() -> 
         room.add(quiet)
     assert room.oldest() is first and len(room) == 3 and room.next_deadline() == 10.0
     room.remove(third)  # it spoke: gone on to its handshake
-    assert room.expired(25.0) == [second]  # the entry of the one gone on is skipped
+    assert list(room.expired(25.0)) == [second]  # the entry of the one gone on is skipped
     room.remove(second)
     assert room.next_deadline() == 30.0 and list(room) == [first]
     room.remove(first)
-    assert room.next_deadline() is None and room.expired(99.0) == []
+    assert room.next_deadline() is None and list(room.expired(99.0)) == []
 
 
 def test_the_quiet_room_sweeps_its_heap_of_connections_long_gone() -> None:
