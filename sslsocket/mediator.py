@@ -180,7 +180,6 @@ class Mediator:
         conn.set_connect_state()
         if hostname and not is_ip(hostname):
             conn.set_tlsext_host_name(hostname.encode("idna"))
-        #: The name a client at ``-verify 2`` requires its server's certificate to bear; None otherwise.
         self.expected_name = (settings.servername or hostname) if settings.verify == 2 else None
         if self.expected_name:
             require_name(conn, self.expected_name)

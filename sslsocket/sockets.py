@@ -22,6 +22,18 @@ from .workers import workers
 class Socket(Mediator):
     """One TLS connection and its mediator thread: send it the manual's messages, receive its replies."""
 
+    # Set by the mediator; what a reader may look at.
+    #: The name a client at ``-verify 2`` requires its server's certificate to bear; None otherwise.
+    expected_name: str | None
+    #: Packets delivered to the owner.
+    packets_in: int
+    #: The bytes read for them, framing headers included.
+    bytes_in: int
+    #: Packets taken from the owner to be written.
+    packets_out: int
+    #: Their bytes, framing headers included.
+    bytes_out: int
+
     # ---- seen from other threads -------------------------------------------------------------------------
 
     def __repr__(self) -> str:
