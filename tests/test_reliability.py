@@ -721,6 +721,8 @@ def test_17_soak_many_connections_both_ways(certs: Any) -> None:
 
     def client(n: int) -> None:
         sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("binary_packet", 4), "")
+        me.send(("connected", n))
+        sslsocket.receive(lambda m: m == "go", timeout=120)
         expected = [bytes([n % 256, i % 256]) * (size // 2) for i, size in enumerate(sizes)]
         for i, payload in enumerate(expected):
             sock.deliver(payload)
@@ -733,8 +735,13 @@ def test_17_soak_many_connections_both_ways(certs: Any) -> None:
 
     for n in range(connections):
         sslsocket.spawn(echo_server, n)
-    for n in range(connections):
-        sslsocket.spawn(client, n)
+    # All connect first, then all send: a soak of the data both ways, not of handshakes starved by it (with 200
+    # streams at full speed on two cores, a late handshake could take longer than its 30 s; see the README's limits).
+    clients = [sslsocket.spawn(client, n) for n in range(connections)]
+    for _ in range(connections):
+        sslsocket.receive(lambda m: m[0] == "connected", timeout=120)
+    for pid in clients:
+        pid.send("go")
     done = [sslsocket.receive(timeout=300) for _ in range(2 * connections)]
     assert sorted(done) == sorted(
         [("server done", n) for n in range(connections)] + [("client done", n) for n in range(connections)]
