@@ -143,7 +143,7 @@ class Credit:
 
     def charge(self, msgs: list[Any]) -> None:
         """These messages go to the owner's mailbox now."""
-        weight = sum(m.weight for m in msgs if type(m) is Delivery)
+        weight = _weight(msgs)
         if weight:
             with self._lock:
                 self._unread += weight
@@ -156,6 +156,10 @@ class Credit:
                 self.paused = True
             return max(room, 0)
 
+    def given_back(self, msgs: list[Any]) -> bool:
+        """These messages left the owner's mailbox unreceived (``controlling_process`` moves them on)."""
+        return self.consumed(_weight(msgs))
+
     def consumed(self, weight: int) -> bool:
         """The owner received (or gave back) packets of this weight; True when this resumes a paused socket."""
         with self._lock:
@@ -164,3 +168,8 @@ class Credit:
             if resume:
                 self.paused = False
             return resume
+
+
+def _weight(msgs: list[Any]) -> int:
+    """What the packets among ``msgs`` count against a mailbox share."""
+    return sum(m.weight for m in msgs if type(m) is Delivery)

@@ -15,7 +15,7 @@ from .inbox import CLOSE, Deliver, Envelope
 from .lifecycle import CLOSED_BY_OWNER, OWNER_ENDED, Ending, State
 from .mediator import Mediator
 from .owner import Owner, owner_of
-from .process import Delivery, Pid
+from .process import Pid
 from .workers import workers
 
 
@@ -205,7 +205,7 @@ class Socket(Mediator):
             waiting = old.take_back(self) if old is not None else []
             if old is not None:
                 old.release(self)
-            self._credit.consumed(sum(m.weight for m in waiting if type(m) is Delivery))  # charged again below
+            self._credit.given_back(waiting)  # charged again below, to the new owner
             self._set_owner(owner_of(new))
             if waiting:
                 self._post(self._owner, waiting)

@@ -48,9 +48,8 @@ def pytest_report_header() -> str:
 @pytest.fixture(autouse=True)
 def _still_windows() -> None:
     """Nothing put the surface back (a test's import of a module that brings poll along would)."""
-    assert (not hasattr(select, "poll") and not hasattr(os, "eventfd") and "fcntl" not in sys.modules) or (
-        sys.modules["fcntl"] is None
-    )
+    assert not hasattr(select, "poll") and not hasattr(os, "eventfd")
+    assert sys.modules.get("fcntl", 0) is None and sys.modules.get("termios", 0) is None
 
 
 if __name__ == "__main__":
