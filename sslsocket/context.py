@@ -267,6 +267,24 @@ def require_name(conn: SSL.Connection, name: str) -> None:
         raise FlagError(f"cannot check the certificate against the host name {name!r}", ("servername", name))
 
 
+def new_connection(
+    context: SSL.Context, tcp: socket.socket, settings: Settings, server: bool, hostname: str | None
+) -> tuple[SSL.Connection, str | None]:
+    """A TLS connection over ``tcp``, for one side, and the name a client at ``-verify 2`` requires its server's
+    certificate to bear (None otherwise). A client names ``hostname`` in SNI, unless it is an IP address."""
+    conn = SSL.Connection(context, tcp)
+    if server:
+        conn.set_accept_state()
+        return conn, None
+    conn.set_connect_state()
+    if hostname and not is_ip(hostname):
+        conn.set_tlsext_host_name(hostname.encode("idna"))
+    expected = (settings.servername or hostname) if settings.verify == 2 else None
+    if expected:
+        require_name(conn, expected)
+    return conn, expected
+
+
 def is_ip(host: str) -> bool:
     """Whether ``host`` is an IPv4 or IPv6 address rather than a name."""
     for family in (socket.AF_INET, socket.AF_INET6):

@@ -51,7 +51,15 @@ actual socket". Its state is one ``Lifecycle`` (handshaking, open, closing, clos
 A callback owner is called in the mediator's thread; what it delivers from there goes straight to the outgoing
 buffer (the inbox would make the thread wait on itself once full).
 
-Who owns what: the mediator thread owns the TLS connection, the decoder and the outgoing buffer. ``_owner_lock``
+**The fast path.** An answer should not wait for a thread hand-off. While the mediator sleeps in ``poll`` with
+nothing to do (its inbox and outgoing buffer empty) and the connection shows a request/response rhythm (a packet was
+read since the last such write), an owner's ``send`` runs the mediator's write itself, in its own thread
+(``write_now``). A write that would block leaves its bytes in the outgoing buffer for the mediator; a one-way stream
+goes through the inbox, whose packets the mediator coalesces.
+
+Who owns what: the *turn* (``_turn``) owns the TLS connection, the decoder and the outgoing buffer. The mediator
+thread holds it from its start to its end, except while it sleeps in ``poll``; only then can an owner's ``send``
+take it. ``_owner_lock``
 makes ``controlling_process`` (move the messages waiting in the old owner's mailbox, then switch) one step that no
 outgoing message can cut into. The owner is read without it where a stale owner would do no harm (the checks of
 ``send``, ``_reading``), and set without it by ``claim``, which gives an accepted socket its first owner before it
@@ -70,7 +78,7 @@ from typing import Any
 
 from OpenSSL import SSL
 
-from .context import connection_logger, is_ip, require_name
+from .context import connection_logger, new_connection
 from .errors import ConnectionBroken, HandshakeError
 from .flags import Settings
 from .framing import FramingError, Mode
@@ -79,7 +87,7 @@ from .lifecycle import OWNER_ENDED, CloseClock, Lifecycle, State
 from .outgoing import Outgoing
 from .owner import Credit, Owner
 from .process import Delivery, Pid
-from .system import HUP, IN, Waker, poller, unsent
+from .system import IN, Sleeper, Waits, unsent
 from .tls import HandshakeFailure, PeerReport, attempt, broken
 
 log = logging.getLogger("sslsocket")
@@ -101,20 +109,6 @@ _ids = itertools.count(1)
 
 class _PeerClosed(Exception):
     """The peer sent close_notify."""
-
-
-class _Waits:
-    """What the loop's last read and write waited for (0: try now, ``IN`` or ``OUT``), and what the TCP socket was
-    ready for when ``poll`` last woke the loop."""
-
-    __slots__ = ("read", "ready", "write")
-
-    def __init__(self) -> None:
-        self.read = self.write = self.ready = 0
-
-    def may(self, wait: int) -> bool:
-        """Whether an operation that waited for ``wait`` may be tried again."""
-        return not wait or bool(self.ready & (wait | HUP))
 
 
 class Mediator:
@@ -142,7 +136,8 @@ class Mediator:
         tcp.setblocking(False)
         tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._tcp = tcp
-        self._conn = self._connection(context, settings, hostname)
+        self._conn, self.expected_name = new_connection(context, tcp, settings, server, hostname)
+        self._conn.set_app_data(self)  # for the verify callback, until _let_go
         self._settings = settings
         self._deadline = deadline  # when the handshake must be done; by default -timeout from the thread's start
         self._on_handshake = on_handshake
@@ -156,11 +151,13 @@ class Mediator:
         self._credit = Credit()
         self._owner_lock = threading.Lock()
         self._owner: Owner | None = None
-        self._waker = Waker()
-        self._poller = poller()
-        self._poller.register(self._waker.fileno(), IN)
-        self._poll_mask = 0
+        self._sleeper = Sleeper(tcp.fileno())
         self._sleeping = False
+        #: The right to touch the TLS connection: the mediator thread holds it, except while it sleeps in ``poll``;
+        #: an owner's ``send`` may take it then, and write its packet itself (``write_now``).
+        self._turn = threading.Lock()
+        self._answered = False  # something was read since the last write by an owner: a request/response rhythm
+        self._fault: BaseException | None = None  # what a write by an owner met, for the mediator to act on
         self._report = PeerReport()
         #: The certificate check's errors, as (depth, code), written by the verify callback.
         self.verify_errors: list[tuple[int, int]] = []
@@ -170,34 +167,23 @@ class Mediator:
         self._ident = 0  # the mediator thread's, once it runs
         self._ended = threading.Event()
 
-    def _connection(self, context: SSL.Context, settings: Settings, hostname: str | None) -> SSL.Connection:
-        conn = SSL.Connection(context, self._tcp)
-        conn.set_app_data(self)  # for the verify callback, until _let_go
-        if self.server:
-            conn.set_accept_state()
-            self.expected_name = None
-            return conn
-        conn.set_connect_state()
-        if hostname and not is_ip(hostname):
-            conn.set_tlsext_host_name(hostname.encode("idna"))
-        self.expected_name = (settings.servername or hostname) if settings.verify == 2 else None
-        if self.expected_name:
-            require_name(conn, self.expected_name)
-        return conn
-
     # ---- to the owner ------------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Make the mediator look at its inbox and its lifecycle now."""
+        self._sleeper.waker.poke()
 
     def consumed(self, weight: int) -> None:
         """The owner received packets of this weight: if reading was paused and the owner has caught up, resume."""
         if self._credit.consumed(weight):
-            self._waker.poke()
+            self.wake()
 
     def owner_ended(self, pid: Pid) -> None:
         """The owner's process ended: close, unless the socket has been handed on."""
         owner = self._owner
         if owner is not None and owner.target is pid:
             self._life.ask(OWNER_ENDED)
-            self._waker.poke()
+            self.wake()
 
     def _emit(self, msgs: list[Any]) -> None:
         """To the owner: a process's mailbox under ``_owner_lock`` (see ``change_owner``); a callback outside it,
@@ -212,13 +198,17 @@ class Mediator:
     def _post(self, owner: Owner | None, msgs: list[Any]) -> None:
         if owner is not None and not owner.post(msgs, self._credit):
             self._life.ask(OWNER_ENDED)
-            self._waker.poke()
+            self.wake()
 
     # ---- the mediator thread -----------------------------------------------------------------------------
 
     def _run(self) -> None:
         self._thread = threading.current_thread()  # already so, unless this thread began before start() returned
         self._ident = threading.get_ident()
+        with self._turn:
+            self._serve_all()
+
+    def _serve_all(self) -> None:
         try:
             try:
                 self._handshake()
@@ -246,8 +236,7 @@ class Mediator:
                 self._owner.release(self)
             self._tcp.close()
         finally:
-            self._waker.close()
-            self._poller.close()
+            self._sleeper.close()
             self._forget(self)
             self._let_go()
             self._ended.set()
@@ -260,26 +249,6 @@ class Mediator:
         self._decoder = self.mode.decoder()
         self._out.clear()
         self._own = []
-
-    def _poll_once(self, events: int, deadline: float | None) -> int:
-        """Sleep until the TCP socket has one of ``events``, the waker is poked, or the deadline. Returns what
-        the TCP socket is ready for (0 when it was not what woke us)."""
-        if events != self._poll_mask:  # one poller for the connection's life; told only of changes
-            fd = self._tcp.fileno()
-            if not events:
-                self._poller.unregister(fd)
-            elif not self._poll_mask:
-                self._poller.register(fd, events)
-            else:
-                self._poller.modify(fd, events)
-            self._poll_mask = events
-        ready = 0
-        for fd, revents in self._poller.poll(None if deadline is None else max(0.0, deadline - monotonic())):
-            if fd == self._waker.fileno():
-                self._waker.drain()
-            else:
-                ready = revents
-        return ready
 
     def _handshake(self) -> None:
         deadline = self._deadline or monotonic() + self._settings.timeout
@@ -300,13 +269,13 @@ class Mediator:
                 raise HandshakeError(
                     f"{who} did not finish its TLS handshake within {self._settings.timeout:g} s{hint}", "timeout"
                 )
-            self._poll_once(wait, deadline)
+            self._sleeper.sleep(wait, deadline)
         self._report = PeerReport.read(self._conn, self.server, self._settings.verify, self.verify_errors)
         if self._log:
             self._log.info("%r handshake done: %s", self, self._report.describe())
 
     def _serve(self) -> None:
-        waits = _Waits()
+        waits = Waits()
         clock: CloseClock | None = None
         while True:
             ending = self._life.ending
@@ -330,7 +299,9 @@ class Mediator:
                 return
             self._sleep(waits, clock)
 
-    def _open_turn(self, waits: _Waits) -> None:
+    def _open_turn(self, waits: Waits) -> None:
+        if self._fault is not None:
+            raise self._fault
         if waits.may(waits.write):
             waits.write = self._write()
         if not self._reading():
@@ -338,7 +309,7 @@ class Mediator:
         elif waits.may(waits.read):
             waits.read = self._read()  # only when there may be something: no WantRead raised for nothing
 
-    def _closing_turn(self, waits: _Waits, clock: CloseClock) -> bool:
+    def _closing_turn(self, waits: Waits, clock: CloseClock) -> bool:
         """Write what was delivered before the close; True once the connection has ended, either way. A closing
         socket reads nothing more for its owner."""
         waits.read = 0
@@ -354,7 +325,7 @@ class Mediator:
             return True
         return False
 
-    def _sleep(self, waits: _Waits, clock: CloseClock | None) -> None:
+    def _sleep(self, waits: Waits, clock: CloseClock | None) -> None:
         events = waits.read | waits.write
         if clock is None and not waits.read and not self._credit.paused and self._reading():
             events |= IN
@@ -366,7 +337,11 @@ class Mediator:
             self._sleeping = False
             waits.ready = 0
             return
-        waits.ready = self._poll_once(events, clock.deadline if clock is not None else None)
+        self._turn.release()  # an owner may write meanwhile (write_now)
+        try:
+            waits.ready = self._sleeper.sleep(events, clock.deadline if clock is not None else None)
+        finally:
+            self._turn.acquire()
         self._sleeping = False
 
     def _reading(self) -> bool:
@@ -392,6 +367,31 @@ class Mediator:
             if self._out.add(item.header, item.payload):
                 self.packets_out += 1
                 self.bytes_out += len(item.header) + len(item.payload)
+
+    def write_now(self, item: Deliver) -> bool:
+        """The fast path of an owner's ``send``, run in the owner's thread: write ``item`` at once, as the mediator
+        would, while the mediator sleeps with nothing to do, so that an answer costs no hand-off to its thread. Only
+        in a request/response rhythm (something was read since the last such write): the packets of a one-way stream
+        go through the inbox and are coalesced into large writes. False when the mediator must take it. A write
+        that would block leaves its bytes in the outgoing buffer, which the mediator then writes, exactly once;
+        an error is the mediator's to act on."""
+        if not (self._answered and self._sleeping) or not self._turn.acquire(blocking=False):
+            return False
+        try:  # the mediator is in poll, or about to be: nothing it holds changes until it has the turn again
+            life = self._life
+            if not (life.state is State.OPEN and life.ending is None and self._inbox.empty() and not self._out.size):
+                return False
+            self._answered = False
+            self._buffer([item])
+            try:
+                if not self._write():
+                    return True
+            except (SSL.Error, OSError) as exc:
+                self._fault = exc
+        finally:
+            self._turn.release()
+        self.wake()
+        return True
 
     def _write(self) -> int:
         """Write what is buffered. 0 when all is written, else the poll event the write waits for."""
@@ -428,6 +428,7 @@ class Mediator:
         finally:
             self.bytes_in += taken
             if packets:
+                self._answered = True
                 self.packets_in += len(packets)
                 self._emit([Delivery((self, ("fromsocket", present(p)))) for p in packets])
         return wait or IN
@@ -492,7 +493,7 @@ class Mediator:
             self._tcp.shutdown(socket.SHUT_WR)
             deadline = monotonic() + LINGER
             while monotonic() < deadline and self._life.urgent is None:
-                if self._poll_once(IN, deadline) and not self._tcp.recv(RECV_SIZE):
+                if self._sleeper.sleep(IN, deadline) and not self._tcp.recv(RECV_SIZE):
                     break
         except OSError:
             pass

@@ -130,7 +130,7 @@ class Socket(Mediator):
         if body == "close":
             if self._life.ask(CLOSED_BY_OWNER):
                 self._put(CLOSE)
-                self._waker.poke()  # even a mediator blocked on a full write starts its close clock now
+                self.wake()  # even a mediator blocked on a full write starts its close clock now
         elif type(body) is tuple and len(body) == 2 and body[0] == "deliver":
             if self._life.closed_by_owner:
                 raise Closed(
@@ -161,7 +161,7 @@ class Socket(Mediator):
         nothing; the connection, and its mediator thread, are the parent's."""
         self._life.move(State.CLOSED)
         self._tcp.close()
-        self._waker.close_copy()
+        self._sleeper.waker.close_copy()
         self._let_go()
         self._ended.set()
 
@@ -171,11 +171,7 @@ class Socket(Mediator):
         acts, and none mistakes its peer's abort for that peer's own close."""
         self._life.ask(Ending("aborted", error, urgent=True, tell=tell_owner))
         if wake:
-            self._waker.poke()
-
-    def wake(self) -> None:
-        """Make the mediator look at its inbox and its lifecycle now."""
-        self._waker.poke()
+            self.wake()
 
     def _put(self, item: Envelope) -> None:
         """Hand ``item`` to the mediator. Once the connection has ended (the peer's close, ``stop()``), now or
@@ -184,14 +180,16 @@ class Socket(Mediator):
         if threading.get_ident() == self._ident:  # a callback owner, answering in the mediator's thread
             self._own.append(item)  # never the inbox: the thread would wait on itself once the inbox is full
             return
+        if type(item) is Deliver and self.write_now(item):
+            return
         owner = self._owner
         if self._inbox.offer(item, owner.waiter if owner is not None else None) and self._sleeping:
-            self._waker.poke()
+            self.wake()
 
     def claim(self, owner: Pid | Callable[[Any], object]) -> None:
         """Give the socket its owner (``accept``, ``client``): from now on it reads and sends to the owner."""
         self._set_owner(owner_of(owner))
-        self._waker.poke()
+        self.wake()
 
     def _set_owner(self, owner: Owner) -> None:
         if not owner.adopt(self):
@@ -209,4 +207,4 @@ class Socket(Mediator):
             self._set_owner(owner_of(new))
             if waiting:
                 self._post(self._owner, waiting)
-        self._waker.poke()
+        self.wake()

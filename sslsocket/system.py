@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
+from time import monotonic
 from typing import Protocol
 
 try:
@@ -150,6 +151,55 @@ class Waker:
         else:
             for end in self._pair:
                 end.close()
+
+
+class Waits:
+    """What a connection's last read and write waited for (0: try now, ``IN`` or ``OUT``), and what the TCP socket was
+    ready for when ``poll`` last woke its thread."""
+
+    __slots__ = ("read", "ready", "write")
+
+    def __init__(self) -> None:
+        self.read = self.write = self.ready = 0
+
+    def may(self, wait: int) -> bool:
+        """Whether an operation that waited for ``wait`` may be tried again."""
+        return not wait or bool(self.ready & (wait | HUP))
+
+
+class Sleeper:
+    """Where one connection's thread sleeps: ``poll`` on its TCP socket, for what the caller asks, and on a waker
+    that any thread may poke. One poller for the connection's life, told only of changes."""
+
+    def __init__(self, fd: int) -> None:
+        self.waker = Waker()
+        self._fd = fd
+        self._poller = poller()
+        self._poller.register(self.waker.fileno(), IN)
+        self._mask = 0
+
+    def sleep(self, events: int, deadline: float | None) -> int:
+        """Sleep until the TCP socket has one of ``events``, a poke, or the deadline (``time.monotonic()``).
+        Returns what the TCP socket is ready for (0 when it was not what woke us)."""
+        if events != self._mask:
+            if not events:
+                self._poller.unregister(self._fd)
+            elif not self._mask:
+                self._poller.register(self._fd, events)
+            else:
+                self._poller.modify(self._fd, events)
+            self._mask = events
+        ready = 0
+        for fd, revents in self._poller.poll(None if deadline is None else max(0.0, deadline - monotonic())):
+            if fd == self._fd:
+                ready = revents
+            else:
+                self.waker.drain()
+        return ready
+
+    def close(self) -> None:
+        self.waker.close()
+        self._poller.close()
 
 
 def unsent(tcp: socket.socket) -> int:

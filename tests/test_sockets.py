@@ -757,7 +757,7 @@ def test_a_client_out_of_descriptors_says_so(certs: Any, monkeypatch: pytest.Mon
 
     with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
         with monkeypatch.context() as patch:
-            patch.setattr(mediator, "Waker", no_descriptor)  # the connection's waker, after its TCP socket
+            patch.setattr(mediator, "Sleeper", no_descriptor)  # the connection's waker, after its TCP socket
             with pytest.raises(sslsocket.ConnectError, match=r"no resources .* Too many open files") as caught:
                 sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
         assert caught.value.reason == ("resources", "EMFILE")

@@ -1,0 +1,241 @@
+"""The fast paths: an owner's answer written in the owner's own thread while its mediator sleeps, and what each
+must keep of the design's promises (order, close, controlling_process, stop, exit)."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import struct
+import threading
+from typing import Any
+
+from OpenSSL import SSL
+
+import sslsocket
+
+from helpers import LOCAL, accepting, expect, pair, wait_for
+
+MiB = 1024 * 1024
+
+
+def record_writes(sock: sslsocket.Socket) -> list[tuple[threading.Thread, str]]:
+    """Every ``SSL_write`` of ``sock`` from now on: the thread that made it, and ``"done"`` or ``"wait"``."""
+    calls: list[tuple[threading.Thread, str]] = []
+    send = sock._conn.send
+
+    def recorded(data: Any) -> int:
+        try:
+            sent = send(data)
+        except SSL.WantWriteError:
+            calls.append((threading.current_thread(), "wait"))
+            raise
+        calls.append((threading.current_thread(), "done"))
+        return int(sent)
+
+    sock._conn.send = recorded
+    return calls
+
+
+def asleep(sock: sslsocket.Socket) -> None:
+    """Wait until the mediator of ``sock`` sleeps in poll with nothing to do (so that an answer may go direct)."""
+    wait_for(lambda: sock._sleeping and sock.inbox_depth == 0)
+
+
+def test_an_answer_is_written_in_the_senders_thread_a_stream_in_the_mediators(certs: Any) -> None:
+    client, server = pair(certs=certs)
+    writes = record_writes(server)
+    client.deliver("ping")
+    assert expect(server) == ("fromsocket", "ping")
+    asleep(server)
+    server.deliver("pong")  # an answer: the request/response rhythm
+    assert expect(client) == ("fromsocket", "pong")
+    assert writes == [(threading.current_thread(), "done")]
+    for i in range(200):  # nothing read since: a one-way stream, coalesced by the mediator
+        server.deliver(str(i))
+    assert [expect(client)[1] for _ in range(200)] == [str(i) for i in range(200)]
+    assert len(writes) > 1 and {thread for thread, _ in writes[1:]} == {server.thread}
+    client.close()
+    assert expect(server) == ("socket_closed", "normal")
+    server.close()
+
+
+def test_a_burst_after_a_request_keeps_its_order(certs: Any) -> None:
+    """The burst's first packet may go direct, the rest through the inbox: the peer sees them in order."""
+    client, server = pair(("packet", 4), certs=certs)
+    writes = record_writes(server)
+    for round_ in range(50):
+        client.deliver(f"request {round_}")
+        assert expect(server) == ("fromsocket", f"request {round_}")
+        asleep(server)
+        for i in range(20):
+            server.deliver(f"{round_}.{i}")
+        assert [expect(client)[1] for _ in range(20)] == [f"{round_}.{i}" for i in range(20)]
+    assert (threading.current_thread(), "done") in writes  # the fast path was taken
+    client.close()
+    assert expect(server) == ("socket_closed", "normal")
+    server.close()
+
+
+def test_senders_racing_on_a_callback_owned_socket_each_keep_their_order(certs: Any) -> None:
+    """A callback-owned socket takes packets from any thread: while its peer keeps answering (so that writes may
+    go direct), each sender's packets arrive in that sender's order, every one once."""
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 4))
+    heard = threading.Event()
+    accepted: list[sslsocket.Socket] = []
+    acceptor = threading.Thread(
+        target=lambda: accepted.append(sslsocket.accept(listen, f"-cert {certs.server}", owner=lambda m: heard.set()))
+    )
+    acceptor.start()
+    client = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 4), "")
+    acceptor.join(10)
+    sslsocket.close(listen)
+    (server,) = accepted
+    senders, count = 4, 300
+
+    def sender(name: int) -> None:
+        for i in range(count):
+            server.deliver(f"{name}:{i}")
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(senders)]
+    for thread in threads:
+        thread.start()
+    got: dict[str, list[int]] = {str(n): [] for n in range(senders)}
+    for index in range(senders * count):
+        name, number = expect(client, 20)[1].split(":")
+        got[name].append(int(number))
+        if index % 7 == 0:
+            client.deliver("ack")  # the peer answers: the rhythm that lets a sender write direct
+    for thread in threads:
+        thread.join(10)
+    assert got == {str(n): list(range(count)) for n in range(senders)}
+    assert heard.is_set()
+    client.close()
+    assert server.wait_closed(10)
+
+
+def test_a_direct_write_that_blocks_hands_its_bytes_on_and_a_close_after_it_sends_everything_first(
+    certs: Any,
+) -> None:
+    """A peer that reads nothing for a while: the owner's direct write meets WantWrite, the mediator writes the
+    rest (exactly once), and the owner's close, right after, waits for all of it."""
+    listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 4))
+    accepted = accepting(listen, f"-cert {certs.server}")
+    tcp = socket.socket()
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    tcp.connect((LOCAL, listen.port))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    peer = ctx.wrap_socket(tcp)
+    server = accepted()
+    sslsocket.close(listen)
+    writes = record_writes(server)
+    peer.sendall(struct.pack(">I", 7) + b"request")
+    assert expect(server) == ("fromsocket", "request")
+    asleep(server)
+    payload = bytes(range(256)) * (16 * MiB // 256)
+    server.deliver(payload)  # more than the kernel holds: blocks in this thread's SSL_write
+    server.close()
+    mine = [outcome for thread, outcome in writes if thread is threading.current_thread()]
+    assert mine[-1] == "wait"
+    assert all(thread is threading.current_thread() for thread, _ in writes[: len(mine)])  # they came first
+    received = bytearray()
+    while chunk := peer.recv(1024 * 1024):  # b"" only after close_notify
+        received += chunk
+    assert bytes(received) == struct.pack(">I", len(payload)) + payload
+    assert {thread for thread, _ in writes[len(mine) :]} == {server.thread}
+    peer.close()
+    assert server.wait_closed(10)
+
+
+def _echo(parent: sslsocket.Pid) -> None:
+    sock = sslsocket.receive(lambda m: isinstance(m, sslsocket.Socket), timeout=10)
+    parent.send("ready")
+    me = sslsocket.self()
+    while True:
+        _, body = sslsocket.receive(lambda m: m[0] is sock, timeout=20)
+        if body[0] != "fromsocket":
+            parent.send(("echo ended", body))
+            return
+        sock.send((me, ("deliver", body[1])))
+
+
+def _echo_server(certs: Any) -> tuple[sslsocket.Socket, sslsocket.Socket]:
+    """A client of this process, and its server, owned by a spawned process that echoes every packet."""
+    client, server = pair(certs=certs)
+    echo = sslsocket.spawn(_echo, sslsocket.self())
+    sslsocket.controlling_process(server, echo)
+    echo.send(server)
+    assert sslsocket.receive(lambda m: m == "ready", timeout=10) == "ready"
+    return client, server
+
+
+def test_controlling_process_in_the_middle_of_a_ping_pong_loses_nothing(certs: Any) -> None:
+    client, _server = _echo_server(certs)
+    me = sslsocket.self()
+    for i in range(100):
+        client.deliver(f"ping {i}")
+        assert expect(client) == ("fromsocket", f"ping {i}")
+    client.deliver("in flight")  # its echo arrives while, or after, the socket changes hands
+
+    def second(parent: sslsocket.Pid) -> None:
+        got = [sslsocket.receive(lambda m: m[0] is client, timeout=10)[1]]
+        for i in range(100, 200):
+            client.deliver(f"ping {i}")
+            got.append(sslsocket.receive(lambda m: m[0] is client, timeout=10)[1])
+        parent.send(("second", got))
+        client.close()
+
+    pid = sslsocket.spawn(second, me)
+    sslsocket.controlling_process(client, pid)
+    _, got = sslsocket.receive(lambda m: m[0] == "second", timeout=30)
+    assert got == [("fromsocket", "in flight")] + [("fromsocket", f"ping {i}") for i in range(100, 200)]
+    assert sslsocket.receive(lambda m: m[0] == "echo ended", timeout=10) == ("echo ended", ("socket_closed", "normal"))
+    assert not any(m[0] is client for m in list(me._mailbox))
+
+
+def _pinger(parent: sslsocket.Pid, client: sslsocket.Socket) -> None:
+    sslsocket.receive(lambda m: m == "go", timeout=10)  # once the socket is this process's
+    parent.send("pinging")
+    i = 0
+    try:
+        while True:
+            client.deliver(f"ping {i}")
+            body = sslsocket.receive(lambda m: m[0] is client, timeout=20)[1]
+            if body[0] != "fromsocket":
+                parent.send(("pinger heard", body[0]))
+                return
+            i += 1
+    except sslsocket.Closed:
+        parent.send(("pinger heard", "closed"))
+    except sslsocket.Exit:
+        parent.send(("pinger heard", "exit"))
+
+
+def _ping_pong_in_another_process(certs: Any) -> tuple[sslsocket.Pid, sslsocket.Socket, sslsocket.Socket]:
+    client, server = _echo_server(certs)
+    me = sslsocket.self()
+    pinger = sslsocket.spawn(_pinger, me, client)
+    sslsocket.controlling_process(client, pinger)
+    pinger.send("go")
+    assert sslsocket.receive(lambda m: m == "pinging", timeout=10) == "pinging"
+    wait_for(lambda: client.packets_in > 100)  # in full swing, writes going direct
+    return pinger, client, server
+
+
+def test_exit_in_the_middle_of_a_ping_pong_ends_the_pinger_and_closes_its_socket(certs: Any) -> None:
+    pinger, client, _server = _ping_pong_in_another_process(certs)
+    sslsocket.exit(pinger, "enough")
+    assert sslsocket.receive(lambda m: m[0] == "pinger heard", timeout=10) == ("pinger heard", "exit")
+    assert sslsocket.receive(lambda m: m[0] == "echo ended", timeout=10) == ("echo ended", ("socket_closed", "normal"))
+    assert client.wait_closed(10)
+
+
+def test_stop_in_the_middle_of_a_ping_pong_frees_everyone(certs: Any) -> None:
+    _pinger_pid, client, server = _ping_pong_in_another_process(certs)
+    sslsocket.stop()
+    heard = sslsocket.receive(lambda m: m[0] == "pinger heard", timeout=10)
+    assert heard in (("pinger heard", "socket_closed"), ("pinger heard", "closed"))
+    assert sslsocket.receive(lambda m: m[0] == "echo ended", timeout=10)[0] == "echo ended"
+    assert client.wait_closed(10) and server.wait_closed(10)
+    sslsocket.start()
