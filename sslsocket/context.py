@@ -157,6 +157,11 @@ def build_context(settings: Settings, *, server: bool, env: Mapping[str, str] | 
                 ("ciphersuites", settings.ciphersuites),
             ) from exc
     _set_verify(ctx, settings, server)
+    if server:  # resumption with client certificates checked needs a session context; tickets are this ctx's own
+        ctx.set_session_id(os.urandom(16))
+    if server and settings.verify == 1:  # OpenSSL would record what the check forgave as passed (see sessions)
+        ctx.set_options(SSL.OP_NO_TICKET)
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     return ctx
 
 

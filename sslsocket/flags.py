@@ -137,6 +137,7 @@ class Settings:
     servername: str | None = None
     groups: str | None = None
     timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    reuse_sessions: bool = True
 
 
 def _verify_level(flag: str, text: str) -> int:
@@ -169,6 +170,12 @@ def pass_source(flag: str, text: str) -> Secret:
     return Secret(kind, value)
 
 
+def _boolean(flag: str, text: str) -> bool:
+    if text not in ("true", "false"):
+        raise FlagError(f"{flag} {text}: give true or false", ("flag", flag))
+    return text == "true"
+
+
 def _text(flag: str, text: str) -> str:
     return text
 
@@ -195,6 +202,7 @@ _FLAGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "-groups": ("groups", _text),
     "-curves": ("groups", _text),
     "-timeout": ("timeout", _seconds),
+    "-reuse_sessions": ("reuse_sessions", _boolean),
 }
 
 

@@ -87,8 +87,9 @@ from .lifecycle import OWNER_ENDED, CloseClock, Lifecycle, State
 from .outgoing import Outgoing
 from .owner import Credit, Owner
 from .process import Delivery, Pid
+from .sessions import Resumption
 from .system import IN, Sleeper, Waits, unsent
-from .tls import HandshakeFailure, PeerReport, attempt, broken
+from .tls import HandshakeFailure, PeerClosed, PeerReport, attempt, broken, read
 
 log = logging.getLogger("sslsocket")
 
@@ -105,10 +106,6 @@ HIGH_WATER = 4 * 1024 * 1024
 LINGER = 1.0
 
 _ids = itertools.count(1)
-
-
-class _PeerClosed(Exception):
-    """The peer sent close_notify."""
 
 
 class Mediator:
@@ -138,6 +135,7 @@ class Mediator:
         self._tcp = tcp
         self._conn, self.expected_name = new_connection(context, tcp, settings, server, hostname)
         self._conn.set_app_data(self)  # for the verify callback, until _let_go
+        self._resumption = None if server else Resumption.of_client(self._conn, settings, hostname, self._peer[0])
         self._settings = settings
         self._deadline = deadline  # when the handshake must be done; by default -timeout from the thread's start
         self._on_handshake = on_handshake
@@ -270,6 +268,8 @@ class Mediator:
                     f"{who} did not finish its TLS handshake within {self._settings.timeout:g} s{hint}", "timeout"
                 )
             self._sleeper.sleep(wait, deadline)
+        if self._resumption is not None and self._resumption.handshake_done(self.verify_errors):
+            self._resumption = None
         self._report = PeerReport.read(self._conn, self.server, self._settings.verify, self.verify_errors)
         if self._log:
             self._log.info("%r handshake done: %s", self, self._report.describe())
@@ -291,7 +291,7 @@ class Mediator:
                     self._open_turn(waits)
                 elif self._closing_turn(waits, clock):
                     return
-            except _PeerClosed:
+            except PeerClosed:
                 self._peer_closed()
                 return
             except (SSL.Error, OSError, FramingError) as exc:
@@ -414,7 +414,7 @@ class Mediator:
         wait = taken = 0
         try:
             while not wait and taken < min(READ_TURN, room):
-                data, wait = self._recv()
+                data, wait = read(self._conn, RECV_SIZE)
                 if data is None:
                     break
                 taken += len(data)
@@ -426,26 +426,14 @@ class Mediator:
                 if len(data) < RECV_SIZE:  # OpenSSL read a whole record and holds nothing more: poll tells
                     break
         finally:
+            if self._resumption is not None and self._resumption.after_read():  # a ticket came
+                self._resumption = None
             self.bytes_in += taken
             if packets:
                 self._answered = True
                 self.packets_in += len(packets)
                 self._emit([Delivery((self, ("fromsocket", present(p)))) for p in packets])
         return wait or IN
-
-    def _recv(self) -> tuple[bytes | None, int]:
-        conn = self._conn
-        try:
-            return attempt(conn.recv, RECV_SIZE)
-        except SSL.ZeroReturnError:
-            raise _PeerClosed() from None
-        except SSL.SysCallError:
-            # OpenSSL 4 reports a close_notify that follows a warning alert (Java's user_canceled) as an unexpected
-            # EOF, though it has read the close_notify: an orderly close all the same. (A fatal alert sets
-            # RECEIVED_SHUTDOWN too, but raises SSL.Error, naming the alert.)
-            if conn.get_shutdown() & SSL.RECEIVED_SHUTDOWN:
-                raise _PeerClosed() from None
-            raise
 
     def _peer_closed(self) -> None:
         ending = self._life.urgent

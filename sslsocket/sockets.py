@@ -104,6 +104,11 @@ class Socket(Mediator):
         """On a server: the host name the client asked for (SNI), or None."""
         return self._report.servername
 
+    @property
+    def resumed(self) -> bool:
+        """Whether the handshake resumed an earlier session (a client's, unless ``-reuse_sessions false``)."""
+        return self._report.resumed
+
     def start(self) -> None:
         """Give the connection its mediator thread: the library does this; it runs the handshake, then the
         connection. When no thread can be started (``RuntimeError``, the system's limit on tasks), the connection

@@ -13,6 +13,7 @@ from OpenSSL import SSL
 from .context import NAME_MISMATCH
 from .errors import ConnectionBroken
 from .flags import UNKNOWN_ISSUER_ERRORS, Settings, verify_error_text
+from .sessions import resumed
 from .system import IN, OUT
 
 
@@ -25,6 +26,25 @@ def attempt(call: Any, *args: Any) -> tuple[Any, int]:
         return None, IN
     except SSL.WantWriteError:
         return None, OUT
+
+
+class PeerClosed(Exception):
+    """The peer sent close_notify."""
+
+
+def read(conn: SSL.Connection, size: int) -> tuple[bytes | None, int]:
+    """``attempt`` of one ``SSL_read`` of ``size`` bytes at most; ``PeerClosed`` at the peer's close_notify."""
+    try:
+        return attempt(conn.recv, size)
+    except SSL.ZeroReturnError:
+        raise PeerClosed() from None
+    except SSL.SysCallError:
+        # OpenSSL 4 reports a close_notify that follows a warning alert (Java's user_canceled) as an unexpected
+        # EOF, though it has read the close_notify: an orderly close all the same. (A fatal alert sets
+        # RECEIVED_SHUTDOWN too, but raises SSL.Error, naming the alert.)
+        if conn.get_shutdown() & SSL.RECEIVED_SHUTDOWN:
+            raise PeerClosed() from None
+        raise
 
 
 @dataclass(frozen=True)
@@ -43,6 +63,8 @@ class PeerReport:
     verify_result: str = "not checked"
     #: On a server: the host name the client asked for (SNI), or None.
     servername: str | None = None
+    #: Whether the handshake resumed an earlier session (its certificate and verify result are that session's).
+    resumed: bool = False
 
     @classmethod
     def read(cls, conn: SSL.Connection, server: bool, level: int, verify_errors: list[tuple[int, int]]) -> PeerReport:
@@ -64,6 +86,7 @@ class PeerReport:
             certificate,
             result,
             name.decode("idna") if name else None,
+            resumed(conn),
         )
 
     def describe(self) -> str:
