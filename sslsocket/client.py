@@ -13,7 +13,7 @@ from .errors import (
     BadArgument,
     ConnectError,
     ConnectionBroken,
-    Exit,
+    HandshakeError,
     check_protocol_family,
     errno_name,
 )
@@ -46,22 +46,9 @@ def client(
     host, port = _host_port(address)
     tcp = _connect(host, port, af, settings.timeout)
     me = process.self()
-    outcome: list[BaseException | None] = []
-
-    def handshake_done(sock: Socket, error: BaseException | None) -> None:
-        outcome.append(error)
-        me.wake()
-
     try:
         sock = Socket(
-            tcp,
-            context,
-            settings,
-            parsed,
-            server=False,
-            on_handshake=handshake_done,
-            forget=registry.forget,
-            hostname=host,
+            tcp, context, settings, parsed, server=False, on_handshake=_told, forget=registry.forget, hostname=host
         )
     except OSError as exc:
         tcp.close()
@@ -72,18 +59,38 @@ def client(
         raise ConnectError(f"the connection to {host}:{port} was lost at once: {exc.strerror}", "closed") from exc
     sock.claim(owner if owner is not None else me)
     registry.add(sock)
+    _handshake(sock, me)
     try:
         sock.start()
     except RuntimeError as exc:
         raise ConnectError(f"could not start a thread for the connection to {host}:{port}: {exc}", "no_thread") from exc
-    try:  # the mediator always reports, at the latest when -timeout runs out; exit(pid, reason) ends it sooner
-        me.wait_until(lambda: bool(outcome), None, "client")
-    except Exit:
-        sock.abort(ConnectionBroken("the client call was aborted by an exit signal", "aborted"), tell_owner=False)
-        raise
-    if outcome[0] is not None:
-        raise outcome[0]
     return sock
+
+
+def _told(sock: Socket, error: BaseException | None) -> None:
+    """A client's handshake is over before its mediator thread starts: nothing to tell."""
+
+
+def _handshake(sock: Socket, me: Pid) -> None:
+    """The handshake, in the calling thread (``handshake_here``): bounded by ``-timeout``, and aborted by ``stop()``
+    or by ``exit(pid, reason)``, which then raises ``Exit``, as from any wait."""
+
+    def interrupt() -> None:
+        sock.abort(ConnectionBroken("the client call was aborted by an exit signal", "aborted"), tell_owner=False)
+
+    me.waiting_on(interrupt)
+    me.waiting = "client"
+    try:
+        if me.exiting:  # signalled before this wait began
+            interrupt()
+        sock.handshake_here()
+    except HandshakeError as exc:
+        if exc.reason == "aborted":
+            me.check_exit()
+        raise
+    finally:
+        me.waiting_on(None)
+        me.waiting = None
 
 
 def _host_port(address: object) -> tuple[str, int]:

@@ -7,7 +7,7 @@ packets is held back as soon as a sender of small ones.
 from __future__ import annotations
 
 import queue
-import threading
+from collections.abc import Callable
 from typing import Protocol
 
 #: What the inbox holds before ``send`` blocks its caller, in units of ``INBOX_UNIT`` bytes of payload, each
@@ -47,7 +47,7 @@ Envelope = Deliver | Close
 class Sender(Protocol):
     """A process that may wait for room, and that ``exit(pid, reason)`` wakes from that wait."""
 
-    def waiting_on(self, cond: threading.Condition | None) -> None: ...
+    def waiting_on(self, wake: Callable[[], None] | None) -> None: ...
     def check_exit(self) -> None: ...
 
 
@@ -74,7 +74,7 @@ class Inbox(queue.Queue[Envelope]):
         with self.not_full:
             if self._must_wait(item):
                 if sender is not None:
-                    sender.waiting_on(self.not_full)
+                    sender.waiting_on(self._wake_senders)
                 try:
                     while self._must_wait(item):
                         if sender is not None:
@@ -87,6 +87,10 @@ class Inbox(queue.Queue[Envelope]):
                 return False
             self._put(item)
             return True
+
+    def _wake_senders(self) -> None:
+        with self.not_full:
+            self.not_full.notify_all()
 
     def _must_wait(self, item: Envelope) -> bool:
         return not self._closed and self._weight >= self.maxsize and type(item) is Deliver

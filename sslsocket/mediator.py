@@ -8,9 +8,10 @@ actual socket". Its state is one ``Lifecycle`` (handshaking, open, closing, clos
 ``Workers``, runs three phases:
 
 1. **Handshake.** A non-blocking ``do_handshake`` loop, bounded by the ``-timeout`` deadline and woken by an abort
-   (``stop()``, a closed listen socket, newer handshakes pushing past the listener's bound). The outcome goes to
-   ``on_handshake``: a waiting ``client`` call, or the listener, which hands the socket to an acceptor. A server
-   that refused its client's certificate lingers a moment (see ``_linger``), so that the client hears the alert.
+   (``stop()``, a closed listen socket, newer handshakes pushing past the listener's bound). A server's outcome goes
+   to the listener, which hands the socket to an acceptor; a client's loop runs in the thread of ``client``, which
+   waits anyway (``handshake_here``). A server that refused its client's certificate lingers (``_linger``), so that
+   the client hears the alert.
 
 2. **Open.** One loop over ``poll`` on the TCP socket and a waker that any thread can poke (never a timer). Each
    turn it:
@@ -51,19 +52,16 @@ actual socket". Its state is one ``Lifecycle`` (handshaking, open, closing, clos
 A callback owner is called in the mediator's thread; what it delivers from there goes straight to the outgoing
 buffer (the inbox would make the thread wait on itself once full).
 
-**The fast path.** An answer should not wait for a thread hand-off. While the mediator sleeps in ``poll`` with
-nothing to do (its inbox and outgoing buffer empty) and the connection shows a request/response rhythm (a packet was
-read since the last such write), an owner's ``send`` runs the mediator's write itself, in its own thread
-(``write_now``). A write that would block leaves its bytes in the outgoing buffer for the mediator; a one-way stream
-goes through the inbox, whose packets the mediator coalesces.
+**The fast path.** While the mediator sleeps in ``poll`` with nothing to do (inbox and outgoing buffer empty) and
+the connection shows a request/response rhythm (a packet was read since the last such write), an owner's ``send``
+runs the mediator's write in its own thread (``write_now``): an answer waits for no hand-off. A write that would
+block leaves its bytes in the outgoing buffer for the mediator; a one-way stream goes through the inbox, coalesced.
 
-Who owns what: the *turn* (``_turn``) owns the TLS connection, the decoder and the outgoing buffer. The mediator
-thread holds it from its start to its end, except while it sleeps in ``poll``; only then can an owner's ``send``
-take it. ``_owner_lock``
-makes ``controlling_process`` (move the messages waiting in the old owner's mailbox, then switch) one step that no
-outgoing message can cut into. The owner is read without it where a stale owner would do no harm (the checks of
-``send``, ``_reading``), and set without it by ``claim``, which gives an accepted socket its first owner before it
-reads anything, so before anything is sent to an owner.
+Who owns what: the *turn* (``_turn``) owns the TLS connection, the decoder and the outgoing buffer; the mediator
+thread holds it, except while it sleeps in ``poll``. ``_owner_lock`` makes ``controlling_process`` (move the
+messages waiting in the old owner's mailbox, then switch) one step that no outgoing message can cut into. The owner
+is read without it where a stale owner would do no harm (the checks of ``send``, ``_reading``), and set without it
+by ``claim``, which gives a socket its first owner before it reads anything.
 """
 
 from __future__ import annotations
@@ -204,26 +202,41 @@ class Mediator:
         self._thread = threading.current_thread()  # already so, unless this thread began before start() returned
         self._ident = threading.get_ident()
         with self._turn:
-            self._serve_all()
+            try:  # (a client's handshake may be done already, in its caller's thread: handshake_here)
+                if self._life.state is State.HANDSHAKING and not self._handshake_phase():
+                    return
+                self._serve()
+            except BaseException as exc:  # a bug in the mediator: the owner still hears of it
+                log.exception("mediator of %r failed", self)
+                self._finish(broken(exc))
+            finally:
+                self._end()
 
-    def _serve_all(self) -> None:
+    def _handshake_phase(self) -> bool:
+        """The handshake, its outcome told to ``on_handshake``; False if it failed."""
         try:
+            self._handshake()
+        except BaseException as exc:
+            self._life.move(State.CLOSING)
+            self._on_handshake(self, exc)
+            if isinstance(exc, HandshakeError) and exc.reason == "refused_peer":
+                self._linger()
+            return False
+        self._life.move(State.OPEN)
+        self._on_handshake(self, None)
+        return True
+
+    def handshake_here(self) -> None:
+        """A client's handshake, in the thread of ``client`` (which waits anyway), with no hand-off to the mediator
+        thread, which starts for the open connection. Raises what the handshake raised, the connection closed."""
+        with self._turn:
             try:
                 self._handshake()
-            except BaseException as exc:
+            except BaseException:
                 self._life.move(State.CLOSING)
-                self._on_handshake(self, exc)
-                if isinstance(exc, HandshakeError) and exc.reason == "refused_peer":
-                    self._linger()
-                return
+                self._end()
+                raise
             self._life.move(State.OPEN)
-            self._on_handshake(self, None)
-            self._serve()
-        except BaseException as exc:  # a bug in the mediator: the owner still hears of it
-            log.exception("mediator of %r failed", self)
-            self._finish(broken(exc))
-        finally:
-            self._end()
 
     def _end(self) -> None:
         """The connection is over, or never ran: closed, descriptors released, ``wait_closed`` answered."""

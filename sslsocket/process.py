@@ -84,7 +84,7 @@ class Pid:
         self._cond = threading.Condition(threading.RLock())
         self._mailbox: deque[Any] = deque()
         self._exit: tuple[Any] | None = None
-        self._waiting_on: threading.Condition | None = None  # another wait that ``exit`` interrupts
+        self._waiting_on: Callable[[], None] | None = None  # wakes another wait, that ``exit`` interrupts
         self._alive = True
         self._sockets: set[Controlled] = set()
         #: What the process waits in now (``"receive"``, ``"accept on ..."``, ``"client"``), or None.
@@ -183,15 +183,20 @@ class Pid:
             if self._alive and self._exit is None:
                 self._exit = (reason,)
             self._cond.notify_all()
-        other = self._waiting_on
-        if other is not None:
-            with other:
-                other.notify_all()
+        wake = self._waiting_on
+        if wake is not None:
+            wake()
 
-    def waiting_on(self, cond: threading.Condition | None) -> None:
-        """This process waits on ``cond`` outside ``wait_until`` (a ``deliver`` waiting for room): ``exit`` wakes
-        it too, and the waiter calls ``check_exit`` before each wait. None when that wait is over."""
-        self._waiting_on = cond
+    def waiting_on(self, wake: Callable[[], None] | None) -> None:
+        """This process waits outside ``wait_until`` (a ``deliver`` waiting for room, a ``client`` in its
+        handshake), and ``wake`` wakes that wait: ``exit`` calls it too, and the waiter calls ``check_exit`` before
+        each wait. None when that wait is over."""
+        self._waiting_on = wake
+
+    @property
+    def exiting(self) -> bool:
+        """Whether an exit signal is pending."""
+        return self._exit is not None
 
     def check_exit(self) -> None:
         """Raise ``Exit`` if an exit signal is pending (and consume it)."""

@@ -682,11 +682,22 @@ def _accepts_again(listen: sslsocket.ListenSocket, flags: str) -> None:
 def test_a_client_without_a_thread_to_run_in_is_a_connect_error(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from sslsocket.workers import workers
 
+    real = workers.run
+
+    def none_for_this_thread(job: Any, name: str) -> Any:  # the server's threads start; the client's does not
+        if threading.current_thread() is threading.main_thread():
+            return _no_thread(job, name)
+        return real(job, name)
+
     with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
-        monkeypatch.setattr(workers, "run", _no_thread)
+        server = accepting(listen, f"-cert {certs.server}")
+        monkeypatch.setattr(workers, "run", none_for_this_thread)
         with pytest.raises(sslsocket.ConnectError, match="could not start a thread") as caught:
             sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
         assert caught.value.reason == "no_thread"  # and its descriptors are closed: the leak check would fail
+        accepted = server()
+        assert expect(accepted)[0] == "socket_closed"
+        accepted.close()
 
 
 def _listener_bug(*args: Any, **kwargs: Any) -> Any:
