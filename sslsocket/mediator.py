@@ -87,7 +87,7 @@ from .owner import Credit, Owner
 from .process import Delivery, Pid
 from .sessions import Resumption
 from .system import IN, Sleeper, Waits, unsent
-from .tls import HandshakeFailure, PeerClosed, PeerReport, attempt, broken, read
+from .tls import HandshakeFailure, PeerClosed, PeerReport, attempt, broken, read, send
 
 log = logging.getLogger("sslsocket")
 
@@ -408,9 +408,9 @@ class Mediator:
 
     def _write(self) -> int:
         """Write what is buffered. 0 when all is written, else the poll event the write waits for."""
-        out, send = self._out, self._conn.send
+        out, conn = self._out, self._conn
         while (chunk := out.pending()) is not None:
-            sent, wait = attempt(send, chunk)
+            sent, wait = attempt(send, conn, chunk)
             if wait:
                 return wait
             out.sent(sent)

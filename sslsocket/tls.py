@@ -9,6 +9,8 @@ from typing import Any
 
 from cryptography import x509
 from OpenSSL import SSL
+from OpenSSL._util import no_zero_allocator
+from OpenSSL.SSL import _ffi, _lib  # type: ignore[attr-defined]
 
 from .context import NAME_MISMATCH
 from .errors import ConnectionBroken
@@ -32,10 +34,31 @@ class PeerClosed(Exception):
     """The peer sent close_notify."""
 
 
+def send(conn: SSL.Connection, data: bytes | memoryview) -> int:
+    """``conn.send``, less one call into OpenSSL: pyOpenSSL asks ``SSL_get_error`` after every ``SSL_write``, and
+    every call gives up the GIL, which costs a thread hand-off when another thread wants it (a peer's thread that
+    the write just woke, in a request/response rhythm). Here only a write that failed asks. Through pyOpenSSL's
+    bindings, which have no call for it; its own error reporting, for the failures."""
+    with _ffi.from_buffer(data) as buffer:
+        result = _lib.SSL_write(conn._ssl, buffer, len(buffer))
+    if result <= 0:
+        conn._raise_ssl_error(conn._ssl, result)
+    return int(result)
+
+
+def recv(conn: SSL.Connection, size: int) -> bytes:
+    """``conn.recv(size)``, less the same call (see ``send``)."""
+    buffer = no_zero_allocator("char[]", size)
+    result = _lib.SSL_read(conn._ssl, buffer, size)
+    if result <= 0:
+        conn._raise_ssl_error(conn._ssl, result)
+    return _ffi.buffer(buffer, result)[:]  # type: ignore[no-any-return]
+
+
 def read(conn: SSL.Connection, size: int) -> tuple[bytes | None, int]:
     """``attempt`` of one ``SSL_read`` of ``size`` bytes at most; ``PeerClosed`` at the peer's close_notify."""
     try:
-        return attempt(conn.recv, size)
+        return attempt(recv, conn, size)
     except SSL.ZeroReturnError:
         raise PeerClosed() from None
     except SSL.SysCallError:

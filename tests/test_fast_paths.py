@@ -9,30 +9,33 @@ import struct
 import threading
 from typing import Any
 
+import pytest
 from OpenSSL import SSL
 
 import sslsocket
+from sslsocket import mediator, tls
 
 from helpers import LOCAL, accepting, expect, pair, wait_for
 
 MiB = 1024 * 1024
 
 
-def record_writes(sock: sslsocket.Socket) -> list[tuple[threading.Thread, str]]:
+def record_writes(sock: sslsocket.Socket, monkeypatch: pytest.MonkeyPatch) -> list[tuple[threading.Thread, str]]:
     """Every ``SSL_write`` of ``sock`` from now on: the thread that made it, and ``"done"`` or ``"wait"``."""
     calls: list[tuple[threading.Thread, str]] = []
-    send = sock._conn.send
 
-    def recorded(data: Any) -> int:
+    def recorded(conn: SSL.Connection, data: Any) -> int:
         try:
-            sent = send(data)
+            sent = tls.send(conn, data)
         except SSL.WantWriteError:
-            calls.append((threading.current_thread(), "wait"))
+            if conn is sock._conn:
+                calls.append((threading.current_thread(), "wait"))
             raise
-        calls.append((threading.current_thread(), "done"))
-        return int(sent)
+        if conn is sock._conn:
+            calls.append((threading.current_thread(), "done"))
+        return sent
 
-    sock._conn.send = recorded
+    monkeypatch.setattr(mediator, "send", recorded)
     return calls
 
 
@@ -41,9 +44,11 @@ def asleep(sock: sslsocket.Socket) -> None:
     wait_for(lambda: sock._sleeping and sock.inbox_depth == 0)
 
 
-def test_an_answer_is_written_in_the_senders_thread_a_stream_in_the_mediators(certs: Any) -> None:
+def test_an_answer_is_written_in_the_senders_thread_a_stream_in_the_mediators(
+    certs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client, server = pair(certs=certs)
-    writes = record_writes(server)
+    writes = record_writes(server, monkeypatch)
     client.deliver("ping")
     assert expect(server) == ("fromsocket", "ping")
     asleep(server)
@@ -59,10 +64,10 @@ def test_an_answer_is_written_in_the_senders_thread_a_stream_in_the_mediators(ce
     server.close()
 
 
-def test_a_burst_after_a_request_keeps_its_order(certs: Any) -> None:
+def test_a_burst_after_a_request_keeps_its_order(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The burst's first packet may go direct, the rest through the inbox: the peer sees them in order."""
     client, server = pair(("packet", 4), certs=certs)
-    writes = record_writes(server)
+    writes = record_writes(server, monkeypatch)
     for round_ in range(50):
         client.deliver(f"request {round_}")
         assert expect(server) == ("fromsocket", f"request {round_}")
@@ -114,7 +119,7 @@ def test_senders_racing_on_a_callback_owned_socket_each_keep_their_order(certs: 
 
 
 def test_a_direct_write_that_blocks_hands_its_bytes_on_and_a_close_after_it_sends_everything_first(
-    certs: Any,
+    certs: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A peer that reads nothing for a while: the owner's direct write meets WantWrite, the mediator writes the
     rest (exactly once), and the owner's close, right after, waits for all of it."""
@@ -129,7 +134,7 @@ def test_a_direct_write_that_blocks_hands_its_bytes_on_and_a_close_after_it_send
     peer = ctx.wrap_socket(tcp)
     server = accepted()
     sslsocket.close(listen)
-    writes = record_writes(server)
+    writes = record_writes(server, monkeypatch)
     peer.sendall(struct.pack(">I", 7) + b"request")
     assert expect(server) == ("fromsocket", "request")
     asleep(server)

@@ -21,7 +21,7 @@ from sslsocket.outgoing import Outgoing
 from sslsocket.owner import CallbackOwner, Credit, ProcessOwner, owner_of
 from sslsocket.process import MESSAGE_COST, Delivery, Pid
 from sslsocket.quiet import Quiet, QuietRoom
-from sslsocket.tls import attempt
+from sslsocket.tls import attempt, recv, send
 
 # ---- the inbox ---------------------------------------------------------------------------------------------------
 
@@ -362,3 +362,40 @@ def test_the_selector_poller_reports_a_socket_ready_to_write_and_to_read() -> No
         poller.close()
         left.close()
         right.close()
+
+
+def _tls_pair(certs: Any) -> tuple[SSL.Connection, SSL.Connection, list[socket.socket]]:
+    """Two pyOpenSSL connections over a socket pair, handshaken, non-blocking; and the pair, to close."""
+    server_ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    server_ctx.use_certificate_chain_file(str(certs.server))
+    server_ctx.use_privatekey_file(str(certs.server))
+    left, right = socket.socketpair()
+    for end in (left, right):
+        end.setblocking(False)
+    server, client = SSL.Connection(server_ctx, left), SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD), right)
+    server.set_accept_state()
+    client.set_connect_state()
+    done = set()
+    while len(done) < 2:
+        for conn in (server, client):
+            if conn not in done and attempt(conn.do_handshake)[1] == 0:
+                done.add(conn)
+    return server, client, [left, right]
+
+
+def test_send_and_recv_without_pyopenssls_extra_call_keep_its_outcomes(certs: Any) -> None:
+    """tls.send and tls.recv ask SSL_get_error only when a call failed: each outcome is still pyOpenSSL's."""
+    server, client, ends = _tls_pair(certs)
+    with pytest.raises(SSL.WantReadError):
+        recv(server, 16384)  # nothing sent yet (the client's read below takes the tickets)
+    assert send(client, b"hello") == 5
+    assert send(client, memoryview(b"..world")[2:]) == 5
+    assert recv(server, 16384) == b"hello"
+    assert recv(server, 3) == b"wor" and recv(server, 16384) == b"ld"
+    with pytest.raises(SSL.WantReadError):
+        recv(client, 16384)
+    client.shutdown()
+    with pytest.raises(SSL.ZeroReturnError):
+        recv(server, 16384)
+    for end in ends:
+        end.close()
