@@ -715,7 +715,9 @@ def measure(args: argparse.Namespace) -> tuple[list[Figure], dict[str, Any]]:
     report_line(several)
     handoff = Figure("thread hand-off", "us, one thread waking another", "-")
     handoff.sslsocket = [handoff_us(n(20000, 2000)) for _ in range(reps)]
-    handoff.note = "a ping-pong round trip costs sslsocket 4 of these (answers written in the owner's thread), the baseline 2"
+    handoff.note = (
+        "a ping-pong round trip costs sslsocket 4 of these (answers written in the owner's thread), the baseline 2"
+    )
     figures.append(handoff)
     report_line(handoff)
     sweep: dict[str, Any] = {}

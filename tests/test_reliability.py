@@ -25,7 +25,7 @@ from interop import openssl_client
 from OpenSSL import SSL
 
 import sslsocket
-from sslsocket import lifecycle, system
+from sslsocket import lifecycle, mediator, system, tls
 from sslsocket.inbox import INBOX_SIZE, INBOX_UNIT
 from sslsocket.lifecycle import State
 from sslsocket.registry import registry
@@ -102,13 +102,13 @@ def test_3_zero_length_packets_arrive_as_empty_messages(certs: Any, mode: Any) -
 
 def test_3_an_empty_raw_deliver_never_writes_zero_bytes(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     sizes: list[int] = []
-    original = SSL.Connection.send
+    original = tls.send
 
-    def recording_send(self: SSL.Connection, buf: Any, flags: int = 0) -> int:
+    def recording_send(conn: SSL.Connection, buf: Any) -> int:
         sizes.append(len(buf))
-        return original(self, buf, flags)
+        return original(conn, buf)
 
-    monkeypatch.setattr(SSL.Connection, "send", recording_send)
+    monkeypatch.setattr(mediator, "send", recording_send)  # every SSL_write of a connection
     client, server = pair("raw", certs=certs)
     client.deliver("")
     client.deliver(b"")
