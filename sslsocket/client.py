@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -73,10 +74,17 @@ def _told(sock: Socket, error: BaseException | None) -> None:
 
 def _handshake(sock: Socket, me: Pid) -> None:
     """The handshake, in the calling thread (``handshake_here``): bounded by ``-timeout``, and aborted by ``stop()``
-    or by ``exit(pid, reason)``, which then raises ``Exit``, as from any wait."""
+    or by ``exit(pid, reason)``, which then raises ``Exit``, as from any wait. An abort that lands as the handshake
+    ends is an abort all the same: the socket is closed, never returned."""
+    lock = threading.Lock()
+    waiting = [True]
 
     def interrupt() -> None:
-        sock.abort(ConnectionBroken("the client call was aborted by an exit signal", "aborted"), tell_owner=False)
+        with lock:  # never once client() is past its wait: its socket is the caller's then
+            if waiting[0]:
+                sock.abort(
+                    ConnectionBroken("the client call was aborted by an exit signal", "aborted"), tell_owner=False
+                )
 
     me.waiting_on(interrupt)
     me.waiting = "client"
@@ -84,6 +92,11 @@ def _handshake(sock: Socket, me: Pid) -> None:
         if me.exiting:  # signalled before this wait began
             interrupt()
         sock.handshake_here()
+        with lock:
+            waiting[0] = False
+        if sock.aborted:  # just as the handshake ended
+            sock.end_unstarted()
+            raise HandshakeError("the client call was aborted", "aborted")
     except HandshakeError as exc:
         if exc.reason == "aborted":
             me.check_exit()

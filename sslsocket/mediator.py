@@ -439,7 +439,7 @@ class Mediator:
                 if len(data) < RECV_SIZE:  # OpenSSL read a whole record and holds nothing more: poll tells
                     break
         finally:
-            if self._resumption is not None and self._resumption.after_read():  # a ticket came
+            if self._resumption is not None and self._resumption.after_read(bool(packets)):
                 self._resumption = None
             self.bytes_in += taken
             if packets:

@@ -8,6 +8,8 @@ from collections import deque
 #: Bytes handed to one ``SSL_write``: sixteen full records. Each call into OpenSSL gives up the GIL and takes it back,
 #: which costs a thread hand-off when another thread wants it, so the calls are few and large.
 WRITE_CHUNK = 256 * 1024
+#: The most one ``SSL_write`` takes (its length is a C int): a larger part goes in pieces of this size.
+LARGEST_WRITE = 2**30
 
 
 class Outgoing:
@@ -15,8 +17,9 @@ class Outgoing:
     ``pending`` gives the same view until ``sent`` accounts for all of it. After ``seal`` (the owner's close),
     nothing more is taken: nothing is sent after a close."""
 
-    def __init__(self, chunk: int = WRITE_CHUNK) -> None:
+    def __init__(self, chunk: int = WRITE_CHUNK, largest: int = LARGEST_WRITE) -> None:
         self._chunk = chunk
+        self._largest = largest
         self._parts: deque[bytes | memoryview] = deque()
         self._pending: memoryview | None = None
         self._sealed = False
@@ -58,6 +61,10 @@ class Outgoing:
         """A part as large as a chunk goes as it is; smaller parts (a header, small packets) are joined, topped up
         from the front of the next part, so that the records stay full."""
         parts, chunk = self._parts, self._chunk
+        if len(parts[0]) > self._largest:
+            whole = memoryview(parts[0])
+            parts[0] = whole[self._largest :]
+            return whole[: self._largest]
         if len(parts[0]) >= chunk or len(parts) == 1:
             return parts.popleft()
         if self.size <= chunk:  # all of it, in one (called with nothing pending)

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, NamedTuple
 from . import process
 from .context import close_logs
 from .errors import Closed, ConnectionBroken, closed_error
+from .lifecycle import State
+from .sessions import sessions
 from .system import at_fork
 from .workers import workers
 
@@ -114,8 +116,9 @@ class Registry:
         for sock in sockets:
             sock.wake()
         deadline = monotonic() + STOP_TIMEOUT
-        for sock in sockets:
-            if sock.thread is not None and sock.thread is not threading.current_thread():
+        for sock in sockets:  # a client's handshake runs in its caller's thread, before the socket has one
+            started = sock.thread is not None or sock.state is State.HANDSHAKING
+            if started and sock.thread is not threading.current_thread():
                 sock.wait_closed(max(0.0, deadline - monotonic()))
         workers.dismiss()
         close_logs()
@@ -141,6 +144,7 @@ def _forked() -> None:
     process.forked()
     workers.forked()
     registry.forked()
+    sessions.forked()
 
 
 atexit.register(stop)

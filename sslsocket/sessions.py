@@ -54,6 +54,14 @@ class Sessions:
     def __len__(self) -> int:
         return len(self._kept)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+
+    def forked(self) -> None:
+        """In a child after ``fork()``: a lock of its own (a thread of the parent's may have held this one)."""
+        self._lock = threading.Lock()
+
 
 sessions = Sessions()
 
@@ -96,10 +104,12 @@ class Resumption:
         self._handshake_size = _encoded_size(self._conn)
         return False
 
-    def after_read(self) -> bool:
-        """After a read: True once a ticket has come and its session is kept."""
+    def after_read(self, delivered: bool) -> bool:
+        """After a read, which ``delivered`` packets or not: True once there is nothing more to do, a ticket having
+        come (its session is kept), or data without one first (a server that sends none: each look costs a call
+        into OpenSSL, which gives up the GIL)."""
         if _encoded_size(self._conn) <= self._handshake_size:
-            return False
+            return delivered
         self._keep()
         return True
 

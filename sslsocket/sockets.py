@@ -116,8 +116,17 @@ class Socket(Mediator):
         try:
             self._thread = workers.run(self._run, f"sslsocket-{self.id}-{self._peer[1]}:{self._peer[0]}")
         except RuntimeError:
-            self._end()
+            self.end_unstarted()
             raise
+
+    @property
+    def aborted(self) -> bool:
+        """Whether an abort was asked (``stop()``, an exit signal during ``client``...)."""
+        return self._life.urgent is not None
+
+    def end_unstarted(self) -> None:
+        """Close a socket whose mediator thread never started (a client aborted as its handshake ended)."""
+        self._end()
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the mediator has ended: the connection is closed and its descriptors are released. False if

@@ -41,7 +41,7 @@ def record_writes(sock: sslsocket.Socket, monkeypatch: pytest.MonkeyPatch) -> li
 
 def asleep(sock: sslsocket.Socket) -> None:
     """Wait until the mediator of ``sock`` sleeps in poll with nothing to do (so that an answer may go direct)."""
-    wait_for(lambda: sock._sleeping and sock.inbox_depth == 0)
+    wait_for(lambda: sock._sleeping and sock.inbox_depth == 0 and not sock._turn.locked())
 
 
 def test_an_answer_is_written_in_the_senders_thread_a_stream_in_the_mediators(
@@ -81,39 +81,49 @@ def test_a_burst_after_a_request_keeps_its_order(certs: Any, monkeypatch: pytest
     server.close()
 
 
-def test_senders_racing_on_a_callback_owned_socket_each_keep_their_order(certs: Any) -> None:
-    """A callback-owned socket takes packets from any thread: while its peer keeps answering (so that writes may
-    go direct), each sender's packets arrive in that sender's order, every one once."""
+def test_senders_racing_on_a_callback_owned_socket_each_keep_their_order(
+    certs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A callback-owned socket takes packets from any thread. Four senders, each waiting for the peer's answer to
+    its last packet before the next (so that their writes go direct, and race each other and the mediator): each
+    sender's packets arrive in its order, every one once."""
     listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 4))
-    heard = threading.Event()
+    senders, count = 4, 150
+    answered = [threading.Semaphore(0) for _ in range(senders)]
+
+    def on_message(msg: Any) -> None:
+        if msg[1][0] == "fromsocket":
+            answered[int(msg[1][1].split(":")[0])].release()
+
     accepted: list[sslsocket.Socket] = []
     acceptor = threading.Thread(
-        target=lambda: accepted.append(sslsocket.accept(listen, f"-cert {certs.server}", owner=lambda m: heard.set()))
+        target=lambda: accepted.append(sslsocket.accept(listen, f"-cert {certs.server}", owner=on_message))
     )
     acceptor.start()
     client = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 4), "")
     acceptor.join(10)
     sslsocket.close(listen)
     (server,) = accepted
-    senders, count = 4, 300
+    writes = record_writes(server, monkeypatch)
 
     def sender(name: int) -> None:
         for i in range(count):
             server.deliver(f"{name}:{i}")
+            assert answered[name].acquire(timeout=10)
 
-    threads = [threading.Thread(target=sender, args=(n,)) for n in range(senders)]
+    threads = [threading.Thread(target=sender, args=(n,), name=f"sender-{n}") for n in range(senders)]
     for thread in threads:
         thread.start()
     got: dict[str, list[int]] = {str(n): [] for n in range(senders)}
-    for index in range(senders * count):
-        name, number = expect(client, 20)[1].split(":")
+    for _ in range(senders * count):
+        packet = expect(client, 20)[1]
+        name, number = packet.split(":")
         got[name].append(int(number))
-        if index % 7 == 0:
-            client.deliver("ack")  # the peer answers: the rhythm that lets a sender write direct
+        client.deliver(packet)  # the answer its sender waits for
     for thread in threads:
         thread.join(10)
     assert got == {str(n): list(range(count)) for n in range(senders)}
-    assert heard.is_set()
+    assert any(thread in threads for thread, _ in writes)  # senders wrote direct
     client.close()
     assert server.wait_closed(10)
 
@@ -151,6 +161,29 @@ def test_a_direct_write_that_blocks_hands_its_bytes_on_and_a_close_after_it_send
     assert {thread for thread, _ in writes[len(mine) :]} == {server.thread}
     peer.close()
     assert server.wait_closed(10)
+
+
+def test_an_exit_that_lands_as_the_client_handshake_ends_is_an_exit_and_the_socket_closes(
+    certs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """exit() while client() is in its handshake, just as the handshake ends: client() raises Exit, as from any
+    wait, and the socket is closed, never handed back half-aborted."""
+    read = tls.PeerReport.read
+
+    def exit_then_read(conn: SSL.Connection, server: bool, level: int, errors: list[tuple[int, int]]) -> Any:
+        if not server:  # in the thread of client(): the handshake is done
+            sslsocket.exit(sslsocket.self(), "late")
+        return read(conn, server, level, errors)
+
+    monkeypatch.setattr(tls.PeerReport, "read", staticmethod(exit_then_read))
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2)) as listen:
+        server = accepting(listen, f"-cert {certs.server}")
+        with pytest.raises(sslsocket.Exit) as caught:
+            sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
+        assert caught.value.reason == "late"
+        accepted = server()
+        assert expect(accepted)[0] == "socket_closed"
+        accepted.close()
 
 
 def _echo(parent: sslsocket.Pid) -> None:

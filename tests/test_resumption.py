@@ -9,14 +9,22 @@ import threading
 from typing import Any
 
 import pytest
+from OpenSSL import SSL
 
 import sslsocket
 from sslsocket.flags import parse_flags
-from sslsocket.sessions import Sessions
+from sslsocket.sessions import Sessions, sessions
 
 from helpers import LOCAL, accepting, expect
 
 CLIENT_FLAGS = "-verify 2 -CAfile {ca}"
+
+
+@pytest.fixture(autouse=True)
+def no_sessions_kept() -> None:
+    """Each test starts with no session kept: a server of an earlier test, on a port used again, could be offered
+    one (it would fail to resume, and the test would be right; but the tests here count the resumed)."""
+    sessions.clear()
 
 
 def connect_twice(
@@ -74,11 +82,16 @@ def test_a_server_that_checked_its_client_reports_the_same_when_the_client_resum
     assert again.verify_result == first.verify_result == "ok"
 
 
-def test_verify_2_is_not_weakened_by_a_session_kept_for_another_server_on_that_port(certs: Any) -> None:
+def test_verify_2_is_not_weakened_by_a_session_kept_for_another_server_on_that_port(
+    certs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A session kept for the good server on a port; then another server, whose certificate names another host,
     listens on that port: the client offers its session, the new server cannot resume it, and the full handshake
-    refuses the certificate."""
+    refuses the certificate. A client with another -CAfile offers nothing at all."""
     flags = CLIENT_FLAGS.format(ca=certs.ca)
+    offered: list[object] = []
+    set_session = SSL.Connection.set_session
+    monkeypatch.setattr(SSL.Connection, "set_session", lambda conn, s: offered.append(s) or set_session(conn, s))
     listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
     port = listen.port
     server = accepting(listen, f"-cert {certs.server}")
@@ -90,12 +103,20 @@ def test_verify_2_is_not_weakened_by_a_session_kept_for_another_server_on_that_p
     assert expect(accepted) == ("socket_closed", "normal")
     accepted.close()
     sslsocket.close(listen)
+    assert len(sessions) == 1 and not offered
     with sslsocket.listen("STREAM", "AF_INET", (LOCAL, port), ("packet", 2)) as impostor:
         refused = accepting(impostor, f"-cert {certs.wrong_host}", handshake_errors="raise")
         with pytest.raises(sslsocket.HandshakeError) as caught:
             sslsocket.client("STREAM", "AF_INET", ("localhost", port), ("packet", 2), flags)
         assert caught.value.reason == "hostname"
         assert isinstance(refused(), sslsocket.SSLSocketError)
+        assert len(offered) == 1  # the kept session was offered, and weakened nothing
+        other_ca = f"-verify 2 -CAfile {certs.other_ca}"
+        refused = accepting(impostor, f"-cert {certs.wrong_host}", handshake_errors="raise")
+        with pytest.raises(sslsocket.HandshakeError):
+            sslsocket.client("STREAM", "AF_INET", ("localhost", port), ("packet", 2), other_ca)
+        assert isinstance(refused(), sslsocket.SSLSocketError)
+        assert len(offered) == 1  # other flags, another Context: nothing offered
 
 
 def test_a_session_is_kept_per_host_as_given(certs: Any) -> None:

@@ -134,6 +134,14 @@ def test_writes_are_chunk_sized_and_topped_up_from_the_next_part() -> None:
     assert _drain(out) == [big]
 
 
+def test_a_part_larger_than_one_ssl_write_takes_goes_in_pieces_that_each_fit() -> None:
+    out = Outgoing(chunk=8, largest=16)
+    out.add(b"HHHH", b"x" * 40)  # the header topped up to a chunk, then the rest in writes of 16 at most
+    assert [bytes(w) for w in _drain(out)] == [b"HHHHxxxx", b"x" * 16, b"x" * 16, b"x" * 4]
+    out.add(b"", b"y" * 16)  # as large as a write: one piece
+    assert [bytes(w) for w in _drain(out)] == [b"y" * 16]
+
+
 def test_a_write_that_must_be_retried_sees_the_very_same_bytes() -> None:
     out = Outgoing(chunk=8)
     out.add(b"", b"abcdefgh")
