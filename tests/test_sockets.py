@@ -14,6 +14,7 @@ import pytest
 import sslsocket
 from sslsocket.inbox import Deliver
 from sslsocket.lifecycle import State
+from sslsocket.registry import registry
 
 from helpers import LOCAL, accepting, expect, pair, stdlib_peer, wait_for, waiting_acceptor
 
@@ -659,6 +660,29 @@ def test_exit_aborts_a_client_in_its_handshake() -> None:
     sslsocket.exit(pid, "give up")
     assert sslsocket.receive(lambda m: m[0] == "client ended", timeout=5) == ("client ended", "give up")
     assert time.monotonic() - start < 2  # not the 30 s of -timeout
+    mute.close()
+
+
+def test_stop_waits_for_a_client_in_its_handshake_in_its_own_thread() -> None:
+    """A client's handshake runs in the thread that called client(), before the socket has a thread of its own:
+    stop() still ends it, and returns once its descriptors are released."""
+    mute = socket.create_server((LOCAL, 0))  # takes the TCP connection, never answers the TLS hello
+    me = sslsocket.self()
+    sockets: list[sslsocket.Socket] = []
+
+    def connecting() -> None:
+        try:
+            sslsocket.client("STREAM", "AF_INET", (LOCAL, mute.getsockname()[1]), "raw", "-timeout 30")
+        except sslsocket.HandshakeError as exc:
+            me.send(("client ended", exc.reason))
+
+    pid = sslsocket.spawn(connecting)
+    wait_for(lambda: pid.waiting == "client")
+    sockets.extend(sock for sock in registry.snapshot()[1] if sock.state is State.HANDSHAKING)
+    assert len(sockets) == 1
+    sslsocket.stop()
+    assert sockets[0].state is State.CLOSED  # stop() waited for it
+    assert sslsocket.receive(lambda m: m[0] == "client ended", timeout=5) == ("client ended", "aborted")
     mute.close()
 
 
