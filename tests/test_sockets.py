@@ -644,46 +644,40 @@ def test_every_error_derives_from_sslsocketerror_with_a_reason() -> None:
     assert issubclass(sslsocket.BadArgument, ValueError) and issubclass(sslsocket.WrongType, TypeError)
 
 
-def test_exit_aborts_a_client_in_its_handshake() -> None:
-    mute = socket.create_server((LOCAL, 0))  # takes the TCP connection, never answers the TLS hello
+def _client_in_its_handshake(mute: socket.socket) -> sslsocket.Pid:
+    """A process whose client() waits in its handshake with ``mute``, a TCP server that never answers; when that
+    call raises, the process sends the caller ``("client ended", reason)``."""
     me = sslsocket.self()
 
     def connecting() -> None:
         try:
             sslsocket.client("STREAM", "AF_INET", (LOCAL, mute.getsockname()[1]), "raw", "-timeout 30")
-        except sslsocket.Exit as exc:
+        except (sslsocket.Exit, sslsocket.HandshakeError) as exc:
             me.send(("client ended", exc.reason))
 
     pid = sslsocket.spawn(connecting)
     wait_for(lambda: pid.waiting == "client")  # in its handshake
-    start = time.monotonic()
-    sslsocket.exit(pid, "give up")
-    assert sslsocket.receive(lambda m: m[0] == "client ended", timeout=5) == ("client ended", "give up")
-    assert time.monotonic() - start < 2  # not the 30 s of -timeout
-    mute.close()
+    return pid
+
+
+def test_exit_aborts_a_client_in_its_handshake() -> None:
+    with socket.create_server((LOCAL, 0)) as mute:  # takes the TCP connection, never answers the TLS hello
+        pid = _client_in_its_handshake(mute)
+        start = time.monotonic()
+        sslsocket.exit(pid, "give up")
+        assert sslsocket.receive(lambda m: m[0] == "client ended", timeout=5) == ("client ended", "give up")
+        assert time.monotonic() - start < 2  # not the 30 s of -timeout
 
 
 def test_stop_waits_for_a_client_in_its_handshake_in_its_own_thread() -> None:
     """A client's handshake runs in the thread that called client(), before the socket has a thread of its own:
     stop() still ends it, and returns once its descriptors are released."""
-    mute = socket.create_server((LOCAL, 0))  # takes the TCP connection, never answers the TLS hello
-    me = sslsocket.self()
-    sockets: list[sslsocket.Socket] = []
-
-    def connecting() -> None:
-        try:
-            sslsocket.client("STREAM", "AF_INET", (LOCAL, mute.getsockname()[1]), "raw", "-timeout 30")
-        except sslsocket.HandshakeError as exc:
-            me.send(("client ended", exc.reason))
-
-    pid = sslsocket.spawn(connecting)
-    wait_for(lambda: pid.waiting == "client")
-    sockets.extend(sock for sock in registry.snapshot()[1] if sock.state is State.HANDSHAKING)
-    assert len(sockets) == 1
-    sslsocket.stop()
-    assert sockets[0].state is State.CLOSED  # stop() waited for it
-    assert sslsocket.receive(lambda m: m[0] == "client ended", timeout=5) == ("client ended", "aborted")
-    mute.close()
+    with socket.create_server((LOCAL, 0)) as mute:
+        _client_in_its_handshake(mute)
+        (sock,) = [sock for sock in registry.snapshot()[1] if sock.state is State.HANDSHAKING]
+        sslsocket.stop()
+        assert sock.state is State.CLOSED  # stop() waited for it
+        assert sslsocket.receive(lambda m: m[0] == "client ended", timeout=5) == ("client ended", "aborted")
 
 
 # ---- the system refusing a thread, and the listener's own failures -----------------------------------------
