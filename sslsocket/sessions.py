@@ -19,6 +19,7 @@ from collections import OrderedDict
 from typing import Any
 
 from OpenSSL import SSL
+from OpenSSL.SSL import _ffi, _lib  # type: ignore[attr-defined]
 
 #: Servers a process remembers a session for, the least recently used forgotten first.
 SESSIONS_KEPT = 256
@@ -69,8 +70,6 @@ sessions = Sessions()
 def _encoded_size(conn: SSL.Connection) -> int:
     """The size of the connection's session, encoded as OpenSSL would store it: a ticket makes it grow. (pyOpenSSL
     has no ``SSL_SESSION_has_ticket``; its bindings have ``i2d_SSL_SESSION``, which with no buffer only counts.)"""
-    from OpenSSL.SSL import _ffi, _lib  # type: ignore[attr-defined]
-
     return int(_lib.i2d_SSL_SESSION(_lib.SSL_get_session(conn._ssl), _ffi.NULL))
 
 
@@ -121,6 +120,4 @@ class Resumption:
 
 def resumed(conn: SSL.Connection) -> bool:
     """Whether the handshake of ``conn`` resumed a session."""
-    from OpenSSL.SSL import _lib  # type: ignore[attr-defined]
-
     return bool(_lib.SSL_session_reused(conn._ssl))

@@ -663,10 +663,9 @@ def _client_in_its_handshake(mute: socket.socket) -> sslsocket.Pid:
 def test_exit_aborts_a_client_in_its_handshake() -> None:
     with socket.create_server((LOCAL, 0)) as mute:  # takes the TCP connection, never answers the TLS hello
         pid = _client_in_its_handshake(mute)
-        start = time.monotonic()
         sslsocket.exit(pid, "give up")
+        # within 5 s: the exit, not the 30 s of -timeout, ends the wait
         assert sslsocket.receive(lambda m: m[0] == "client ended", timeout=5) == ("client ended", "give up")
-        assert time.monotonic() - start < 2  # not the 30 s of -timeout
 
 
 def test_stop_waits_for_a_client_in_its_handshake_in_its_own_thread() -> None:
