@@ -8,6 +8,7 @@ import pytest
 from interop import openssl_client, openssl_server, sslsocket_echo_server
 
 import sslsocket
+from sslsocket.sessions import sessions
 
 from helpers import LOCAL, expect
 
@@ -133,3 +134,42 @@ def test_s_client_with_tls_1_1_is_refused(certs: Any) -> None:
         assert client.proc.returncode != 0, output
         kind, error = sslsocket.receive(timeout=10)
         assert kind == "echo failed" and "TLS 1.2 is the oldest accepted" in str(error)
+
+
+@pytest.mark.parametrize("version", ["-tls1_3", "-tls1_2"])
+def test_a_client_resumes_its_session_with_s_server(certs: Any, version: str) -> None:
+    sessions.clear()  # nothing kept for a server of an earlier test on this port
+    with openssl_server(certs, "-rev", version) as (_, port):
+        resumed = []
+        for _ in range(3):
+            sock = sslsocket.client("STREAM", "AF_INET", ("localhost", port), "raw", f"-verify 2 -CAfile {certs.ca}")
+            sock.deliver("hello\n")
+            assert expect(sock, 20) == ("fromsocket", "olleh\n")  # the TLS 1.3 tickets came before it
+            resumed.append(sock.resumed)
+            assert sock.verify_result == "ok" and sock.peer_certificate is not None
+            sock.close()
+            assert sock.wait_closed(10)
+    assert resumed == [False, True, True]
+
+
+def test_s_client_reconnecting_resumes_with_an_sslsocket_server(certs: Any) -> None:
+    """TLS 1.2: s_client -reconnect connects again before it reads a TLS 1.3 ticket, so it could not resume there."""
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), "raw") as listen:
+        me = sslsocket.self()
+
+        def acceptor() -> None:
+            for _ in range(6):  # -reconnect: the first connection and five more
+                sock = sslsocket.accept(listen, f"-cert {certs.server}", timeout=30)
+                me.send(("resumed", sock.resumed))
+                sock.close()
+
+        sslsocket.spawn(acceptor)
+        client = openssl_client(listen.port, "-reconnect", "-tls1_2")
+        try:
+            client.close_stdin()
+            lines = client.rest(30)
+        finally:
+            client.stop()
+        said = [line.split(",")[0] for line in lines if line.startswith(("New,", "Reused,"))]
+        assert said == ["New"] + ["Reused"] * 5
+        assert [sslsocket.receive(lambda m: m[0] == "resumed", timeout=10)[1] for _ in range(6)] == [False] + [True] * 5
