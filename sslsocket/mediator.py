@@ -5,7 +5,7 @@ Theory of operation
 
 A ``Socket`` is what ``accept`` and ``client`` return: the manual's "process located between the user and the
 actual socket". Its state is one ``Lifecycle`` (handshaking, open, closing, closed); its thread, taken from
-``Workers``, runs three phases:
+``Workers``, runs three phases (a server's handshake in a thread of its own: ``Socket._move_on``):
 
 1. **Handshake.** A non-blocking ``do_handshake`` loop, bounded by the ``-timeout`` deadline and woken by an abort
    (``stop()``, a closed listen socket, newer handshakes pushing past the listener's bound). A server's outcome goes
@@ -203,14 +203,19 @@ class Mediator:
         self._ident = threading.get_ident()
         with self._turn:
             try:  # (a client's handshake may be done already, in its caller's thread: handshake_here)
-                if self._life.state is State.HANDSHAKING and not self._handshake_phase():
-                    return
+                if self._life.state is State.HANDSHAKING and (not self._handshake_phase() or self._move_on()):
+                    return  # failed, or the open connection goes on in another thread
                 self._serve()
             except BaseException as exc:  # a bug in the mediator: the owner still hears of it
                 log.exception("mediator of %r failed", self)
                 self._finish(broken(exc))
             finally:
-                self._end()
+                if self._ident == threading.get_ident():  # not moved on to another thread
+                    self._end()
+
+    def _move_on(self) -> bool:
+        """After a server's handshake: True once another thread has the open connection (``Socket``)."""
+        return False
 
     def _handshake_phase(self) -> bool:
         """The handshake, its outcome told to ``on_handshake``; False if it failed."""
@@ -225,18 +230,6 @@ class Mediator:
         self._life.move(State.OPEN)
         self._on_handshake(self, None)
         return True
-
-    def handshake_here(self) -> None:
-        """A client's handshake, in the thread of ``client`` (which waits anyway), with no hand-off to the mediator
-        thread, which starts for the open connection. Raises what the handshake raised, the connection closed."""
-        with self._turn:
-            try:
-                self._handshake()
-            except BaseException:
-                self._life.move(State.CLOSING)
-                self._end()
-                raise
-            self._life.move(State.OPEN)
 
     def _end(self) -> None:
         """The connection is over, or never ran: closed, descriptors released, ``wait_closed`` answered."""

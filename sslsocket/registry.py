@@ -14,7 +14,7 @@ from .errors import Closed, ConnectionBroken, closed_error
 from .lifecycle import State
 from .sessions import sessions
 from .system import at_fork
-from .workers import workers
+from .workers import handshakers, workers
 
 if TYPE_CHECKING:
     from .listener import Listener
@@ -120,6 +120,7 @@ class Registry:
             started = sock.thread is not None or sock.state is State.HANDSHAKING
             if started and sock.thread is not threading.current_thread():
                 sock.wait_closed(max(0.0, deadline - monotonic()))
+        handshakers.dismiss()
         workers.dismiss()
         close_logs()
 
@@ -142,6 +143,7 @@ def _forked() -> None:
     """In a child after ``fork()`` only the forking thread is left: each part of the library resets what the
     parent's threads held, in this order (processes first: a socket dropped below tells its owner nothing)."""
     process.forked()
+    handshakers.forked()
     workers.forked()
     registry.forked()
     sessions.forked()

@@ -16,7 +16,7 @@ from .lifecycle import CLOSED_BY_OWNER, OWNER_ENDED, Ending, State
 from .mediator import Mediator
 from .owner import Owner, owner_of
 from .process import Pid
-from .workers import workers
+from .workers import handshakers, workers
 
 
 class Socket(Mediator):
@@ -113,11 +113,37 @@ class Socket(Mediator):
         """Give the connection its mediator thread: the library does this; it runs the handshake, then the
         connection. When no thread can be started (``RuntimeError``, the system's limit on tasks), the connection
         is closed, its descriptors released, and the error raised."""
+        pool = handshakers if self._life.state is State.HANDSHAKING else workers
         try:
-            self._thread = workers.run(self._run, f"sslsocket-{self.id}-{self._peer[1]}:{self._peer[0]}")
+            self._thread = pool.run(self._run, f"sslsocket-{self.id}-{self._peer[1]}:{self._peer[0]}")
         except RuntimeError:
             self.end_unstarted()
             raise
+
+    def _move_on(self) -> bool:
+        """After a server's handshake (in a thread of ``handshakers``), go on in a thread that has run none
+        (``workers``): a handshake leaves some 35 KiB behind in its thread for the thread's life (OpenSSL's
+        per-thread random generators, glibc's per-thread cache of freed blocks), which the open connection would
+        keep. False, and this thread goes on, when no thread can be started."""
+        self._ident = 0  # until the next thread runs, no thread's sends are a callback owner's
+        try:
+            self._thread = workers.run(self._run, self._thread.name if self._thread else f"sslsocket-{self.id}")
+        except RuntimeError:
+            self._ident = threading.get_ident()
+            return False
+        return True
+
+    def handshake_here(self) -> None:
+        """A client's handshake, in the thread of ``client`` (which waits anyway), with no hand-off to the mediator
+        thread, which starts for the open connection. Raises what the handshake raised, the connection closed."""
+        with self._turn:
+            try:
+                self._handshake()
+            except BaseException:
+                self._life.move(State.CLOSING)
+                self._end()
+                raise
+            self._life.move(State.OPEN)
 
     @property
     def aborted(self) -> bool:

@@ -724,7 +724,7 @@ def _listener_bug(*args: Any, **kwargs: Any) -> Any:
 @pytest.mark.parametrize(
     ("module", "target", "name", "replacement", "reason", "says"),
     [
-        ("workers", "workers", "run", _no_thread, "no_thread", "could not start its thread"),  # the task limit
+        ("workers", "handshakers", "run", _no_thread, "no_thread", "could not start its thread"),  # the task limit
         ("listener", None, "Socket", _listener_bug, "failed", "a bug in the listener"),  # the thread itself dies
     ],
 )

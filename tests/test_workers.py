@@ -67,8 +67,9 @@ def test_at_most_keep_threads_wait(certs: Any, monkeypatch: pytest.MonkeyPatch) 
         client.close()
         assert expect(server) == ("socket_closed", "normal")
         assert client.wait_closed(5) and server.wait_closed(5)
-    wait_for(lambda: len([t for t in threading.enumerate() if t.name.startswith("sslsocket-")]) == 1)
-    assert len(idle_threads()) == 1
+    # one waits in each pool: the servers' handshakes', the open connections'
+    wait_for(lambda: len([t for t in threading.enumerate() if t.name.startswith("sslsocket-")]) == 2)
+    assert len(idle_threads()) == 2
     sslsocket.stop()
 
 
@@ -203,3 +204,67 @@ def serve_one(listen: sslsocket.ListenSocket, flags: str) -> int:  # pragma: no 
     sock.deliver(f"{data} served by {os.getpid()}")
     sslsocket.receive(lambda m: m[0] is sock, timeout=10)  # the client's close
     return 0 if kind == "fromsocket" else 3
+
+
+def record_threads(monkeypatch: pytest.MonkeyPatch) -> tuple[set[threading.Thread], set[threading.Thread]]:
+    """From now on: the threads that run a TLS handshake, and those that read an open connection."""
+    from sslsocket import mediator
+
+    handshaking: set[threading.Thread] = set()
+    reading: set[threading.Thread] = set()
+    real_attempt, real_read = mediator.attempt, mediator.read
+
+    def attempt(call: Any, *args: Any) -> Any:
+        if getattr(call, "__name__", "") == "do_handshake":
+            handshaking.add(threading.current_thread())
+        return real_attempt(call, *args)
+
+    def read(conn: Any, size: int) -> Any:
+        reading.add(threading.current_thread())
+        return real_read(conn, size)
+
+    monkeypatch.setattr(mediator, "attempt", attempt)
+    monkeypatch.setattr(mediator, "read", read)
+    return handshaking, reading
+
+
+def test_no_thread_that_ran_a_handshake_serves_an_open_connection(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handshake leaves per-thread state behind (OpenSSL's random generators, glibc's cache of freed blocks)
+    for its thread's life: an open connection's thread must not carry it, even when threads are reused."""
+    sslsocket.stop()
+    handshaking, reading = record_threads(monkeypatch)
+    for _ in range(3):  # the later connections reuse the threads of the earlier
+        client, server = pair(certs=certs)
+        client.deliver("ping")
+        assert expect(server) == ("fromsocket", "ping")
+        server.deliver("pong")
+        assert expect(client) == ("fromsocket", "pong")
+        client.close()
+        assert expect(server) == ("socket_closed", "normal")
+        assert client.wait_closed(5) and server.wait_closed(5)
+    assert handshaking and reading
+    assert not handshaking & reading
+
+
+def test_a_server_with_no_thread_for_its_open_connection_serves_it_in_its_handshakes(
+    certs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task limit reached as a server's handshake ends: its thread goes on serving, nothing is lost."""
+    real = workers.run
+    handshaking, reading = record_threads(monkeypatch)
+
+    def none_after_a_handshake(job: Any, name: str) -> Any:  # the client's thread (the test's) starts
+        if threading.current_thread() is threading.main_thread():
+            return real(job, name)
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(workers, "run", none_after_a_handshake)
+    client, server = pair(certs=certs)
+    client.deliver("ping")
+    assert expect(server) == ("fromsocket", "ping")
+    server.deliver("pong")
+    assert expect(client) == ("fromsocket", "pong")
+    assert server.thread in handshaking & reading
+    client.close()
+    assert expect(server) == ("socket_closed", "normal")
+    assert client.wait_closed(5) and server.wait_closed(5)
