@@ -81,7 +81,7 @@ class Pid:
     def __init__(self, name: str) -> None:
         self.id = next(_ids)
         self.name = name
-        self._cond = threading.Condition(threading.RLock())
+        self._new_locks()
         self._mailbox: deque[Any] = deque()
         self._exit: tuple[Any] | None = None
         self._waiting_on: Callable[[], None] | None = None  # wakes another wait, that ``exit`` interrupts
@@ -101,29 +101,29 @@ class Pid:
 
     def send(self, msg: Any) -> None:
         """``Pid ! Msg``: put ``msg`` at the end of the mailbox. A message to an ended process is dropped."""
-        with self._cond:
+        with self._lock:
             if self._alive:
                 self._mailbox.append(msg)
-                self._cond.notify_all()
+                self._notify()
 
     def post_many(self, msgs: list[Any]) -> bool:
         """Append several messages at once, in order. False when the process has ended."""
-        with self._cond:
+        with self._lock:
             if not self._alive:
                 return False
             self._mailbox.extend(msgs)
-            self._cond.notify_all()
+            self._notify()
             return True
 
     def wake(self) -> None:
         """Make a waiting ``wait_until`` look again at its condition."""
-        with self._cond:
-            self._cond.notify_all()
+        with self._lock:
+            self._notify()
 
     def wait_until(self, ready: Callable[[], bool], deadline: float | None, what: str = "wait") -> None:
         """Block until ``ready()`` (evaluated under the process's lock), raising ``Exit`` on an exit signal and
         ``Timeout`` once ``time.monotonic()`` passes ``deadline``."""
-        with self._cond:
+        with self._lock:
             try:
                 while True:
                     self._raise_exit()
@@ -131,14 +131,45 @@ class Pid:
                         return
                     self.waiting = what
                     if deadline is None:
-                        self._cond.wait()
+                        self._wait(-1)
                     else:
                         remaining = deadline - monotonic()
                         if remaining <= 0:
                             raise Timeout(f"{what} timed out", "timeout")
-                        self._cond.wait(remaining)
+                        self._wait(remaining)
             finally:
                 self.waiting = None
+
+    def _new_locks(self) -> None:
+        """``_lock`` guards the mailbox and the process's state; ``_wakeup``, held while nobody waits, is how
+        ``_notify`` wakes the one thread that ever waits here, the process's own: a condition variable with a single
+        waiter, where ``threading.Condition`` runs a dozen calls of Python per wait and per notify, on the path of
+        every message."""
+        self._lock = threading.RLock()
+        self._wakeup = threading.Lock()
+        self._wakeup.acquire()
+        self._asleep = False  # the process's thread waits, or is about to: the next _notify releases _wakeup
+
+    def _notify(self) -> None:
+        """Wake the process's thread if it waits (called under ``_lock``)."""
+        if self._asleep:
+            self._asleep = False
+            self._wakeup.release()
+
+    def _wait(self, timeout: float) -> None:
+        """Wait until ``_notify`` or ``timeout`` seconds (-1: no end), ``_lock`` released meanwhile. Run under
+        ``_lock``, held once."""
+        self._asleep = True
+        self._lock.release()
+        woken = False
+        try:
+            woken = self._wakeup.acquire(True, timeout)
+        finally:
+            self._lock.acquire()
+            if self._asleep:  # no _notify came
+                self._asleep = False
+            elif not woken:  # one came after the timeout: take what it released, so that _wakeup is held again
+                self._wakeup.acquire()
 
     def receive(self, match: Callable[[Any], bool] | None, timeout: float | None) -> Any:
         """The oldest message for which ``match`` is true; the others stay, in order. Run by the owner only."""
@@ -169,7 +200,7 @@ class Pid:
         """Remove and return, in order, every waiting message ``(sender, ...)``: for ``controlling_process``."""
 
         from_sender = sent_by(sender)
-        with self._cond:
+        with self._lock:
             mine = [m for m in self._mailbox if from_sender(m)]
             if mine:
                 rest = [m for m in self._mailbox if not from_sender(m)]
@@ -179,10 +210,10 @@ class Pid:
 
     def exit(self, reason: Any) -> None:
         """``sslsocket.exit(pid, reason)``: see there."""
-        with self._cond:
+        with self._lock:
             if self._alive and self._exit is None:
                 self._exit = (reason,)
-            self._cond.notify_all()
+            self._notify()
         wake = self._waiting_on
         if wake is not None:
             wake()
@@ -200,7 +231,7 @@ class Pid:
 
     def check_exit(self) -> None:
         """Raise ``Exit`` if an exit signal is pending (and consume it)."""
-        with self._cond:
+        with self._lock:
             self._raise_exit()
 
     def _raise_exit(self) -> None:
@@ -211,23 +242,23 @@ class Pid:
 
     def adopt(self, sock: Controlled) -> bool:
         """Record that this process controls ``sock``; False when the process has ended."""
-        with self._cond:
+        with self._lock:
             if self._alive:
                 self._sockets.add(sock)
             return self._alive
 
     def release(self, sock: Controlled) -> None:
         """Forget that this process controls ``sock`` (it was handed on, or it ended)."""
-        with self._cond:
+        with self._lock:
             self._sockets.discard(sock)
 
     def _ended(self) -> None:
-        with self._cond:
+        with self._lock:
             self._alive = False
             sockets = list(self._sockets)
             self._sockets.clear()
             self._mailbox.clear()
-            self._cond.notify_all()
+            self._notify()
         for sock in sockets:
             sock.owner_ended(self)
 
@@ -268,7 +299,7 @@ def forked() -> None:
     its own, which a thread of the parent's may have held at the fork."""
     pid: Pid | None = getattr(_local, "pid", None)
     if pid is not None:
-        pid._cond = threading.Condition(threading.RLock())
+        pid._new_locks()
 
 
 def end_thread_process() -> None:

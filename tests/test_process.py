@@ -116,3 +116,47 @@ def test_messages_to_an_ended_process_are_dropped() -> None:
     wait_for(lambda: not pid.alive)
     pid.send("lost")  # no error, as in Erlang
     assert not pid.alive
+
+
+def test_a_wake_that_comes_after_a_wait_timed_out_is_taken_back() -> None:
+    """A process waits on a lock that ``_notify`` releases; when the wait times out and a notify comes before the
+    waiter has the process's lock again, the waiter takes what that notify released: the next wait waits."""
+    from sslsocket import process
+
+    pid = process.Pid("waiter")
+    real = pid._wakeup
+
+    class TimesOutThenNotified:
+        def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+            if timeout > 0:  # the wait: it times out, and meanwhile another thread wakes the process
+                other = threading.Thread(target=pid.wake)
+                other.start()
+                other.join()
+                return False
+            return real.acquire(blocking, timeout)
+
+        def release(self) -> None:
+            real.release()
+
+    pid._wakeup = TimesOutThenNotified()  # type: ignore[assignment]
+    with pid._lock:
+        pid._wait(0.01)
+    assert real.locked() and not pid._asleep
+    pid._wakeup = real
+    with pytest.raises(sslsocket.Timeout):  # and a receive waits its whole timeout, for nothing
+        pid.receive(None, 0.05)
+
+
+def test_a_message_sent_while_the_process_waits_wakes_it_at_once() -> None:
+    got: list[object] = []
+    me = sslsocket.self()
+
+    def waiter() -> None:
+        got.append(sslsocket.receive(timeout=30))
+        me.send("received")
+
+    pid = sslsocket.spawn(waiter)
+    wait_for(lambda: pid.waiting == "receive")
+    pid.send("hello")
+    assert sslsocket.receive(timeout=30) == "received"  # long before the 30 s: woken, not timed out
+    assert got == ["hello"]
