@@ -160,6 +160,7 @@ class Mediator:
         # Counters for sslsocket.i(), written by the mediator thread alone.
         self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
         self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()  # start() and _move_on() both set _thread: the later move must win
         self._ident = 0  # the mediator thread's, once it runs
         self._ended = threading.Event()
 
@@ -201,16 +202,20 @@ class Mediator:
     def _run(self) -> None:
         self._thread = threading.current_thread()  # already so, unless this thread began before start() returned
         self._ident = threading.get_ident()
+        moved = False
         with self._turn:
             try:  # (a client's handshake may be done already, in its caller's thread: handshake_here)
-                if self._life.state is State.HANDSHAKING and (not self._handshake_phase() or self._move_on()):
-                    return  # failed, or the open connection goes on in another thread
+                if self._life.state is State.HANDSHAKING:
+                    shaken = self._handshake_phase()
+                    moved = shaken and self._move_on()
+                    if not shaken or moved:
+                        return  # failed, or the open connection goes on in another thread
                 self._serve()
             except BaseException as exc:  # a bug in the mediator: the owner still hears of it
                 log.exception("mediator of %r failed", self)
                 self._finish(broken(exc))
             finally:
-                if self._ident == threading.get_ident():  # not moved on to another thread
+                if not moved:
                     self._end()
 
     def _move_on(self) -> bool:

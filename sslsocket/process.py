@@ -149,6 +149,7 @@ class Pid:
         self._wakeup = threading.Lock()
         self._wakeup.acquire()
         self._asleep = False  # the process's thread waits, or is about to: the next _notify releases _wakeup
+        self._waits = 0  # waits in progress: more than one when a signal's handler waits during a wait
 
     def _notify(self) -> None:
         """Wake the process's thread if it waits (called under ``_lock``)."""
@@ -157,19 +158,20 @@ class Pid:
             self._wakeup.release()
 
     def _wait(self, timeout: float) -> None:
-        """Wait until ``_notify`` or ``timeout`` seconds (-1: no end), ``_lock`` released meanwhile. Run under
-        ``_lock``, held once."""
+        """Wait until ``_notify`` or ``timeout`` seconds (-1: no end), ``_lock`` (held by this thread, to any
+        depth) released meanwhile, as ``threading.Condition`` releases it."""
         self._asleep = True
-        self._lock.release()
-        woken = False
+        self._waits += 1
+        saved = self._lock._release_save()  # type: ignore[attr-defined]
         try:
-            woken = self._wakeup.acquire(True, timeout)
-        finally:
-            self._lock.acquire()
-            if self._asleep:  # no _notify came
-                self._asleep = False
-            elif not woken:  # one came after the timeout: take what it released, so that _wakeup is held again
-                self._wakeup.acquire()
+            self._wakeup.acquire(True, timeout)
+        finally:  # (also when a signal's handler raised, before or after the acquire)
+            self._lock._acquire_restore(saved)  # type: ignore[attr-defined]
+            self._waits -= 1
+            self._asleep = False
+            self._wakeup.acquire(False)  # held again: it was, or a _notify released it that this wait did not take
+            if self._waits:  # a signal's handler waited here while an outer wait did: that one looks again
+                self._wakeup.release()
 
     def receive(self, match: Callable[[Any], bool] | None, timeout: float | None) -> Any:
         """The oldest message for which ``match`` is true; the others stay, in order. Run by the owner only."""

@@ -115,10 +115,13 @@ class Socket(Mediator):
         is closed, its descriptors released, and the error raised."""
         pool = handshakers if self._life.state is State.HANDSHAKING else workers
         try:
-            self._thread = pool.run(self._run, f"sslsocket-{self.id}-{self._peer[1]}:{self._peer[0]}")
+            thread = pool.run(self._run, f"sslsocket-{self.id}-{self._peer[1]}:{self._peer[0]}")
         except RuntimeError:
             self.end_unstarted()
             raise
+        with self._thread_lock:
+            if self._thread is None:  # the mediator sets it too, first thing, and again as it moves on
+                self._thread = thread
 
     def _move_on(self) -> bool:
         """After a server's handshake (in a thread of ``handshakers``), go on in a thread that has run none
@@ -126,11 +129,17 @@ class Socket(Mediator):
         per-thread random generators, glibc's per-thread cache of freed blocks), which the open connection would
         keep. False, and this thread goes on, when no thread can be started."""
         self._ident = 0  # until the next thread runs, no thread's sends are a callback owner's
+        moved = False
         try:
-            self._thread = workers.run(self._run, self._thread.name if self._thread else f"sslsocket-{self.id}")
+            thread = workers.run(self._run, self._thread.name if self._thread else f"sslsocket-{self.id}")
+            moved = True
         except RuntimeError:
-            self._ident = threading.get_ident()
             return False
+        finally:
+            if not moved:  # (nor after anything else it raised: this thread ends the connection)
+                self._ident = threading.get_ident()
+        with self._thread_lock:
+            self._thread = thread
         return True
 
     def handshake_here(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -160,3 +161,69 @@ def test_a_message_sent_while_the_process_waits_wakes_it_at_once() -> None:
     pid.send("hello")
     assert sslsocket.receive(timeout=30) == "received"  # long before the 30 s: woken, not timed out
     assert got == ["hello"]
+
+
+class _Wakeup:
+    """A stand-in for a process's wake-up lock: runs ``during`` inside the wait's acquire, then the real one."""
+
+    def __init__(self, real: Any, during: Any) -> None:
+        self.real, self.during, self.results = real, during, []
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if blocking and self.during is not None:
+            during, self.during = self.during, None
+            during()
+        got = self.real.acquire(blocking, timeout)
+        if blocking:
+            self.results.append(got)
+        return got
+
+    def release(self) -> None:
+        self.real.release()
+
+
+def test_a_wait_interrupted_after_it_was_woken_leaves_the_process_usable() -> None:
+    """A signal's handler that raises (Ctrl-C) right after the wait took its wake-up: the exception goes up, the
+    process's lock is free, and its wake-up held, ready for the next wait."""
+    from sslsocket import process
+
+    pid = process.Pid("interrupted")
+    real = pid._wakeup
+
+    class WokenThenInterrupted(_Wakeup):
+        def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+            if blocking:
+                pid._notify()  # (under the lock the wait released: the lock is re-entrant here only for the test)
+                assert self.real.acquire(False)
+                raise KeyboardInterrupt
+            return self.real.acquire(blocking, timeout)
+
+    pid._wakeup = WokenThenInterrupted(real, None)  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt), pid._lock:
+        pid._wait(5)
+    assert real.locked() and not pid._asleep and pid._waits == 0
+    pid._wakeup = real
+    pid.send("after")  # the lock is free: a sender gets through
+    assert pid.receive(None, 5) == "after"
+
+
+def test_a_wait_inside_a_wait_lets_the_outer_one_look_again() -> None:
+    """A signal's handler in the main thread that receives while the thread waits in receive: woken by its
+    message, it leaves a wake-up for the outer wait, which then finds its own message instead of sleeping on."""
+    from sslsocket import process
+
+    pid = process.Pid("nested")
+    real = pid._wakeup
+
+    def handler() -> None:  # as a handler runs: in the waiting thread, inside its acquire
+        other = threading.Thread(target=lambda: (wait_for(lambda: pid._waits == 2), pid.send("inner")))
+        other.start()
+        assert pid.receive(lambda m: m == "inner", 30) == "inner"
+        other.join()
+
+    fake = _Wakeup(real, handler)
+    pid._wakeup = fake  # type: ignore[assignment]
+    with pid._lock:
+        pid._wait(30)
+    assert fake.results == [True, True]  # the inner wait was woken, and so was the outer, not timed out
+    assert real.locked() and pid._waits == 0

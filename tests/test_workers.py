@@ -268,3 +268,25 @@ def test_a_server_with_no_thread_for_its_open_connection_serves_it_in_its_handsh
     client.close()
     assert expect(server) == ("socket_closed", "normal")
     assert client.wait_closed(5) and server.wait_closed(5)
+
+
+def test_a_server_whose_move_to_its_open_thread_fails_otherwise_ends_the_connection(
+    certs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anything but the task limit raised as the open connection moves on: the connection ends, its owner hears it,
+    its descriptors are released (the leak check), nothing waits for ever."""
+    real = workers.run
+
+    def broken_after_a_handshake(job: Any, name: str) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            return real(job, name)
+        raise MemoryError("no memory for a thread")
+
+    monkeypatch.setattr(workers, "run", broken_after_a_handshake)
+    with sslsocket.listen("STREAM", "AF_INET", ("127.0.0.1", 0), ("packet", 2)) as listen:
+        outcome = accepting(listen, f"-cert {certs.server}")
+        client = sslsocket.client("STREAM", "AF_INET", ("127.0.0.1", listen.port), ("packet", 2), "")
+        server = outcome()
+        assert server.wait_closed(5)
+        assert expect(client)[0] == "socket_closed"
+        client.close()
