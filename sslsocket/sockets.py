@@ -129,15 +129,13 @@ class Socket(Mediator):
         per-thread random generators, glibc's per-thread cache of freed blocks), which the open connection would
         keep. False, and this thread goes on, when no thread can be started."""
         self._ident = 0  # until the next thread runs, no thread's sends are a callback owner's
-        moved = False
         try:
             thread = workers.run(self._run, self._thread.name if self._thread else f"sslsocket-{self.id}")
-            moved = True
-        except RuntimeError:
-            return False
-        finally:
-            if not moved:  # (nor after anything else it raised: this thread ends the connection)
-                self._ident = threading.get_ident()
+        except BaseException as exc:
+            self._ident = threading.get_ident()  # this thread goes on, or (after any other error) ends it
+            if isinstance(exc, RuntimeError):
+                return False
+            raise
         with self._thread_lock:
             self._thread = thread
         return True

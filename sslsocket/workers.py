@@ -13,9 +13,9 @@ class Workers:
     """The threads that mediators run in. A thread whose connection has ended waits a while for the next one,
     because here starting a thread costs some 100 µs and several GIL hand-offs, waking a waiting one a single
     hand-off: a server taking connection after connection (or a client making them) reuses a few threads. A
-    connection still has one thread of its own from its handshake to its end; only the thread's next life is new.
-    (A server's handshake has a thread of its own, from ``handshakers``; the open connection goes on in one of
-    ``workers``, which never run a handshake: see ``Socket._move_on``.)"""
+    connection has one thread at a time of its own from its handshake to its end; only the thread's next life is
+    new. (A server's handshake runs in one of ``handshakers``; the open connection goes on in one of ``workers``,
+    which never run a handshake: see ``Socket._move_on``.)"""
 
     #: How many threads wait for a next connection, at most; the others end with their connection.
     KEEP = 32

@@ -193,7 +193,7 @@ def test_a_wait_interrupted_after_it_was_woken_leaves_the_process_usable() -> No
     class WokenThenInterrupted(_Wakeup):
         def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
             if blocking:
-                pid._notify()  # (under the lock the wait released: the lock is re-entrant here only for the test)
+                pid._notify()  # a sender's wake-up (the lock it would hold is the one the wait gave up)
                 assert self.real.acquire(False)
                 raise KeyboardInterrupt
             return self.real.acquire(blocking, timeout)
