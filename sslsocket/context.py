@@ -157,6 +157,8 @@ def build_context(settings: Settings, *, server: bool, env: Mapping[str, str] | 
                 ("ciphersuites", settings.ciphersuites),
             ) from exc
     _set_verify(ctx, settings, server)
+    if not server and not settings.certs:
+        ctx.set_info_callback(_note_certificate_request)
     if server:  # resumption with client certificates checked needs a session context; tickets are this ctx's own
         ctx.set_session_id(os.urandom(16))
     if server and settings.verify == 1:  # OpenSSL would record what the check forgave as passed (see sessions)
@@ -313,6 +315,20 @@ def _verify_callback(level: int) -> Callable[[SSL.Connection, crypto.X509, int, 
         return level == 1 and code in UNKNOWN_ISSUER_ERRORS
 
     return verify
+
+
+#: OpenSSL's name for the state of a client that has just read the server's CertificateRequest (TLS 1.2 and 1.3).
+_CERTIFICATE_REQUEST_READ = b"SSLv3/TLS read server certificate request"
+
+
+def _note_certificate_request(conn: SSL.Connection, where: int, ret: int) -> None:
+    """The info callback of a client without a certificate: record on its mediator that the server asked for one,
+    so that a refusal can say what to do (``certificate_requested``). A dozen calls per handshake, and only for
+    clients without ``-cert``."""
+    if where & SSL.SSL_CB_LOOP and conn.get_state_string() == _CERTIFICATE_REQUEST_READ:
+        mediator = conn.get_app_data()
+        if mediator is not None:
+            mediator.certificate_requested = True
 
 
 _log_handlers: dict[str, logging.Logger] = {}

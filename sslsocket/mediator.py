@@ -99,16 +99,15 @@ RECV_SIZE = 16 * 1024
 READ_TURN = 2 * 1024 * 1024
 #: Outgoing bytes buffered before the mediator stops taking deliveries from its inbox.
 HIGH_WATER = 4 * 1024 * 1024
-#: How long, after its close_notify, a closing socket reads what the peer still sends, so that closing with
-#: unread data does not reset the connection and destroy what was just written.
+#: How long, after its close_notify, a closing socket reads what the peer still sends: a close with unread data
+#: would reset the connection, destroying what was just written.
 LINGER = 1.0
 
 _ids = itertools.count(1)
 
 
 class Mediator:
-    """The part of a ``Socket`` that its mediator thread runs: the handshake, the loop, the end. (``Socket``, in
-    ``sockets``, adds what other threads call.)"""
+    """What a ``Socket``'s mediator thread runs: handshake, loop, end (``sockets.Socket`` adds what others call)."""
 
     def __init__(
         self,
@@ -157,6 +156,7 @@ class Mediator:
         self._report = PeerReport()
         #: The certificate check's errors, as (depth, code), written by the verify callback.
         self.verify_errors: list[tuple[int, int]] = []
+        self.certificate_requested = False  # a client without -cert was asked for one (set by the info callback)
         # Counters for sslsocket.i(), written by the mediator thread alone.
         self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
         self._thread: threading.Thread | None = None
@@ -251,9 +251,9 @@ class Mediator:
             self._ended.set()
 
     def _let_go(self) -> None:
-        """Hold nothing of the connection any more: its TLS connection pointed back at this socket (app data, for
-        the verify callback), a cycle that only the garbage collector's rare full pass would break, and meanwhile
-        an unfinished packet of up to 64 MiB, or unwritten output, stayed in memory with it."""
+        """Hold nothing of the connection any more: its TLS connection pointed back at this socket (app data, for the
+        callbacks), a cycle that the garbage collector's rare full pass alone breaks, keeping meanwhile an unfinished
+        packet of up to 64 MiB, or unwritten output, in memory."""
         self._conn.set_app_data(None)
         self._decoder = self.mode.decoder()
         self._out.clear()
@@ -269,7 +269,9 @@ class Mediator:
             try:
                 _, wait = attempt(self._conn.do_handshake)
             except SSL.Error as exc:
-                failure = HandshakeFailure(exc, self.server, self.verify_errors, self.expected_name, self._settings)
+                failure = HandshakeFailure(
+                    exc, self.server, self.verify_errors, self.expected_name, self._settings, self.certificate_requested
+                )
                 raise HandshakeError(f"handshake with {who} failed: {failure.cause}", failure.reason) from exc
             if not wait:
                 break
@@ -466,7 +468,7 @@ class Mediator:
         if ending is not None:  # stop() came first; the peer's end is its echo
             self._finish(ending.error if ending.tell else None)
         else:  # a closing socket's owner hears nothing more
-            self._finish(None if closing else broken(exc))
+            self._finish(None if closing else broken(exc, self.certificate_requested))
 
     def _finish(self, error: ConnectionBroken | None, *, orderly: bool = False, linger: bool = True) -> None:
         """The close protocol: tell the owner ``error`` unless it is None, send close_notify, and (after an orderly

@@ -117,8 +117,10 @@ class PeerReport:
         return f"{self.protocol} {self.cipher}, peer {subject}, verify {self.verify_result}"
 
 
-def broken(exc: BaseException) -> ConnectionBroken:
-    """The ``error`` of ``("socket_closed", error)`` for an exception from the TLS connection."""
+def broken(exc: BaseException, certificate_requested: bool = False) -> ConnectionBroken:
+    """The ``error`` of ``("socket_closed", error)`` for an exception from the TLS connection; a client without a
+    certificate whose server asked for one (``certificate_requested``) is told so: in TLS 1.3 the server's refusal
+    comes after the client's handshake has ended, as the first record it reads."""
     if isinstance(exc, ConnectionBroken):
         return exc
     if isinstance(exc, SSL.SysCallError):
@@ -129,7 +131,10 @@ def broken(exc: BaseException) -> ConnectionBroken:
             error = ConnectionBroken(f"the connection failed: {text}", "reset" if code == errno.ECONNRESET else "os")
     elif isinstance(exc, SSL.Error):
         text = error_text(exc)
-        error = _truncated() if "unexpected eof" in text else ConnectionBroken(f"TLS error: {text}", "tls")
+        if "unexpected eof" in text:
+            error = _truncated()
+        else:
+            error = ConnectionBroken(f"TLS error: {without_certificate(text, certificate_requested)}", "tls")
     elif isinstance(exc, OSError):
         error = ConnectionBroken(f"the connection failed: {exc.strerror or exc}", "os")
     else:
@@ -163,6 +168,22 @@ HANDSHAKE_REASONS = {
 }
 
 
+#: The alerts with which servers refuse a client that gave no certificate: RFC 8446 says certificate_required, TLS 1.2
+#: has no such alert, and peers send handshake_failure or bad_certificate (OpenSSL, JSSE, as their versions choose).
+_REFUSALS_OF_NO_CERTIFICATE = ("certificate required", "handshake failure", "bad certificate", "access denied")
+
+
+def without_certificate(text: str, certificate_requested: bool) -> str:
+    """OpenSSL's ``text`` of a failure, or, when a client without a certificate was asked for one and then refused
+    (``certificate_requested``), that, and what to do about it."""
+    if certificate_requested and any(alert in text for alert in _REFUSALS_OF_NO_CERTIFICATE):
+        return (
+            "the server asked for a certificate from this client, which gave none: give -cert FILE (and -key FILE"
+            f" unless the file holds the key) ({text})"
+        )
+    return text
+
+
 def error_text(exc: SSL.Error) -> str:
     parts = []
     for item in exc.args[0] if exc.args and isinstance(exc.args[0], list) else []:
@@ -180,6 +201,7 @@ class HandshakeFailure:
     verify_errors: list[tuple[int, int]]
     expected_name: str | None
     settings: Settings
+    certificate_requested: bool = False
 
     @property
     def reason(self) -> str:
@@ -205,6 +227,9 @@ class HandshakeFailure:
         if isinstance(self.exc, SSL.SysCallError):
             return "the peer closed the connection (is it speaking TLS? does it accept our certificate?)"
         text = error_text(self.exc)
+        explained = without_certificate(text, self.certificate_requested)
+        if explained != text:
+            return explained
         for reason, meaning in HANDSHAKE_REASONS.items():
             if reason in text:
                 return f"{meaning} ({text})"

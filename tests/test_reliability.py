@@ -889,11 +889,11 @@ def test_19_renegotiation_is_refused(certs: Any) -> None:
             peer.write("R\n")  # s_client: renegotiate; sslsocket refuses renegotiation
             peer.write("after\n")
             # sslsocket answers the renegotiating hello with a no_renegotiation warning; OpenSSL's s_client takes
-            # that for a failed handshake and sends a fatal alert: a clear error, never "normal", and nothing that
-            # was sent after the refused hello.
+            # that for a failed handshake and sends a fatal alert (handshake_failure today; which one is the peer's
+            # choice): a clear error, never "normal", and nothing that was sent after the refused hello.
             kind, outcome = expect(server, 20)
             assert kind == "socket_closed" and isinstance(outcome, sslsocket.ConnectionBroken), (kind, outcome)
-            assert outcome.reason == "tls" and "alert handshake failure" in str(outcome)
+            assert outcome.reason == "tls" and "alert" in str(outcome)
         finally:
             peer.stop()
     server.close()

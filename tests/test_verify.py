@@ -134,6 +134,7 @@ def test_a_client_refused_after_its_tls13_handshake_hears_why_even_if_it_wrote_a
             sender, (kind, error) = sslsocket.receive(timeout=10)
             assert (sender, kind) == (sock, "socket_closed")
             assert "alert certificate required" in str(error), error
+            assert "asked for a certificate from this client, which gave none: give -cert" in str(error)
             refused = accepted()
             assert isinstance(refused, sslsocket.HandshakeError) and refused.reason == "refused_peer", refused
 
