@@ -20,10 +20,12 @@ INDEFINITE = bytes.fromhex("308004036162630000")  # SEQUENCE { "abc" }, indefini
 
 def server(listen, parent):
     socket = sslsocket.accept(listen, f"-cert {SSL_SERVER}")
-    for _ in range(3):
-        _, (_, value) = receive(lambda m: m[0] is socket)
-        parent.send(("value", value.encode("latin-1").hex(" ")))
-    receive(lambda m: m[0] is socket)
+    while True:  # each value as it comes, until the client leaves, whenever it does
+        match receive(lambda m: m[0] is socket):
+            case (_, ("fromsocket", value)):
+                parent.send(("value", value.encode("latin-1").hex(" ")))
+            case (_, ("socket_closed", _)):
+                return
 
 
 def main():

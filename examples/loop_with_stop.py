@@ -43,7 +43,7 @@ def connection(listen, father):
         raise  # an uncaught Exit ends the process quietly, as in Erlang
     father.send((self(), "ok"))
     socket.send((self(), ("deliver", "Hello there")))
-    receive()  # until the client closes
+    receive(lambda m: m[0] is socket and m[1][0] == "socket_closed")  # until the client leaves, whenever it does
 
 
 def main():

@@ -34,10 +34,13 @@ def echo_server(mode):
         socket = sslsocket.accept(listen, f"-cert {SSL_SERVER} -verify 1")
         sslsocket.close(listen)
         who = socket.peer_certificate.subject.rfc4514_string() if socket.peer_certificate else "no certificate"
-        _, (_, data) = receive(lambda m: m[0] is socket)
-        socket.deliver(data)
         print(f"  {mode} server: the client sent {who}")
-        receive(lambda m: m[0] is socket)
+        while True:  # echo each packet, until the client leaves, whenever it does
+            match receive(lambda m: m[0] is socket):
+                case (_, ("fromsocket", data)):
+                    socket.deliver(data)
+                case (_, ("socket_closed", _)):
+                    return
 
     spawn(serve)
     return listen.port

@@ -44,10 +44,12 @@ def connection(listen, father):
     socket = sslsocket.accept(listen, f"-cert {SSL_SERVER}")
     father.send((self(), "ok"))  # the father may now spawn the next acceptor
     socket.send((self(), ("deliver", "Hello there")))
-    match receive():
-        case (s, ("fromsocket", data)) if s is socket:
-            socket.deliver(f"you said {data!r} to process {self()}")
-    receive()  # the client's close: {Socket, {socket_closed, normal}}
+    while True:  # until the client leaves, whenever it does: a client may close before it says anything
+        match receive(lambda m: m[0] is socket):
+            case (_, ("fromsocket", data)):
+                socket.deliver(f"you said {data!r} to process {self()}")
+            case (_, ("socket_closed", _)):  # {Socket, {socket_closed, normal}}, or an error
+                return
 
 
 def main():
