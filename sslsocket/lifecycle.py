@@ -102,6 +102,13 @@ class Lifecycle:
             return False
 
     @property
+    def seen(self) -> State:
+        """The state as the other threads see it: ``CLOSING`` from the moment an end is asked of an open connection
+        (its owner's ``close`` has returned), though the mediator has not moved it yet."""
+        state = self.state
+        return State.CLOSING if state is State.OPEN and self.ending is not None else state
+
+    @property
     def urgent(self) -> Ending | None:
         """The ending, if it is to happen at once."""
         ending = self.ending

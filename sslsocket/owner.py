@@ -53,6 +53,14 @@ class Owner(Protocol):
         """The messages of ``sock`` the owner has not received yet, taken out of its mailbox, in order."""
 
 
+#: What a ``NotOwner`` says to do: the first thing a threaded server's maintainer writes hands the socket to a
+#: new thread without a word to the socket.
+HAND_OVER = (
+    "To let another thread use it, its owner hands it over first: sslsocket.controlling_process(sock, pid), with"
+    " pid that thread's process (sslsocket.spawn(func, *args) returns one; sslsocket.self() in the thread is it)"
+)
+
+
 class ProcessOwner:
     """A process: messages go to its mailbox, and only it may talk to the socket."""
 
@@ -72,7 +80,8 @@ class ProcessOwner:
         if sender is not pid or me is not pid:
             who = f"{me!r}" if sender is me else f"{me!r}, sending as {sender!r},"
             raise NotOwner(
-                f"only the controlling process {pid!r} may send to {sock!r}; {who} is not it", ("not_owner", sender)
+                f"only the controlling process {pid!r} may send to {sock!r}; {who} is not it. {HAND_OVER}",
+                ("not_owner", sender),
             )
 
     def adopt(self, sock: Controlled) -> bool:

@@ -11,6 +11,7 @@ from . import process
 from .errors import BadArgument, ConnectError, ListenError, NotOwner, WrongType, check_protocol_family
 from .framing import MAX_PACKET_SIZE, parse_mode
 from .listener import Listener
+from .owner import HAND_OVER
 from .process import Pid
 from .registry import ListenSocket, registry
 from .sockets import Socket
@@ -82,7 +83,10 @@ def controlling_process(sock: Socket, pid: Pid | Callable[[Any], object]) -> Non
     process may do this. No message is lost or reordered, those already waiting in its mailbox included."""
     owner = sock.owner
     if isinstance(owner, Pid) and process.self() is not owner:
-        raise NotOwner(f"only the controlling process {owner!r} may hand {sock!r} on", ("not_owner", process.self()))
+        raise NotOwner(
+            f"only the controlling process {owner!r} may hand {sock!r} on; {process.self()!r} is not it. {HAND_OVER}",
+            ("not_owner", process.self()),
+        )
     if not (isinstance(pid, Pid) or callable(pid)):
         raise WrongType(
             f"a controlling process is a Pid or a callable, not {pid!r}", ("wrong_type", "pid", type(pid).__name__)

@@ -52,8 +52,9 @@ class Socket(Mediator):
 
     @property
     def state(self) -> State:
-        """Where the connection is: handshaking, open, closing or closed."""
-        return self._life.state
+        """Where the connection is: handshaking, open, closing or closed; closing from the moment ``close()``
+        returns."""
+        return self._life.seen
 
     @property
     def owner(self) -> Pid | Callable[[Any], object] | None:

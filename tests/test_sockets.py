@@ -179,6 +179,7 @@ def test_orderly_close_sends_everything_then_normal(certs: Any) -> None:
         for i in range(100):
             client.deliver(str(i) * 1000)
         client.send((sslsocket.self(), "close"))
+        assert client.state is State.CLOSING  # at once: 100 KB are still to be written
         for i in range(100):
             assert expect(server) == ("fromsocket", str(i) * 1000)
         assert expect(server) == ("socket_closed", "normal")
@@ -266,6 +267,9 @@ def test_only_the_controlling_process_may_send(certs: Any) -> None:
     thread.start()
     thread.join()
     assert errors and "controlling process" in str(errors[0])
+    # What a maintainer of a threaded server writes first, and what to write instead.
+    assert "its owner hands it over first: sslsocket.controlling_process(sock, pid)" in str(errors[0])
+    assert "sslsocket.spawn(func, *args) returns one" in str(errors[0])
     other = sslsocket.spawn(lambda: None)
     with pytest.raises(sslsocket.NotOwner):
         client.send((other, ("deliver", "impersonated")))
@@ -298,7 +302,7 @@ def test_controlling_process_moves_waiting_messages_in_order(certs: Any) -> None
     assert not any(m[0] is client for m in list(me._mailbox))
     with pytest.raises(sslsocket.NotOwner):
         client.deliver("not mine any more")
-    with pytest.raises(sslsocket.NotOwner):
+    with pytest.raises(sslsocket.NotOwner, match=r"hands it over first: sslsocket\.controlling_process"):
         sslsocket.controlling_process(client, me)
     pid.send("done")  # its thread ends, and with it the socket
     assert expect(server) == ("socket_closed", "normal")

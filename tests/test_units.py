@@ -177,6 +177,21 @@ def test_the_state_moves_only_along_the_arrows() -> None:
         life.move(State.OPEN)
 
 
+def test_an_open_connection_is_seen_closing_from_the_moment_its_end_is_asked() -> None:
+    """Found from the outside: ``sock.state`` right after ``close()`` read OPEN in one run, CLOSING in another."""
+    for ending in (CLOSED_BY_OWNER, OWNER_ENDED, Ending("aborted", urgent=True)):
+        life = Lifecycle()
+        life.ask(ending)
+        assert life.seen is State.HANDSHAKING  # a handshake asked to end is still a handshake, until it ends
+        life.move(State.OPEN)
+        assert life.seen is State.CLOSING and life.state is State.OPEN  # the mediator has not moved it yet
+        life.move(State.CLOSED)
+        assert life.seen is State.CLOSED
+    life = Lifecycle()
+    life.move(State.OPEN)
+    assert life.seen is State.OPEN
+
+
 def test_the_first_ending_asked_wins_and_an_abort_hurries_a_close_without_telling_the_owner() -> None:
     stopped = ConnectionBroken("the socket server was stopped", "stopped")
     life = Lifecycle()
