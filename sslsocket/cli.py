@@ -1,5 +1,5 @@
 """The ``sslsocket`` command: a demo, a framed TLS server and client for the shell, and the manual's certificate
-recipes. Exit status: 0 success, 1 failure, 2 a usage error."""
+recipes. Exit status: 0 success (and after SIGTERM), 1 failure, 2 a usage error, 130 after Ctrl-C (SIGINT)."""
 
 from __future__ import annotations
 
@@ -34,18 +34,48 @@ EPILOG = "Modes in the manual's notation: raw, '{packet,2}', '{binary_packet,4}'
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_bind_flags(sys.argv[1:] if argv is None else argv))
+    args = parse(parser, sys.argv[1:] if argv is None else argv)
     warnings.formatwarning = lambda message, *_, **__: f"sslsocket {args.command}: warning: {message}\n"
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _interrupt)
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         result: int = args.run(args)
         return result
     except (Failure, SSLSocketError, OSError) as exc:
         print(f"sslsocket {args.command}: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 0
+    except KeyboardInterrupt as exc:
+        if exc.args == (signal.SIGTERM,):
+            return 0  # asked to stop: a server's ordinary end
+        print(f"sslsocket {args.command}: interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports a program that Ctrl-C ended
     finally:
         stop()
+
+
+def _interrupt(signum: int, frame: object) -> NoReturn:
+    """SIGINT (Ctrl-C) and SIGTERM: a KeyboardInterrupt that names the signal, once. Every later signal is ignored,
+    so that the stop that follows is never cut short by a second one (a terminal's Ctrl-C often reaches the
+    process twice), which would print a traceback from inside it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(signum)
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The arguments, or a usage error (exit 2) that names the culprit: SSLFlags with spaces left unquoted leave
+    words behind (``--flags -cert server.pem``), and the error says to quote them; ``--flag`` is no ``--flags``."""
+    for word in argv:
+        if word != "--flags" and len(word) > 2 and "--flags".startswith(word):
+            parser.error(f"unrecognized argument: {word} (did you mean --flags?)")
+    args, extra = parser.parse_known_args(_bind_flags(argv))
+    if extra:
+        hint = ""
+        if getattr(args, "flags", None) and not extra[0].startswith("--"):
+            hint = f" (SSLFlags with spaces go in quotes: --flags '{' '.join([args.flags, *extra])}')"
+        parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+    return args
 
 
 def _bind_flags(argv: list[str]) -> list[str]:
@@ -60,14 +90,17 @@ def _bind_flags(argv: list[str]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sslsocket", description="Erlang's ssl_socket interface, in Python.")
+    # No abbreviations: --flag taken silently for --flags, or --max for --max-connections, hides a typo.
+    parser = argparse.ArgumentParser(
+        prog="sslsocket", description="Erlang's ssl_socket interface, in Python.", allow_abbrev=False
+    )
     parser.add_argument("--version", action="version", version=f"sslsocket {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
         name: str, run: Callable[[argparse.Namespace], int], help: str, epilog: str | None = None
     ) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help, epilog=epilog)
+        sub = commands.add_parser(name, help=help, description=help, epilog=epilog, allow_abbrev=False)
         sub.set_defaults(run=run)
         return sub
 
@@ -178,11 +211,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def usable_flags(command: str, flags: str, *, server: bool) -> bool:
-    """Check ``--flags`` before any network: a bad one is a usage error, said once (not once per connection)."""
+    """Check ``--flags`` before any network: a bad one is a usage error, said once (not once per connection). A
+    client's context is made here, and so here a client at ``-verify 0`` warns that it checks nothing."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # -verify 0's warning comes when the client connects
-            load_context(parse_flags(flags), server=server)
+        load_context(parse_flags(flags), server=server)
     except FlagError as exc:
         print(f"sslsocket {command}: --flags: {exc}", file=sys.stderr)
         return False
@@ -194,7 +226,6 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     # The library's WARNINGs (a client whose handshake failed...) in the same shape as serve's own lines.
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    signal.signal(signal.SIGTERM, _interrupt)
     handle = listen("STREAM", "AF_INET6" if ":" in args.host else "AF_INET", (args.host, args.port), args.mode)
     log(f"listening on {args.host}:{handle.port}, mode {args.mode}, {'chat' if args.chat else 'echo'}")
     room = process.spawn(chat_room) if args.chat else None
@@ -203,10 +234,6 @@ def run_serve(args: argparse.Namespace) -> int:
     finally:
         close(handle)
     return 0
-
-
-def _interrupt(signum: int, frame: object) -> NoReturn:
-    raise KeyboardInterrupt
 
 
 def log(text: str) -> None:
@@ -318,13 +345,20 @@ def run_connect(args: argparse.Namespace) -> int:
 
 def _converse(sock: Socket, show: Callable[[str | bytes], None], wait: float) -> int:
     """Standard input to the server, its packets to standard output, until the input has ended and the server
-    has said nothing for ``wait`` seconds, or the server closes."""
+    has said nothing for ``wait`` seconds, or the server closes. Input sent and no reply at all is said: the usual
+    cause is a mode other than the server's (a raw client's line read as a length by a ``{packet,2}`` server)."""
     quiet_since: float | None = None
+    sent = replied = False
     while True:
         timeout = None if quiet_since is None else max(0.0, quiet_since + wait - time.monotonic())
         try:
             msg = process.receive(timeout=timeout)
         except TimeoutError:  # end of input, and no reply for --wait seconds: close in order
+            if sent and not replied:
+                status(
+                    f"sslsocket connect: no reply from the server within {wait:g} s of the end of input (is"
+                    f" the mode {sock.mode} the server's? a slow server needs a longer --wait)"
+                )
             sock.close()
             return 0
         match msg:
@@ -332,7 +366,9 @@ def _converse(sock: Socket, show: Callable[[str | bytes], None], wait: float) ->
                 quiet_since = time.monotonic()
             case ("stdin", data):
                 sock.deliver(data)
+                sent = True
             case (s, ("fromsocket", data)) if s is sock:
+                replied = True
                 show(data)
                 if quiet_since is not None:
                     quiet_since = time.monotonic()

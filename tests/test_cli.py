@@ -111,6 +111,10 @@ def test_failures_exit_1_with_one_line() -> None:
         (["connect", LOCAL, "1", "--flags", "-cafile x"], "did you mean -CAfile?"),
         (["connect", LOCAL, "1", "--mode", "packet2"], "'packet2' is not a mode: give raw, asn1"),
         (["serve", "0", "-flags", "-cert /nope.pem"], "/nope.pem"),  # OpenSSL's single dash works too
+        # Found from the outside: unquoted SSLFlags, and argparse's abbreviations taking --flag for --flags.
+        (["serve", "0", "--flags", "-cert", "server.pem"], "SSLFlags with spaces go in quotes: --flags '-cert server"),
+        (["connect", LOCAL, "1", "--flag", "-verify 0"], "unrecognized argument: --flag (did you mean --flags?)"),
+        (["serve", "0", "--flags", "-cert x.pem", "--max", "3"], "unrecognized arguments: --max 3"),
     ],
 )
 def test_bad_flags_and_modes_are_usage_errors_before_any_network(args: list[str], culprit: str) -> None:
@@ -398,6 +402,56 @@ def test_connect_ends_cleanly_while_its_input_is_still_open(certs: Any) -> None:
         for pipe in (connect.stdin, connect.stdout, connect.stderr):
             pipe.close() if pipe else None
     assert connect.returncode == 0 and "the server closed the connection" in err and "Fatal" not in err, err
+
+
+def test_connect_at_verify_0_warns_that_it_checks_nothing(certs: Any) -> None:
+    with serving("--flags", f"-cert {certs.server}") as (_, port):
+        for flags in ([], ["--flags", "-verify 0"]):
+            result = run("connect", LOCAL, str(port), *flags, stdin="hello\n")
+            assert result.returncode == 0 and result.stdout == "hello\n", result.stderr
+            assert "sslsocket connect: warning: a client at -verify 0 checks nothing" in result.stderr
+    with serving("--flags", f"-cert {certs.server}") as (_, port):
+        result = run("connect", "localhost", str(port), "--flags", f"-verify 2 -CAfile {certs.ca}", stdin="hi\n")
+        assert result.returncode == 0 and "warning" not in result.stderr, result.stderr
+
+
+def test_connect_says_when_no_reply_came(certs: Any) -> None:
+    """Found from the outside: a raw client against a {packet,2} server printed nothing and exited 0."""
+    with serving("--flags", f"-cert {certs.server}") as (_, port):
+        flags = f"-verify 2 -CAfile {certs.ca}"
+        result = run("connect", "localhost", str(port), "--mode", "raw", "--flags", flags, stdin="hello\n")
+        assert result.returncode == 0 and result.stdout == ""
+        assert (
+            "no reply from the server within 1 s of the end of input (is the mode {packet, 0} the server's?"
+            in result.stderr
+        )
+        result = run("connect", "localhost", str(port), "--flags", flags, stdin="hello\n")
+        assert result.stdout == "hello\n" and "no reply" not in result.stderr
+
+
+def test_ctrl_c_on_connect_is_one_line_and_exit_130_even_when_it_comes_twice(certs: Any) -> None:
+    """Found from the outside: Ctrl-C reaching connect twice printed a 20-line traceback from inside stop()."""
+    with serving("--flags", f"-cert {certs.server}") as (_, port):
+        for _ in range(5):
+            connect = subprocess.Popen(
+                [*COMMAND, "connect", "localhost", str(port), "-v", "--flags", f"-verify 2 -CAfile {certs.ca}"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                assert connect.stderr is not None
+                while not connect.stderr.readline().startswith("connected:"):
+                    pass
+                connect.send_signal(signal.SIGINT)
+                connect.send_signal(signal.SIGINT)
+                _, err = connect.communicate(timeout=20)
+            finally:
+                connect.kill()
+                connect.communicate()
+            assert connect.returncode == 130 and "Traceback" not in err, err
+            assert err.endswith("sslsocket connect: interrupted\n") and err.count("interrupted") == 1, err
 
 
 def test_connect_hex_binary_and_verbose(certs: Any) -> None:
