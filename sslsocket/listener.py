@@ -12,8 +12,11 @@ three stages, each bounded, so that no client, however silent, slow or numerous,
    its handshake deadline (``-timeout``, counted from the TCP accept) or newer connections pushing past
    ``MAX_QUIET`` (the oldest first) end it. One that leaves before a word is closed without a report.
 2. **Handshaking**: a mediator runs its TLS handshake, against the same deadline. At most ``MAX_HANDSHAKES`` at
-   once; past that the oldest is aborted to make room, so that slow clients shut out nobody: a good client's
-   handshake takes milliseconds and is never the oldest for long.
+   once; past that, connections that have spoken wait their turn in the order they came (``MAX_QUEUED`` of them;
+   past that the listener takes no more, and the kernel's backlog holds the rest), so that a burst of honest
+   clients is served, not reset. What progresses is queued; what stalls is bounded: while some wait, a handshake
+   that has heard nothing from its client for ``HANDSHAKE_STALL`` is aborted to make room, so that slow clients
+   shut out nobody, and hold a slot for seconds, not for their whole ``-timeout``.
 3. **Ready**: handshaken, waiting for an acceptor with the same flags (the oldest that asked gets it). While
    ``MAX_READY`` of them wait unclaimed, the listener takes no more, and the kernel's backlog holds new ones.
 
@@ -56,7 +59,7 @@ from .errors import (
 from .flags import Settings, parse_flags
 from .framing import Mode
 from .process import Pid
-from .quiet import Quiet, QuietRoom
+from .quiet import Quiet, QuietRoom, Turns
 from .registry import ListenSocket, Registry
 from .sockets import Socket
 from .system import HAS_POLL, SELECT_LIMIT, Waker
@@ -65,10 +68,16 @@ from .system import HAS_POLL, SELECT_LIMIT, Waker
 #: no thread; past this many the oldest is dropped for the new one, so that a flood of silent connections ages
 #: itself out instead of shutting the door. Where there is no ``poll`` (Windows), ``select`` bounds it lower.
 MAX_QUIET = 4096 if HAS_POLL else SELECT_LIMIT - 64
-#: TLS handshakes under way at once, per listen socket, each with its mediator's thread. Past this the oldest is
-#: aborted to make room: measured here, a handshake takes some 2 ms, so only a client slower than its 128
-#: successors by that much is ever the oldest.
+#: TLS handshakes under way at once, per listen socket, each with its mediator's thread. Past this, connections
+#: that have spoken wait for a slot, in the order they came.
 MAX_HANDSHAKES = 128
+#: Connections that have spoken and wait for a handshake slot, per listen socket; past this the listener takes no
+#: more, and the kernel's backlog holds new connections. Each costs a descriptor and its ClientHello in the kernel.
+MAX_QUEUED = 4096
+#: While connections wait for a slot, a handshake that has heard nothing from its client for this long is aborted
+#: to make room. An honest client answers each flight within a round trip and its own CPU time: in a burst of
+#: 2,000 clients at once on a 2-core machine, well under a second.
+HANDSHAKE_STALL = 2.0
 #: Connections handshaken and not yet taken by an acceptor, per listen socket. Past this the kernel's backlog holds
 #: new connections until an acceptor catches up.
 MAX_READY = 128
@@ -99,7 +108,7 @@ class _Waiter:
 class Listener:
     """What stands behind a ``ListenSocket``: the listening TCP socket, its acceptors and its connections on their
     way to an acceptor. ``_quiet`` (and the selector) belong to the listener thread alone; the rest is under
-    ``_lock``."""
+    ``_lock``, ``_turns`` included (the listener thread starts handshakes, their mediators end them)."""
 
     def __init__(self, sock: socket.socket, mode: Mode, registry: Registry) -> None:
         sock.setblocking(False)
@@ -110,7 +119,7 @@ class Listener:
         self._lock = threading.Lock()
         self._waiters: list[_Waiter] = []
         self._ready: list[tuple[str, Socket]] = []
-        self._handshaking: dict[Socket, None] = {}  # in the order they began: the oldest first
+        self._turns = Turns()  # the handshakes under way, and the connections waiting for a slot
         self._quiet = QuietRoom()
         self._waker = Waker()
         self._taking = False  # the listener thread polls the listen socket: a new acceptor need not wake it
@@ -128,7 +137,8 @@ class Listener:
             return {
                 "acceptors": len(self._waiters),
                 "quiet": len(self._quiet),
-                "handshaking": len(self._handshaking),
+                "queued": len(self._turns.queued),
+                "handshaking": len(self._turns.running),
                 "ready": len(self._ready),
             }
 
@@ -226,22 +236,17 @@ class Listener:
                 with self._lock:
                     if self._closed:
                         return
-                    taking = bool(self._waiters) and len(self._ready) < MAX_READY
+                    taking = self._has_room()
                     self._taking = taking
                 now = monotonic()
                 self._expire(now, selector)
-                deadline = self._quiet.next_deadline()
-                wait = None if deadline is None else deadline - now
+                times = [self._quiet.next_deadline(), self._start_queued(selector)]
                 if taking and now < retry_at:
-                    wait = retry_at - now if wait is None else min(wait, retry_at - now)
+                    times.append(retry_at)
                     taking = False
-                if taking != polled:
-                    if taking:
-                        selector.register(self.sock, selectors.EVENT_READ, self)
-                    else:
-                        selector.unregister(self.sock)
-                    polled = taking
-                for key, _ in selector.select(wait):
+                polled = self._poll_listen(selector, taking, polled)
+                wait = min((t for t in times if t is not None), default=None)
+                for key, _ in selector.select(None if wait is None else max(0.0, wait - monotonic())):
                     if key.data is None:
                         self._waker.drain()
                     elif key.data is self:
@@ -252,11 +257,25 @@ class Listener:
         finally:
             selector.close()
 
+    def _has_room(self) -> bool:
+        """Under the lock: whether to take connections: an acceptor waits, and neither the handshaken connections
+        waiting for one nor those waiting for a handshake are at their bound."""
+        return bool(self._waiters) and len(self._ready) < MAX_READY and len(self._turns.queued) < MAX_QUEUED
+
+    def _poll_listen(self, selector: selectors.BaseSelector, taking: bool, polled: bool) -> bool:
+        """Register the listen socket with the selector, or not, as ``taking`` says; whether it now is."""
+        if taking != polled:
+            if taking:
+                selector.register(self.sock, selectors.EVENT_READ, self)
+            else:
+                selector.unregister(self.sock)
+        return taking
+
     def _take_connection(self, selector: selectors.BaseSelector) -> bool:
         """Take one connection, if an acceptor still waits and there is room; False if the listen socket
         failed."""
         with self._lock:
-            if not (self._waiters and len(self._ready) < MAX_READY):
+            if not self._has_room():
                 return True  # the loop stops taking: the kernel's backlog holds the connection meanwhile
             # Handshaken with this acceptor's flags; should it leave meanwhile, kept for the next with the same.
             waiter = self._waiters[0]
@@ -268,12 +287,7 @@ class Listener:
             if exc.errno in NO_RESOURCES and self._quiet:  # the silent pay first
                 self._drop_oldest(selector, "dropped: out of descriptors")
                 return True
-            self._give_first(
-                AcceptError(
-                    f"listen socket {self.handle} could not take a connection: {exc.strerror}",
-                    ("accept", errno_name(exc)),
-                )
-            )
+            self._give_first(f"could not take a connection: {exc.strerror}", errno_name(exc))
             return False
         tcp.setblocking(False)
         quiet = Quiet(
@@ -291,33 +305,52 @@ class Listener:
             )
         self._quiet.add(quiet)
         selector.register(tcp, selectors.EVENT_READ, quiet)
-        return self._first_bytes(quiet, selector)  # a client's hello often comes with its connection
+        self._first_bytes(quiet, selector)  # a client's hello often comes with its connection
+        return True
 
-    def _first_bytes(self, quiet: Quiet, selector: selectors.BaseSelector) -> bool:
-        """A quiet connection may have sent its first bytes: if so, its handshake begins; if it left, it is closed
-        without a report (a port scanner, a health check). False if no thread could be had for it."""
+    def _first_bytes(self, quiet: Quiet, selector: selectors.BaseSelector) -> None:
+        """A quiet connection may have sent its first bytes: if so, it is queued for its handshake (the loop starts
+        it); if it left, it is closed without a report (a port scanner, a health check)."""
         try:
             data = quiet.tcp.recv(1, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):
-            return True  # not yet
+            return  # not yet
         except OSError:
             data = b""  # reset before a word
         self._forget(quiet, selector)
         if not data:
             log.debug("listen socket %s: %s left before it sent anything", self.handle, quiet.peer)
             quiet.tcp.close()
-            return True
-        return self._start_handshake(quiet, selector)
+            return
+        with self._lock:
+            self._turns.queued.append(quiet)
+
+    def _start_queued(self, selector: selectors.BaseSelector) -> float | None:
+        """Start the handshakes of the connections that spoke, the oldest first, while there is a slot, or one is
+        made by aborting the handshake that has stalled longest. When to look again for a stalled one (None: at
+        the next event)."""
+        while True:
+            now = monotonic()
+            with self._lock:
+                quiet, stalled, again = self._turns.next(now, MAX_HANDSHAKES, HANDSHAKE_STALL)
+                waiting = len(self._turns.queued)
+            if quiet is None:
+                return again
+            if isinstance(stalled, Socket):
+                why = f"its handshake stalled ({now - stalled.heard:.1f} s without a word) while {waiting + 1} waited"
+                stalled.abort(ConnectionBroken(why, "dropped"), tell_owner=False)
+            if now >= quiet.deadline:
+                quiet.tcp.close()
+                error = f"did not finish its TLS handshake within {quiet.settings.timeout:g} s: it waited its turn"
+                self._handshake_done(quiet.flags, None, HandshakeError(f"client {quiet.peer} {error}", "timeout"))
+            elif not self._start_handshake(quiet, selector):
+                return now + ACCEPT_RETRY  # no thread or descriptor: the next in line tries again in a moment
 
     def _expire(self, now: float, selector: selectors.BaseSelector) -> None:
         """End the quiet connections whose handshake deadline has passed."""
         for quiet in self._quiet.expired(now):
-            self._drop(
-                quiet,
-                selector,
-                f"did not finish its TLS handshake within {quiet.settings.timeout:g} s: it sent nothing",
-                "timeout",
-            )
+            why = f"did not finish its TLS handshake within {quiet.settings.timeout:g} s: it sent nothing"
+            self._drop(quiet, selector, why, "timeout")
 
     def _drop_oldest(self, selector: selectors.BaseSelector, why: str) -> None:
         self._drop(self._quiet.oldest(), selector, why)
@@ -339,39 +372,21 @@ class Listener:
         except OSError as exc:
             quiet.tcp.close()
             if exc.errno in NO_RESOURCES:
-                self._give_first(
-                    AcceptError(
-                        f"listen socket {self.handle} took a connection but could not serve it: {exc.strerror}",
-                        ("accept", errno_name(exc)),
-                    )
-                )
+                self._give_first(f"took a connection but could not serve it: {exc.strerror}", errno_name(exc))
                 return False
             return True  # the client was already gone (getpeername failed)
         except BaseException:
             quiet.tcp.close()
             raise
         with self._lock:
-            oldest = None
-            if len(self._handshaking) >= MAX_HANDSHAKES:
-                oldest = next(iter(self._handshaking))
-                del self._handshaking[oldest]
-            self._handshaking[sock] = None
-        if oldest is not None:
-            oldest.abort(
-                ConnectionBroken(f"{MAX_HANDSHAKES} newer handshakes were under way", "dropped"), tell_owner=False
-            )
+            self._turns.started(sock)
         self._registry.add(sock)
         try:
             sock.start()
         except RuntimeError as exc:  # no thread to be had: the system's limit on tasks
             with self._lock:
-                self._handshaking.pop(sock, None)
-            self._give_first(
-                AcceptError(
-                    f"listen socket {self.handle} took a connection but could not start its thread: {exc}",
-                    ("accept", "no_thread"),
-                )
-            )
+                self._turns.ended(sock)
+            self._give_first(f"took a connection but could not start its thread: {exc}", "no_thread")
             return False
         return True
 
@@ -396,7 +411,9 @@ class Listener:
                     raise
                 self._drop_oldest(selector, "dropped: out of descriptors")
 
-    def _give_first(self, error: BaseException) -> None:
+    def _give_first(self, what: str, reason: str) -> None:
+        """The oldest acceptor gets an ``AcceptError``: the listen socket failed to take or serve a connection."""
+        error = AcceptError(f"listen socket {self.handle} {what}", ("accept", reason))
         with self._lock:
             if not self._waiters:
                 return
@@ -409,10 +426,11 @@ class Listener:
         the outcome goes to the oldest acceptor with these flags, or waits for one; a failure is logged, unless
         that acceptor asked to have it raised."""
         with self._lock:
-            if sock is not None:
-                self._handshaking.pop(sock, None)
+            freed = self._turns.ended(sock)
             closed = self._closed
             pid = None if closed else self._hand_over(flags, sock, error)
+        if freed:
+            self._waker.poke()  # a slot for the next in line
         if closed:
             if error is None and sock is not None:
                 sock.abort(ConnectionBroken("the listen socket was closed", "closed"), tell_owner=False)
@@ -442,10 +460,11 @@ class Listener:
         self._thread = None
         self._taking = False
         self._waiters = []
-        self._handshaking, self._ready = {}, []
-        for quiet in self._quiet:
+        self._ready = []
+        for quiet in [*self._quiet, *self._turns.queued]:
             quiet.tcp.close()  # the child's copy: the parent's stays open
         self._quiet.clear()
+        self._turns = Turns()
         self._waker.close_copy()
         self._waker = Waker()
 
@@ -456,7 +475,7 @@ class Listener:
             self._closed = why
             waiters, self._waiters = self._waiters, []
             ready, self._ready = self._ready, []
-            handshaking = list(self._handshaking)
+            handshaking = [sock for sock in self._turns.running if isinstance(sock, Socket)]
         for waiter in waiters:
             waiter.outcome = (None, closed_error(self.handle, why))
             waiter.pid.wake()
@@ -466,8 +485,9 @@ class Listener:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
-        for quiet in self._quiet:  # the listener thread has ended: they are nobody's now
+        for quiet in [*self._quiet, *self._turns.queued]:  # the listener thread has ended: they are nobody's now
             quiet.tcp.close()
         self._quiet.clear()
+        self._turns.queued.clear()
         self.sock.close()
         self._waker.close()

@@ -8,7 +8,7 @@ actual socket". Its state is one ``Lifecycle`` (handshaking, open, closing, clos
 ``Workers``, runs three phases (a server's handshake in a thread of its own: ``Socket._move_on``):
 
 1. **Handshake.** A non-blocking ``do_handshake`` loop, bounded by the ``-timeout`` deadline and woken by an abort
-   (``stop()``, a closed listen socket, newer handshakes pushing past the listener's bound). A server's outcome goes
+   (``stop()``, a closed listen socket, a stalled handshake making way for waiting ones). A server's outcome goes
    to the listener, which hands the socket to an acceptor; a client's loop runs in the thread of ``client``, which
    waits anyway (``handshake_here``). A server that refused its client's certificate lingers (``_linger``), so that
    the client hears the alert.
@@ -94,8 +94,7 @@ log = logging.getLogger("sslsocket")
 #: Bytes read from TLS per call: a TLS record's most plaintext. A read of this size always empties the record it
 #: reads, so OpenSSL never holds plaintext back, and ``poll`` on the TCP socket alone tells when there is more.
 RECV_SIZE = 16 * 1024
-#: Bytes read per turn of the loop before the inbox and the writes get their turn again (a few milliseconds of
-#: decryption): the owner gets its packets in large batches, and is woken less often.
+#: Bytes read per turn of the loop before the inbox and the writes get their turn again (a few ms of decryption).
 READ_TURN = 2 * 1024 * 1024
 #: Outgoing bytes buffered before the mediator stops taking deliveries from its inbox.
 HIGH_WATER = 4 * 1024 * 1024
@@ -135,6 +134,7 @@ class Mediator:
         self._resumption = None if server else Resumption.of_client(self._conn, settings, hostname, self._peer[0])
         self._settings = settings
         self._deadline = deadline  # when the handshake must be done; by default -timeout from the thread's start
+        self.heard = monotonic()  # when the handshake last heard from its peer: the listener drops stalled ones
         self._on_handshake = on_handshake
         self._forget = forget
         self._log = connection_logger(settings.log) if settings.log else None
@@ -161,8 +161,7 @@ class Mediator:
         self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()  # start() and _move_on() both set _thread: the later move must win
-        self._ident = 0  # the mediator thread's, once it runs
-        self._ended = threading.Event()
+        self._ident, self._ended = 0, threading.Event()  # the mediator thread's ident, once it runs
 
     # ---- to the owner ------------------------------------------------------------------------------------
 
@@ -280,7 +279,8 @@ class Mediator:
                 raise HandshakeError(
                     f"{who} did not finish its TLS handshake within {self._settings.timeout:g} s{hint}", "timeout"
                 )
-            self._sleeper.sleep(wait, deadline)
+            if self._sleeper.sleep(wait, deadline):
+                self.heard = monotonic()
         if self._resumption is not None and self._resumption.handshake_done(self.verify_errors):
             self._resumption = None
         self._report = PeerReport.read(self._conn, self.server, self._settings.verify, self.verify_errors)

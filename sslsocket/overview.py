@@ -38,6 +38,7 @@ class ListenInfo:
     mode: str
     acceptors: int  # processes waiting in accept
     quiet: int  # connections that have sent nothing yet
+    queued: int  # spoke, waiting for a handshake of their own
     handshaking: int
     ready: int  # handshaken, waiting for an acceptor
 
@@ -114,7 +115,7 @@ def format_overview(view: Overview) -> list[str]:
         ),
         (
             "Listen sockets",
-            ["port", "fd", "mode", "acceptors", "quiet", "handshaking", "ready"],
+            ["port", "fd", "mode", "acceptors", "quiet", "queued", "handshaking", "ready"],
             [[str(getattr(li, f.name)) for f in fields(li)] for li in view.listeners],
         ),
         (

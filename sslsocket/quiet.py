@@ -1,13 +1,16 @@
-"""The listener's first stage: connections taken that have sent nothing yet, oldest first, each with its handshake
-deadline. No I/O here: the listener polls their sockets, and asks this room which to drop."""
+"""The listener's first two stages, as bookkeeping: connections taken that have sent nothing yet, oldest first, each
+with its handshake deadline (``QuietRoom``), and the handshake slots with the connections that spoke and wait for
+one (``Turns``). No I/O here: the listener polls the sockets, and asks these which to drop, start or abort."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
 import socket
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from OpenSSL import SSL
 
@@ -72,3 +75,42 @@ class QuietRoom:
     def clear(self) -> None:
         self._members.clear()
         self._deadlines.clear()
+
+
+class Handshake(Protocol):
+    #: When the handshake last heard from its client (``time.monotonic()``).
+    heard: float
+
+
+class Turns:
+    """The handshake slots: the handshakes under way, and the connections that spoke and wait for a slot, in the
+    order they came. What progresses waits its turn; what stalls makes way. No lock: the listener holds its own
+    around every call."""
+
+    def __init__(self) -> None:
+        self.running: dict[Handshake, None] = {}
+        self.queued: deque[Quiet] = deque()
+
+    def started(self, handshake: Handshake) -> None:
+        self.running[handshake] = None
+
+    def ended(self, handshake: Handshake | None) -> bool:
+        """A handshake ended (or was never started, as None); True if it freed a slot that a queued one wants."""
+        if handshake is None or handshake not in self.running:
+            return False
+        del self.running[handshake]
+        return bool(self.queued)
+
+    def next(self, now: float, slots: int, stall: float) -> tuple[Quiet | None, Handshake | None, float | None]:
+        """The connection whose handshake starts now, and the stalled handshake that gives it its slot (to be aborted;
+        None when a slot was free): a handshake that has heard nothing for ``stall`` seconds, the longest first.
+        ``(None, None, when)`` when the queue is empty (``when`` None) or must wait until ``when`` for a slot."""
+        if not self.queued:
+            return None, None, None
+        stalled = None
+        if len(self.running) >= slots:
+            stalled = min(self.running, key=lambda handshake: handshake.heard)
+            if now < stalled.heard + stall:
+                return None, None, stalled.heard + stall
+            del self.running[stalled]
+        return self.queued.popleft(), stalled, None

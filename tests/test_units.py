@@ -20,7 +20,7 @@ from sslsocket.lifecycle import CLOSED_BY_OWNER, OWNER_ENDED, CloseClock, Ending
 from sslsocket.outgoing import Outgoing
 from sslsocket.owner import CallbackOwner, Credit, ProcessOwner, owner_of
 from sslsocket.process import MESSAGE_COST, Delivery, Pid
-from sslsocket.quiet import Quiet, QuietRoom
+from sslsocket.quiet import Quiet, QuietRoom, Turns
 from sslsocket.tls import attempt, recv, send
 
 # ---- the inbox ---------------------------------------------------------------------------------------------------
@@ -346,6 +346,30 @@ def test_the_quiet_room_sweeps_its_heap_of_connections_long_gone() -> None:
         room.add(gone)
         room.remove(gone)
     assert len(room._deadlines) <= 2 * len(room) + 64 + 1
+
+
+class _Handshake:
+    def __init__(self, heard: float) -> None:
+        self.heard = heard
+
+
+def test_turns_queue_what_progresses_and_make_way_with_what_stalls() -> None:
+    turns = Turns()
+    assert turns.next(100.0, 2, 5.0) == (None, None, None)  # nobody waits
+    slow, fast = _Handshake(90.0), _Handshake(99.0)
+    turns.started(slow)
+    first, second, third = _quiet(130.0), _quiet(131.0), _quiet(132.0)
+    turns.queued.extend([first, second, third])
+    assert turns.next(100.0, 2, 5.0) == (first, None, None)  # a free slot: the oldest in line starts
+    turns.started(fast)
+    assert turns.next(94.0, 2, 5.0) == (None, None, 95.0)  # all slots busy, none stalled yet: look again at 95
+    assert turns.next(96.0, 2, 5.0) == (second, slow, None)  # the one silent longest makes way
+    assert list(turns.running) == [fast]
+    assert turns.ended(fast) and not turns.ended(fast) and not turns.ended(None)  # freed once; a queue waits
+    assert turns.next(96.0, 2, 5.0) == (third, None, None)
+    last = _Handshake(96.0)
+    turns.started(last)
+    assert not turns.ended(last)  # nobody waits for the slot it frees
 
 
 # ---- the platform: the paths Windows takes, on this machine (with the selectors' events, as there) ---------------

@@ -168,7 +168,7 @@ def test_a_child_forked_while_a_handshake_is_under_way(certs: Any, monkeypatch: 
         silent = socket.create_connection(("127.0.0.1", listen.port))
         silent.sendall(b"\x16")  # the first byte of a ClientHello, and never the rest: its handshake is under way
         listener = registry.listener(listen)
-        wait_for(lambda: listener._handshaking)
+        wait_for(lambda: listener.counts()["handshaking"])
 
         def check_in_the_child() -> int:
             listener._waker.poke()  # its own waker: open, and no other's
