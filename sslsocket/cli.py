@@ -21,7 +21,7 @@ from . import __version__, process
 from .cli_certs import Failure, run_csr, run_makecert, run_rehash, run_unprotect, status
 from .client import client
 from .context import load_context
-from .errors import Closed, FlagError, SSLSocketError
+from .errors import Closed, Exit, FlagError, SSLSocketError
 from .flags import parse_flags
 from .framing import Mode, parse_mode
 from .process import Pid
@@ -116,7 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-connections",
         type=positive_int,
         default=1000,
-        help="at most this many connections at once (each costs two threads); default 1000",
+        help="at most this many connections at once (each costs two threads); at the limit a new client is let in"
+        " by closing the connection idle longest; default 1000",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=seconds_argument,
+        default=IDLE_TIMEOUT,
+        help=f"close a connection with no traffic either way for this long (0: never); default {IDLE_TIMEOUT:g}",
     )
 
     connect = command("connect", run_connect, "a TLS client: standard input out as packets, packets in printed", EPILOG)
@@ -191,6 +198,16 @@ def port_number(text: str) -> int:
     return int(text)
 
 
+def seconds_argument(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 to 86400)")
+    return seconds
+
+
 def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) == 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
@@ -221,7 +238,14 @@ def usable_flags(command: str, flags: str, *, server: bool) -> bool:
     return True
 
 
+#: serve's ``--idle-timeout`` by default: the library has none, as the manual has none; a server that runs for
+#: long needs one, or connections that say nothing any more fill it up.
+IDLE_TIMEOUT = 300.0
+
+
 def run_serve(args: argparse.Namespace) -> int:
+    if args.idle_timeout and "-idle_timeout" not in args.flags:
+        args.flags = f"{args.flags} -idle_timeout {args.idle_timeout:g}"
     if not usable_flags("serve", args.flags, server=True):
         return 2
     # The library's WARNINGs (a client whose handshake failed...) in the same shape as serve's own lines.
@@ -243,43 +267,66 @@ def log(text: str) -> None:
 #: How long serve waits, at most, before it tries again to start a process that the system refused (its limit on
 #: tasks): sooner if a connection ends meanwhile and gives its threads back.
 SPAWN_RETRY = 0.5
+#: At the connection limit, serve goes on accepting while a connection has been idle at least this long, and a
+#: new client is let in by closing the connection idle longest; while none is, it looks again this often (or as
+#: soon as a connection ends).
+MAKE_WAY_IDLE = 1.0
 
 
 def loop(handle: ListenSocket, flags: str, room: Pid | None, max_connections: int = 1000) -> None:
     """loop(Listen) -> Pid = spawn(connection, [Listen, self()]), receive {Pid, ok} -> loop(Listen) end.
 
     As a loop (Python has no tail calls), with two bounds the manual's has not: at most ``max_connections`` at once
-    (at the limit the next acceptor waits for one to end: each costs two threads), and a process that the system
-    refuses to start is tried again, not the end of the server."""
+    (each costs two threads; at the limit a new client is let in if a connection idles, which makes way for it,
+    else the next acceptor waits for one to end), and a process that the system refuses to start is tried again,
+    not the end of the server."""
     me = process.self()
-    live = 0
+    live: dict[Pid, Socket] = {}  # each connection's process, and its socket
     while True:
-        live -= _ended(timeout=None if live >= max_connections else 0)
+        _ended(live, timeout=0)
+        if len(live) >= max_connections and _longest_idle(live) < MAKE_WAY_IDLE:
+            _ended(live, timeout=MAKE_WAY_IDLE)
+            continue
         try:
             pid = process.spawn(connection, handle, me, flags, room)
         except RuntimeError as exc:  # the system's limit on tasks: wait for a connection to end, or a moment
-            log(f"refused: no thread for one more connection ({exc}); {live} open")
-            live -= _ended(timeout=SPAWN_RETRY)
+            log(f"refused: no thread for one more connection ({exc}); {len(live)} open")
+            _ended(live, timeout=SPAWN_RETRY)
             continue
         match process.receive(process.sent_by(pid)):
-            case (_, "ok"):
-                live += 1
+            case (_, ("ok", sock)):
+                if len(live) >= max_connections:
+                    _make_way(live)
+                live[pid] = sock
             case (_, ("failed", Closed())):
                 return  # the listen socket was closed (or stop()): no more connections
             case (_, ("failed", error)):
                 log(f"refused: {error}")  # the system refused a connection (out of descriptors...): the next one
 
 
-def _ended(timeout: float | None) -> int:
-    """Take the ``("ended", pid)`` messages of connections that have ended: those waiting, or, with a timeout,
-    the first one within it (None: however long it takes). How many were taken."""
-    count = 0
+def _longest_idle(live: dict[Pid, Socket]) -> float:
+    """How long the connection idle longest has been (a connection without ``-idle_timeout`` counts as busy)."""
+    return max((sock.idle or 0.0 for sock in live.values()), default=0.0)
+
+
+def _make_way(live: dict[Pid, Socket]) -> None:
+    """At the limit, as a new client comes in: end the process of the connection idle longest, as the silent stage
+    drops its oldest."""
+    pid, sock = max(live.items(), key=lambda item: item[1].idle or 0.0)
+    process.exit(pid, f"idle {sock.idle or 0.0:.1f} s, it made way for a new client")
+    del live[pid]  # its ("ended", pid) comes later, and is taken then
+
+
+def _ended(live: dict[Pid, Socket], timeout: float | None) -> None:
+    """Take the ``("ended", pid)`` messages of connections that have ended, forgetting them: those waiting, or,
+    with a timeout, the first one within it (None: however long it takes)."""
     while True:
         try:
-            process.receive(lambda m: type(m) is tuple and m[:1] == ("ended",), timeout=timeout if not count else 0)
+            _, pid = process.receive(lambda m: type(m) is tuple and m[:1] == ("ended",), timeout=timeout)
         except TimeoutError:
-            return count
-        count += 1
+            return
+        live.pop(pid, None)
+        timeout = 0
 
 
 def connection(handle: ListenSocket, father: Pid, flags: str, room: Pid | None) -> None:
@@ -288,9 +335,23 @@ def connection(handle: ListenSocket, father: Pid, flags: str, room: Pid | None) 
     except SSLSocketError as exc:
         father.send((process.self(), ("failed", exc)))
         return
-    father.send((process.self(), "ok"))
+    father.send((process.self(), ("ok", sock)))
     who = "{1}:{0}".format(*peername(sock))
     log(f"connected {who} ({sock.protocol}, {sock.cipher})")
+    try:
+        converse(sock, who, room)
+    except Exit as signal:  # the loop made way for a new client at the limit
+        log(f"closed {who}: {signal.reason}")
+        sock.close()
+    finally:
+        if room is not None:
+            room.send(("leave", process.self()))
+        father.send(("ended", process.self()))
+
+
+def converse(sock: Socket, who: str, room: Pid | None) -> None:
+    """Echo every packet (or, in a chat, say it to the room, and pass on what the others say) until the client
+    leaves."""
     if room is not None:
         room.send(("join", process.self()))
     while True:
@@ -304,9 +365,6 @@ def connection(handle: ListenSocket, father: Pid, flags: str, room: Pid | None) 
                 sock.deliver(data)
             case (s, ("socket_closed", reason)) if s is sock:
                 log(f"closed {who}: {reason}")
-                if room is not None:
-                    room.send(("leave", process.self()))
-                father.send(("ended", process.self()))
                 return
 
 

@@ -137,6 +137,9 @@ class Settings:
     servername: str | None = None
     groups: str | None = None
     timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    #: ``-idle_timeout``: close an open connection after this many seconds without a byte either way (None: never,
+    #: as in the manual).
+    idle_timeout: float | None = None
     reuse_sessions: bool = True
 
 
@@ -202,6 +205,7 @@ _FLAGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "-groups": ("groups", _text),
     "-curves": ("groups", _text),
     "-timeout": ("timeout", _seconds),
+    "-idle_timeout": ("idle_timeout", _seconds),
     "-reuse_sessions": ("reuse_sessions", _boolean),
 }
 

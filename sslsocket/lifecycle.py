@@ -138,3 +138,32 @@ class CloseClock:
 
     def expired(self) -> bool:
         return self._clock() >= self.deadline
+
+
+class IdleClock:
+    """The bound of an idle connection (``-idle_timeout``): it ends once no byte has gone either way for ``timeout``
+    seconds. It watches the connection's byte counters at each turn of its mediator, so that reading and writing
+    pay nothing for it."""
+
+    def __init__(self, timeout: float, clock: Callable[[], float] = monotonic) -> None:
+        self.timeout = timeout
+        self._clock = clock
+        self._since = clock()  # when the counters last changed
+        self._seen = 0
+
+    @property
+    def deadline(self) -> float:
+        return self._since + self.timeout
+
+    def idle_for(self) -> float:
+        """Seconds since the last traffic either way (as of the last turn: a connection with traffic has turns)."""
+        return self._clock() - self._since
+
+    def check(self, traffic: int) -> None:
+        """At a turn, with the bytes counted either way so far: ``ConnectionBroken`` (reason ``"idle"``) once they
+        have not changed for ``timeout`` seconds."""
+        now = self._clock()
+        if traffic != self._seen:
+            self._seen, self._since = traffic, now
+        elif now >= self._since + self.timeout:
+            raise ConnectionBroken(f"no traffic either way for {self.timeout:g} s (-idle_timeout)", "idle")

@@ -58,10 +58,9 @@ runs the mediator's write in its own thread (``write_now``): an answer waits for
 block leaves its bytes in the outgoing buffer for the mediator; a one-way stream goes through the inbox, coalesced.
 
 Who owns what: the *turn* (``_turn``) owns the TLS connection, the decoder and the outgoing buffer; the mediator
-thread holds it, except while it sleeps in ``poll``. ``_owner_lock`` makes ``controlling_process`` (move the
-messages waiting in the old owner's mailbox, then switch) one step that no outgoing message can cut into. The owner
-is read without it where a stale owner would do no harm (the checks of ``send``, ``_reading``), and set without it
-by ``claim``, which gives a socket its first owner before it reads anything.
+thread holds it, except while it sleeps in ``poll``. ``_owner_lock`` makes ``controlling_process`` (move what waits
+in the old owner's mailbox, then switch) one step that no outgoing message can cut into. The owner is read without
+it where a stale owner does no harm (``send``'s checks, ``_reading``), and set without it by ``claim``.
 """
 
 from __future__ import annotations
@@ -81,7 +80,7 @@ from .errors import ConnectionBroken, HandshakeError
 from .flags import Settings
 from .framing import FramingError, Mode
 from .inbox import Deliver, Envelope, Inbox
-from .lifecycle import OWNER_ENDED, CloseClock, Lifecycle, State
+from .lifecycle import OWNER_ENDED, CloseClock, IdleClock, Lifecycle, State
 from .outgoing import Outgoing
 from .owner import Credit, Owner
 from .process import Delivery, Pid
@@ -94,7 +93,7 @@ log = logging.getLogger("sslsocket")
 #: Bytes read from TLS per call: a TLS record's most plaintext. A read of this size always empties the record it
 #: reads, so OpenSSL never holds plaintext back, and ``poll`` on the TCP socket alone tells when there is more.
 RECV_SIZE = 16 * 1024
-#: Bytes read per turn of the loop before the inbox and the writes get their turn again (a few ms of decryption).
+#: Bytes read per turn of the loop before the inbox and the writes get their turn again: a few ms of decryption.
 READ_TURN = 2 * 1024 * 1024
 #: Outgoing bytes buffered before the mediator stops taking deliveries from its inbox.
 HIGH_WATER = 4 * 1024 * 1024
@@ -139,6 +138,7 @@ class Mediator:
         self._forget = forget
         self._log = connection_logger(settings.log) if settings.log else None
         self._life = Lifecycle()
+        self._idle = IdleClock(settings.idle_timeout) if settings.idle_timeout else None
         self._inbox = Inbox()
         self._own: list[Envelope] = []  # what a callback owner sent from the mediator's own thread
         self._out = Outgoing()
@@ -146,19 +146,16 @@ class Mediator:
         self._credit = Credit()
         self._owner_lock = threading.Lock()
         self._owner: Owner | None = None
-        self._sleeper = Sleeper(tcp.fileno())
-        self._sleeping = False
+        self._sleeper, self._sleeping = Sleeper(tcp.fileno()), False
         #: The right to touch the TLS connection: the mediator thread holds it, except while it sleeps in ``poll``;
         #: an owner's ``send`` may take it then, and write its packet itself (``write_now``).
         self._turn = threading.Lock()
         self._answered = False  # something was read since the last write by an owner: a request/response rhythm
         self._fault: BaseException | None = None  # what a write by an owner met, for the mediator to act on
         self._report = PeerReport()
-        #: The certificate check's errors, as (depth, code), written by the verify callback.
-        self.verify_errors: list[tuple[int, int]] = []
+        self.verify_errors: list[tuple[int, int]] = []  # the certificate check's (depth, code), by the verify callback
         self.certificate_requested = False  # a client without -cert was asked for one (set by the info callback)
-        # Counters for sslsocket.i(), written by the mediator thread alone.
-        self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
+        self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0  # for i(): the mediator's alone
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()  # start() and _move_on() both set _thread: the later move must win
         self._ident, self._ended = 0, threading.Event()  # the mediator thread's ident, once it runs
@@ -315,6 +312,8 @@ class Mediator:
     def _open_turn(self, waits: Waits) -> None:
         if self._fault is not None:
             raise self._fault
+        if self._idle is not None:
+            self._idle.check(self.bytes_in + self.bytes_out)
         if waits.may(waits.write):
             waits.write = self._write()
         if not self._reading():
@@ -352,7 +351,8 @@ class Mediator:
             return
         self._turn.release()  # an owner may write meanwhile (write_now)
         try:
-            waits.ready = self._sleeper.sleep(events, clock.deadline if clock is not None else None)
+            idle = self._idle.deadline if self._idle is not None else None
+            waits.ready = self._sleeper.sleep(events, clock.deadline if clock is not None else idle)
         finally:
             self._turn.acquire()
         self._sleeping = False

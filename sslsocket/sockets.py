@@ -57,6 +57,11 @@ class Socket(Mediator):
         return self._life.seen
 
     @property
+    def idle(self) -> float | None:
+        """Seconds since a byte last went either way, on a socket with an ``-idle_timeout`` (None without one)."""
+        return self._idle.idle_for() if self._idle is not None else None
+
+    @property
     def owner(self) -> Pid | Callable[[Any], object] | None:
         """The controlling process (a ``Pid``), the callback that gets the messages, or None before ``accept``
         hands the socket over."""

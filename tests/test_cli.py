@@ -378,6 +378,37 @@ def test_serve_holds_at_most_max_connections(certs: Any) -> None:
     wait_for(lambda: not server.alive)
 
 
+def test_at_the_limit_the_connection_idle_longest_makes_way_for_a_new_client(
+    certs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found from the outside: 1,000 idle clients (serve's limit) kept the 1,001st, a good one, out for good."""
+    from sslsocket import cli
+
+    monkeypatch.setattr(cli, "MAKE_WAY_IDLE", 0.3)
+    handle = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
+    server = sslsocket.spawn(cli.loop, handle, f"-cert {certs.server} -idle_timeout 60", None, 2)
+    idle = []
+    for n in range(2):
+        sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, handle.port), ("packet", 2), "")
+        sock.deliver(f"idle {n}")
+        assert expect(sock) == ("fromsocket", f"idle {n}")
+        idle.append(sock)
+    assert _echo(handle.port) == "echo?"  # at the limit, and let in
+    assert expect(idle[0]) == ("socket_closed", "normal")  # the one idle longest made way, in order
+    idle[1].deliver("still here")
+    assert expect(idle[1]) == ("fromsocket", "still here")
+    idle[1].close()
+    sslsocket.close(handle)
+    wait_for(lambda: not server.alive)
+
+
+def test_serve_closes_a_connection_idle_past_its_idle_timeout(certs: Any) -> None:
+    with serving("--flags", f"-cert {certs.server}", "--idle-timeout", "0.5") as (log, port):
+        sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), ("packet", 2), "")
+        assert expect(sock, 20) == ("socket_closed", "normal")  # closed in order: close_notify
+    assert any("no traffic either way for 0.5 s (-idle_timeout)" in line for line in log), log
+
+
 def test_connect_ends_cleanly_while_its_input_is_still_open(certs: Any) -> None:
     """Found from the outside: with standard input still open (a terminal) when the connection ended, connect
     died with "Fatal Python error: _enter_buffered_busy" (exit 134): its reader thread held stdin's lock."""

@@ -186,6 +186,19 @@ def test_orderly_close_sends_everything_then_normal(certs: Any) -> None:
     wait_for(lambda: client.state is State.CLOSED and server.state is State.CLOSED)
 
 
+def test_an_idle_timeout_closes_a_connection_without_traffic_and_traffic_keeps_it(certs: Any) -> None:
+    client, server = pair(server_flags=f"-cert {certs.server} -idle_timeout 0.5", certs=certs)
+    assert client.idle is None  # no -idle_timeout on this side
+    for n in range(8):  # 1.2 s of traffic, a packet every 0.15 s: never idle for 0.5 s
+        client.deliver(f"ping {n}")
+        assert expect(server) == ("fromsocket", f"ping {n}")
+        assert server.idle is not None and server.idle < 0.5
+        time.sleep(0.15)  # the pace of the traffic, not a synchronisation
+    kind, error = expect(server)  # then silence
+    assert kind == "socket_closed" and isinstance(error, sslsocket.ConnectionBroken) and error.reason == "idle"
+    assert expect(client) == ("socket_closed", "normal")  # an orderly close: close_notify
+
+
 def test_a_socket_closed_by_its_owner_sends_nothing_more(certs: Any) -> None:
     client, server = pair(certs=certs)
     server.deliver("unread")

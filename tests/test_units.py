@@ -16,7 +16,7 @@ from OpenSSL import SSL
 from sslsocket import system
 from sslsocket.errors import ConnectionBroken, NotOwner
 from sslsocket.inbox import CLOSE, INBOX_SIZE, INBOX_UNIT, Deliver, Inbox
-from sslsocket.lifecycle import CLOSED_BY_OWNER, OWNER_ENDED, CloseClock, Ending, Lifecycle, State
+from sslsocket.lifecycle import CLOSED_BY_OWNER, OWNER_ENDED, CloseClock, Ending, IdleClock, Lifecycle, State
 from sslsocket.outgoing import Outgoing
 from sslsocket.owner import CallbackOwner, Credit, ProcessOwner, owner_of
 from sslsocket.process import MESSAGE_COST, Delivery, Pid
@@ -223,6 +223,23 @@ class _Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def test_the_idle_clock_ends_a_connection_only_after_its_timeout_without_a_byte() -> None:
+    clock = _Clock()
+    idle = IdleClock(5.0, clock)
+    assert idle.deadline == 105.0
+    clock.now = 104.9
+    idle.check(0)  # nothing yet, not for long enough
+    idle.check(10)  # traffic: the clock starts again
+    assert idle.deadline == 109.9 and idle.idle_for() == 0.0
+    clock.now = 109.0
+    idle.check(10)
+    assert idle.idle_for() == pytest.approx(0.1 + 4.0)
+    clock.now = 109.9
+    with pytest.raises(ConnectionBroken) as caught:
+        idle.check(10)
+    assert caught.value.reason == "idle" and "no traffic either way for 5 s (-idle_timeout)" in str(caught.value)
 
 
 def test_the_close_clock_runs_from_the_close_and_restarts_at_each_progress() -> None:
