@@ -119,7 +119,7 @@ class Listener:
         self._lock = threading.Lock()
         self._waiters: list[_Waiter] = []
         self._ready: list[tuple[str, Socket]] = []
-        self._turns = Turns()  # the handshakes under way, and the connections waiting for a slot
+        self._turns: Turns[Socket] = Turns()  # the handshakes under way, and the connections waiting for a slot
         self._quiet = QuietRoom()
         self._waker = Waker()
         self._taking = False  # the listener thread polls the listen socket: a new acceptor need not wake it
@@ -336,7 +336,7 @@ class Listener:
                 waiting = len(self._turns.queued)
             if quiet is None:
                 return again
-            if isinstance(stalled, Socket):
+            if stalled is not None:
                 why = f"its handshake stalled ({now - stalled.heard:.1f} s without a word) while {waiting + 1} waited"
                 stalled.abort(ConnectionBroken(why, "dropped"), tell_owner=False)
             if now >= quiet.deadline:
@@ -475,7 +475,7 @@ class Listener:
             self._closed = why
             waiters, self._waiters = self._waiters, []
             ready, self._ready = self._ready, []
-            handshaking = [sock for sock in self._turns.running if isinstance(sock, Socket)]
+            handshaking = list(self._turns.running)
         for waiter in waiters:
             waiter.outcome = (None, closed_error(self.handle, why))
             waiter.pid.wake()

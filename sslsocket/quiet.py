@@ -10,7 +10,7 @@ import socket
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from OpenSSL import SSL
 
@@ -82,26 +82,29 @@ class Handshake(Protocol):
     heard: float
 
 
-class Turns:
+H = TypeVar("H", bound=Handshake)
+
+
+class Turns(Generic[H]):
     """The handshake slots: the handshakes under way, and the connections that spoke and wait for a slot, in the
     order they came. What progresses waits its turn; what stalls makes way. No lock: the listener holds its own
     around every call."""
 
     def __init__(self) -> None:
-        self.running: dict[Handshake, None] = {}
+        self.running: dict[H, None] = {}
         self.queued: deque[Quiet] = deque()
 
-    def started(self, handshake: Handshake) -> None:
+    def started(self, handshake: H) -> None:
         self.running[handshake] = None
 
-    def ended(self, handshake: Handshake | None) -> bool:
+    def ended(self, handshake: H | None) -> bool:
         """A handshake ended (or was never started, as None); True if it freed a slot that a queued one wants."""
         if handshake is None or handshake not in self.running:
             return False
         del self.running[handshake]
         return bool(self.queued)
 
-    def next(self, now: float, slots: int, stall: float) -> tuple[Quiet | None, Handshake | None, float | None]:
+    def next(self, now: float, slots: int, stall: float) -> tuple[Quiet | None, H | None, float | None]:
         """The connection whose handshake starts now, and the stalled handshake that gives it its slot (to be aborted;
         None when a slot was free): a handshake that has heard nothing for ``stall`` seconds, the longest first.
         ``(None, None, when)`` when the queue is empty (``when`` None) or must wait until ``when`` for a slot."""
