@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 #: What the inbox holds before ``send`` blocks its caller, in units of ``INBOX_UNIT`` bytes of payload, each
-#: message counting one unit at least: 1,024 small messages, or 4 MiB of large ones.
+#: message counting one unit at least: 1,024 small messages, or 512 KiB of large ones.
 INBOX_SIZE = 1024
-INBOX_UNIT = 4096
+INBOX_UNIT = 512
 
 
 class Deliver:

@@ -29,7 +29,7 @@ actual socket". Its state is one ``Lifecycle`` (handshaking, open, closing, clos
    It reads only while the socket has an owner, while its share of that owner's mailbox is not full
    (``MAILBOX_SHARE``: past it, it *pauses*, until the owner has received half; the peer meanwhile is held back by
    TCP), and, for a callback owner, while the answers that callback sent from this thread are below
-   ``HIGH_WATER``. Memory is so bounded per socket: the inbox (4 MiB, or one message larger than that), the
+   ``HIGH_WATER``. Memory is so bounded per socket: the inbox (512 KiB, or one message larger), the
    outgoing buffer (``HIGH_WATER``, plus the last batch taken from the inbox), the mailbox share (1 MiB, plus the
    last batch read) and one packet being decoded (the mode's ``max_packet``).
 
@@ -95,8 +95,8 @@ log = logging.getLogger("sslsocket")
 RECV_SIZE = 16 * 1024
 #: Bytes read per turn of the loop before the inbox and the writes get their turn again: a few ms of decryption.
 READ_TURN = 2 * 1024 * 1024
-#: Outgoing bytes buffered before the mediator stops taking deliveries from its inbox.
-HIGH_WATER = 4 * 1024 * 1024
+#: Bytes left unwritten before the mediator takes no more from its inbox: with the inbox's, what a deaf peer costs.
+HIGH_WATER = 512 * 1024
 #: How long, after its close_notify, a closing socket reads what the peer still sends: a close with unread data
 #: would reset the connection, destroying what was just written.
 LINGER = 1.0

@@ -608,9 +608,11 @@ def test_stop_closes_everything_wakes_everyone_and_can_start_again(certs: Any) -
 
 
 def test_stop_tells_nothing_to_the_owner_of_a_socket_it_closed(certs: Any) -> None:
-    server, tls = stdlib_peer(certs, ("packet", 4))  # a peer that reads nothing: the close waits behind 8 MiB
-    for _ in range(128):
+    server, tls = stdlib_peer(certs, ("packet", 4))  # a peer that reads nothing: the close waits behind what is sent
+    for _ in range(400):  # until the writes are held up and packets wait in the inbox (short of blocking this thread)
         server.deliver(b"x" * 65536)
+        if server.inbox_depth >= 2:
+            break
     server.close()
     sslsocket.stop()
     assert server.wait_closed(0)  # stop() waited for it: whatever it sent is in the mailbox now
