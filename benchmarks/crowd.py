@@ -241,40 +241,36 @@ def slow(kind: str, cert: str, clients: int, settle: float = 10.0) -> dict[str, 
 
 def empty(kind: str, cert: str, seconds: float = 5.0, batch: int = 1000) -> dict[str, Any]:
     """Empty packets for ``seconds``, ``batch`` per write; then the same bytes as one packet per batch."""
+    return {
+        "empty": echoed(kind, cert, frame(b"") * batch, seconds),
+        "one packet": echoed(kind, cert, frame(b"\0" * (2 * batch - 2)), seconds),
+    }
+
+
+def echoed(kind: str, cert: str, unit: bytes, seconds: float) -> dict[str, Any]:
+    """Send ``unit`` again and again for ``seconds`` while a thread reads the echo; the server's CPU for it all."""
     context = client_context()
-    results: dict[str, Any] = {}
-    for label, unit in (("empty", frame(b"") * batch), ("one packet", frame(b"\0" * (2 * batch - 2)))):
-        with server(kind, cert) as (pid, port), socket.create_connection((LOCAL, port)) as tcp:
-            tls = context.wrap_socket(tcp)
-            done = threading.Event()
-            got = [0]
+    got = [0]
+    with server(kind, cert) as (pid, port), socket.create_connection((LOCAL, port)) as tcp:
+        tls = context.wrap_socket(tcp)
 
-            def drain(tls: ssl.SSLSocket = tls) -> None:
-                while not done.is_set():
-                    try:
-                        got[0] += len(tls.recv(65536))
-                    except OSError:
-                        return
+        def drain() -> None:
+            while chunk := tls.recv(65536):
+                got[0] += len(chunk)
 
-            reader = threading.Thread(target=drain, daemon=True)
-            reader.start()
-            cpu_before = cpu_seconds(pid)
-            sent = 0
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
-                tls.sendall(unit)
-                sent += len(unit)
-            while got[0] < sent * 0.99 and time.monotonic() < deadline + 30:
-                time.sleep(0.05)  # until the echo is back: the server's work is done
-            cpu = cpu_seconds(pid) - cpu_before
-            done.set()
-            tls.close()
-        results[label] = {
-            "MB": round(sent / 1e6, 1),
-            "server CPU s": round(cpu, 2),
-            "CPU µs per KB": round(cpu / (sent / 1000) * 1e6, 1),
-        }
-    return results
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        cpu_before = cpu_seconds(pid)
+        sent = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            tls.sendall(unit)
+            sent += len(unit)
+        while got[0] < sent and time.monotonic() < deadline + 30:
+            time.sleep(0.05)  # until the echo is back: the server's work is done
+        cpu = cpu_seconds(pid) - cpu_before
+        tls.close()
+    return {"MB": round(sent / 1e6, 1), "server CPU s": round(cpu, 2), "CPU µs per KB": round(cpu / sent * 1e9, 1)}
 
 
 def main() -> int:
@@ -282,8 +278,9 @@ def main() -> int:
     parser.add_argument("scenario", nargs="*", default=["burst", "idle", "slow", "empty"])
     parser.add_argument("--clients", type=int, help="the crowd's size (default: 2,000, 1,000, 20)")
     parser.add_argument("--only", choices=("sslsocket", "baseline"), help="one server only")
+    parser.add_argument("--seconds", type=float, default=5.0, help="how long the empty packets flow (default 5)")
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the servers inherit it
     sizes = {"burst": 2000, "idle": 1000, "slow": 20}
     kinds = [args.only] if args.only else ["sslsocket", "baseline"]
@@ -294,7 +291,7 @@ def main() -> int:
         for scenario in args.scenario:
             for kind in kinds:
                 if scenario == "empty":
-                    outcome = empty(kind, cert)
+                    outcome = empty(kind, cert, args.seconds)
                 else:
                     runner = {"burst": burst, "idle": idle, "slow": slow}[scenario]
                     outcome = runner(kind, cert, args.clients or sizes[scenario])
