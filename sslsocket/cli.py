@@ -120,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         " by closing the connection idle longest; default 1000",
     )
     serve.add_argument(
+        "--max-packet",
+        type=positive_int,
+        default=MAX_PACKET,
+        help="the largest packet a client may send, in bytes (a larger one ends its connection; each connection may"
+        f" hold one such packet, and a copy of it on its way back); default {MAX_PACKET:,}",
+    )
+    serve.add_argument(
         "--idle-timeout",
         type=seconds_argument,
         default=IDLE_TIMEOUT,
@@ -238,6 +245,10 @@ def usable_flags(command: str, flags: str, *, server: bool) -> bool:
     return True
 
 
+#: serve's ``--max-packet`` by default: an echo server's packets are small, and each connection may hold one whole
+#: packet being read and its echo being written; the library's own bound (64 MiB) is the protocol's, not a server's.
+MAX_PACKET = 1024 * 1024
+
 #: serve's ``--idle-timeout`` by default: the library has none, as the manual has none; a server that runs for
 #: long needs one, or connections that say nothing any more fill it up.
 IDLE_TIMEOUT = 300.0
@@ -250,7 +261,8 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     # The library's WARNINGs (a client whose handshake failed...) in the same shape as serve's own lines.
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    handle = listen("STREAM", "AF_INET6" if ":" in args.host else "AF_INET", (args.host, args.port), args.mode)
+    family = "AF_INET6" if ":" in args.host else "AF_INET"
+    handle = listen("STREAM", family, (args.host, args.port), args.mode, max_packet=args.max_packet)
     log(f"listening on {args.host}:{handle.port}, mode {args.mode}, {'chat' if args.chat else 'echo'}")
     room = process.spawn(chat_room) if args.chat else None
     try:

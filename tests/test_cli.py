@@ -402,6 +402,17 @@ def test_at_the_limit_the_connection_idle_longest_makes_way_for_a_new_client(
     wait_for(lambda: not server.alive)
 
 
+def test_serve_bounds_a_packet_by_max_packet(certs: Any) -> None:
+    """A client that announces more than --max-packet (1 MiB unless given) is cut off before it is buffered."""
+    with serving("--flags", f"-cert {certs.server}", "--max-packet", "100") as (log, port):
+        sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), ("packet", 2), "")
+        sock.deliver("x" * 100)
+        assert expect(sock, 20) == ("fromsocket", "x" * 100)
+        sock.deliver("x" * 101)
+        assert expect(sock, 20)[0] == "socket_closed"
+    assert any("a packet of 101 bytes; this socket's bound is 100" in line for line in log), log
+
+
 def test_serve_closes_a_connection_idle_past_its_idle_timeout(certs: Any) -> None:
     with serving("--flags", f"-cert {certs.server}", "--idle-timeout", "0.5") as (log, port):
         sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), ("packet", 2), "")
