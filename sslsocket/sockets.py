@@ -33,6 +33,8 @@ class Socket(Mediator):
     packets_out: int
     #: Their bytes, framing headers included.
     bytes_out: int
+    #: In a forked child: this copy of the parent's connection was dropped (``drop_copy``).
+    _dropped = False
 
     # ---- seen from other threads -------------------------------------------------------------------------
 
@@ -186,9 +188,9 @@ class Socket(Mediator):
                 self.wake()  # even a mediator blocked on a full write starts its close clock now
         elif type(body) is tuple and len(body) == 2 and body[0] == "deliver":
             if self._life.closed_by_owner:
+                why = "is the parent's (this process is a fork)" if self._dropped else "was closed by its owner"
                 raise Closed(
-                    f"socket #{self.id} to {self._peer[1]}:{self._peer[0]} was closed by its owner: nothing more can"
-                    " be delivered",
+                    f"socket #{self.id} to {self._peer[1]}:{self._peer[0]} {why}: nothing more can be delivered",
                     "closed",
                 )
             payload = to_bytes(body[1])
@@ -211,7 +213,10 @@ class Socket(Mediator):
 
     def drop_copy(self) -> None:
         """In a child after ``fork()``: close this process's copies of the connection's descriptors, sending
-        nothing; the connection, and its mediator thread, are the parent's."""
+        nothing; the connection, and its mediator thread, are the parent's. Here a ``deliver`` raises ``Closed``,
+        and nothing waits for room."""
+        self._dropped = self._life.closed_by_owner = True
+        self._inbox.close()
         self._life.move(State.CLOSED)
         self._tcp.close()
         self._sleeper.waker.close_copy()

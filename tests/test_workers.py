@@ -158,6 +158,28 @@ def test_a_child_forked_after_the_parent_accepted(certs: Any) -> None:
     sslsocket.close(listen)
 
 
+def test_in_a_forked_child_a_deliver_to_the_parents_socket_raises_closed(certs: Any) -> None:
+    """Found by a review: the child's copy took 1,024 delivers silently, and the next waited for ever."""
+    client, server = pair(certs=certs)
+
+    def deliver_in_the_child() -> int:
+        for _ in range(2000):
+            try:
+                server.deliver("x" * 1000)
+            except sslsocket.Closed as exc:
+                if "is the parent's (this process is a fork)" not in str(exc):
+                    return 3
+            else:
+                return 2
+        return 0
+
+    assert exit_code(forked(deliver_in_the_child)) == 0
+    server.deliver("the parent's still works")
+    assert expect(client) == ("fromsocket", "the parent's still works")
+    client.close()
+    server.close()
+
+
 def test_a_child_forked_while_a_handshake_is_under_way(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fork comes while the listener holds a connection in its handshake: the child drops its copy of it once,
     without an error, and its listen socket gets a working waker of its own."""
