@@ -59,8 +59,8 @@ block leaves its bytes in the outgoing buffer for the mediator; a one-way stream
 
 Who owns what: the *turn* (``_turn``) owns the TLS connection, the decoder and the outgoing buffer; the mediator
 thread holds it, except while it sleeps in ``poll``. ``_owner_lock`` makes ``controlling_process`` (move what waits
-in the old owner's mailbox, then switch) one step that no outgoing message can cut into. The owner is read without
-it where a stale owner does no harm (``send``'s checks, ``_reading``), and set without it by ``claim``.
+in the old owner's mailbox, then switch) one step that no outgoing message can cut into, a callback's included. The
+owner is read without it where a stale one does no harm (``send``'s checks, ``_reading``), and set by ``claim``.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class Mediator:
         self._out = Outgoing()
         self._decoder = mode.decoder()
         self._credit = Credit()
-        self._owner_lock = threading.Lock()
+        self._owner_lock = threading.RLock()  # re-entered by a callback that hands its socket on
         self._owner: Owner | None = None
         self._sleeper, self._sleeping = Sleeper(tcp.fileno()), False
         #: The right to touch the TLS connection: the mediator thread holds it, except while it sleeps in ``poll``;
@@ -179,19 +179,24 @@ class Mediator:
             self.wake()
 
     def _emit(self, msgs: list[Any]) -> None:
-        """To the owner: a process's mailbox under ``_owner_lock`` (see ``change_owner``); a callback outside it,
-        since it may call ``controlling_process`` itself."""
+        """To the owner, under ``_owner_lock``: a ``controlling_process`` waits for what is being handed out, and
+        nothing reaches the old owner once it has returned. A callback gets one message at a time while it is the
+        owner: one that hands the socket on (re-entering the lock) leaves the rest to the new owner."""
         with self._owner_lock:
-            owner = self._owner
-            if owner is None or not owner.calls_back:
-                self._post(owner, msgs)
-                return
-        self._post(owner, msgs)
+            for index, msg in enumerate(msgs):
+                owner = self._owner
+                if owner is None or not owner.calls_back:
+                    self._post(owner, msgs[index:])
+                    return
+                if not self._post(owner, [msg]):
+                    return
 
-    def _post(self, owner: Owner | None, msgs: list[Any]) -> None:
+    def _post(self, owner: Owner | None, msgs: list[Any]) -> bool:
         if owner is not None and not owner.post(msgs, self._credit):
             self._life.ask(OWNER_ENDED)
             self.wake()
+            return False
+        return True
 
     # ---- the mediator thread -----------------------------------------------------------------------------
 
@@ -380,31 +385,6 @@ class Mediator:
             if self._out.add(item.header, item.payload):
                 self.packets_out += 1
                 self.bytes_out += len(item.header) + len(item.payload)
-
-    def write_now(self, item: Deliver) -> bool:
-        """The fast path of an owner's ``send``, run in the owner's thread: write ``item`` at once, as the mediator
-        would, while the mediator sleeps with nothing to do, so that an answer costs no hand-off to its thread. Only
-        in a request/response rhythm (something was read since the last such write): the packets of a one-way stream
-        go through the inbox and are coalesced into large writes. False when the mediator must take it. A write
-        that would block leaves its bytes in the outgoing buffer, which the mediator then writes, exactly once;
-        an error is the mediator's to act on."""
-        if not (self._answered and self._sleeping) or not self._turn.acquire(blocking=False):
-            return False
-        try:  # the mediator is in poll, or about to be: nothing it holds changes until it has the turn again
-            life = self._life
-            if not (life.state is State.OPEN and life.ending is None and self._inbox.empty() and not self._out.size):
-                return False
-            self._answered = False
-            self._buffer([item])
-            try:
-                if not self._write():
-                    return True
-            except (SSL.Error, OSError) as exc:
-                self._fault = exc
-        finally:
-            self._turn.release()
-        self.wake()
-        return True
 
     def _write(self) -> int:
         """Write what is buffered. 0 when all is written, else the poll event the write waits for."""

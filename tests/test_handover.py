@@ -1,0 +1,98 @@
+"""Hand-overs are exact: once ``controlling_process`` has returned, the old owner gets nothing more, whoever calls
+it (a callback owner from inside its own call included) and whatever was under way. Each test is a stress run
+under a tiny switch interval, as the review that found these bugs ran them."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import sslsocket
+
+from helpers import pair
+
+
+@pytest.fixture(autouse=True)
+def busy_switching() -> Iterator[None]:
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+
+
+class HandOn:
+    """A callback owner that hands its socket to ``new_owner`` at its first message, and keeps what it is given
+    after that (which should be nothing)."""
+
+    def __init__(self, new_owner: Any) -> None:
+        self.new_owner = new_owner
+        self.sock: sslsocket.Socket | None = None
+        self.first: list[Any] = []
+        self.late: list[Any] = []
+
+    def __call__(self, msg: Any) -> None:
+        if self.first:
+            self.late.append(msg[1])
+            return
+        self.first.append(msg[1])
+        assert self.sock is not None
+        sslsocket.controlling_process(self.sock, self.new_owner)
+
+
+class Collector:
+    """A callback owner that keeps what it is given, and says when the socket has closed."""
+
+    def __init__(self) -> None:
+        self.got: list[Any] = []
+        self.closed = threading.Event()
+
+    def __call__(self, msg: Any) -> None:
+        self.got.append(msg[1])
+        if msg[1][0] == "socket_closed":
+            self.closed.set()
+
+
+def test_a_callback_that_hands_its_socket_on_gets_nothing_after(certs: Any) -> None:
+    """Found by a review: a callback that called ``controlling_process`` on the first packet of a read batch still
+    received the rest of that batch (25 runs in 30)."""
+    for run in range(100):
+        callback = HandOn(sslsocket.self())
+        client, server = pair(certs=certs, owner=callback)
+        callback.sock = client
+        for n in range(30):  # a burst: several packets in one read
+            server.deliver(f"{run} {n}")
+        got = [sslsocket.receive(lambda m, c=client: m[0] is c, timeout=10)[1] for _ in range(29)]
+        assert callback.first == [("fromsocket", f"{run} 0")]
+        assert got == [("fromsocket", f"{run} {n}") for n in range(1, 30)]  # the rest, in order, to the new owner
+        assert callback.late == []
+        client.close()
+        server.close()
+
+
+def test_a_callback_may_hand_its_socket_on_while_it_is_being_given_the_messages_that_waited(certs: Any) -> None:
+    """Found by a review: ``controlling_process`` called the new callback with the messages that waited, under a
+    lock it could not take again: a callback that handed the socket on waited for ever, and its mediator too."""
+    me = sslsocket.self()
+    for run in range(50):
+        second = Collector()
+        callback = HandOn(second)
+        client, server = pair(certs=certs)
+        callback.sock = client
+        for n in range(10):
+            server.deliver(f"{run} {n}")
+        last = ("fromsocket", f"{run} 9")
+        sslsocket.receive(lambda m, c=client, last=last: m[0] is c and m[1] == last, timeout=10)
+        # Nine wait in the mailbox, before the last one that was just received: they go to the callback first.
+        waiting = [m[1] for m in list(me._mailbox) if m[0] is client]
+        sslsocket.controlling_process(client, callback)
+        assert callback.first == waiting[:1] and second.got == waiting[1:] and callback.late == []
+        server.deliver("after")
+        server.close()
+        assert second.closed.wait(10)
+        assert second.got == [*waiting[1:], ("fromsocket", "after"), ("socket_closed", "normal")]
