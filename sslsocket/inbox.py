@@ -51,6 +51,14 @@ class Sender(Protocol):
     def check_exit(self) -> None: ...
 
 
+class Source(Protocol):
+    """A socket whose callback owner delivers here from its mediator's thread, which must never wait: while this
+    inbox is full, the source reads nothing from its peer (backpressure pauses the source)."""
+
+    def hold(self) -> None: ...
+    def let_go(self) -> None: ...
+
+
 class Inbox(queue.Queue[Envelope]):
     """A ``queue.Queue`` whose size is weighed in bytes, not messages (see ``Deliver.weight``). ``offer`` waits while
     the inbox holds ``maxsize`` units or more, so a sender of large packets is held back as soon as one of small
@@ -67,6 +75,7 @@ class Inbox(queue.Queue[Envelope]):
         super()._init(maxsize)
         self._weight = 0
         self._closed = False
+        self._held: list[Source] = []  # sources held back until there is room
 
     def offer(self, item: Envelope, sender: Sender | None = None) -> bool:
         """Put ``item``, waiting while the inbox is full (a delivery only); False once the inbox is closed. A
@@ -88,6 +97,26 @@ class Inbox(queue.Queue[Envelope]):
             self._put(item)
             return True
 
+    def force(self, item: Deliver, source: Source) -> bool:
+        """Put ``item`` without waiting, as a callback of ``source`` must; False once the inbox is closed. If the
+        inbox is full now, ``source`` is held (``hold``) until it has room again (``let_go``), under the inbox's
+        lock, so that no room made meanwhile goes unseen."""
+        with self.mutex:
+            if self._closed:
+                return False
+            self._put(item)
+            if self._weight >= self.maxsize:
+                source.hold()
+                self._held.append(source)
+            return True
+
+    def _let_go(self) -> list[Source]:
+        """Under the lock: the sources to let go of, once there is room (or the inbox is closed)."""
+        if not self._held or (self._weight >= self.maxsize and not self._closed):
+            return []
+        held, self._held = self._held, []
+        return held
+
     def _wake_senders(self) -> None:
         with self.not_full:
             self.not_full.notify_all()
@@ -102,6 +131,9 @@ class Inbox(queue.Queue[Envelope]):
             self.queue.clear()
             self._weight = 0
             self.not_full.notify_all()
+            held = self._let_go()
+        for source in held:
+            source.let_go()
 
     def _qsize(self) -> int:
         return self._weight  # 0 exactly when empty: every message weighs one unit at least
@@ -136,4 +168,7 @@ class Inbox(queue.Queue[Envelope]):
                 room -= len(item.header) + len(item.payload)
             if taken and weight >= self.maxsize:  # senders wait only while it is full
                 self.not_full.notify_all()
+            held = self._let_go()
+        for source in held:
+            source.let_go()
         return taken

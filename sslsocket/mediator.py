@@ -49,8 +49,9 @@ actual socket". Its state is one ``Lifecycle`` (handshaking, open, closing, clos
    When the thread ends, the inbox is closed (a ``deliver`` still waiting for room raises ``Closed``), the
    descriptors are released, and the socket lets go of everything it held.
 
-A callback owner is called in the mediator's thread; what it delivers from there goes straight to the outgoing
-buffer (the inbox would make the thread wait on itself once full).
+A callback owner is called in the mediator's thread, one message at a time under ``_owner_lock``; what it delivers
+from there goes straight to the outgoing buffer (the inbox would make the thread wait on itself once full), and what
+it delivers to another socket never waits: past that inbox's bound, this socket reads nothing until it has room.
 
 **The fast path.** While the mediator sleeps in ``poll`` with nothing to do (inbox and outgoing buffer empty) and
 the connection shows a request/response rhythm (a packet was read since the last such write), an owner's ``send``
@@ -102,6 +103,9 @@ HIGH_WATER = 512 * 1024
 LINGER = 1.0
 
 _ids = itertools.count(1)
+#: The socket whose owner is being called in this thread (``source``): what that callback delivers to other sockets
+#: never waits for room (``Socket._put``).
+calling = threading.local()
 
 
 class Mediator:
@@ -166,6 +170,14 @@ class Mediator:
         """Make the mediator look at its inbox and its lifecycle now."""
         self._sleeper.waker.poke()
 
+    def hold(self) -> None:
+        """Read nothing from the peer while a full inbox holds what this socket's callback delivered to it."""
+        self._credit.hold()
+
+    def let_go(self) -> None:
+        if self._credit.let_go():
+            self.wake()
+
     def consumed(self, weight: int) -> None:
         """The owner received packets of this weight: if reading was paused and the owner has caught up, resume."""
         if self._credit.consumed(weight):
@@ -183,13 +195,17 @@ class Mediator:
         nothing reaches the old owner once it has returned. A callback gets one message at a time while it is the
         owner: one that hands the socket on (re-entering the lock) leaves the rest to the new owner."""
         with self._owner_lock:
-            for index, msg in enumerate(msgs):
-                owner = self._owner
-                if owner is None or not owner.calls_back:
-                    self._post(owner, msgs[index:])
-                    return
-                if not self._post(owner, [msg]):
-                    return
+            outer, calling.source = getattr(calling, "source", None), self
+            try:
+                for index, msg in enumerate(msgs):
+                    owner = self._owner
+                    if owner is None or not owner.calls_back:
+                        self._post(owner, msgs[index:])
+                        return
+                    if not self._post(owner, [msg]):
+                        return
+            finally:
+                calling.source = outer
 
     def _post(self, owner: Owner | None, msgs: list[Any]) -> bool:
         if owner is not None and not owner.post(msgs, self._credit):

@@ -148,6 +148,7 @@ class Credit:
         self._share = share
         self._lock = threading.Lock()
         self._unread = 0
+        self._holds = 0  # full inboxes that this socket's callback owner delivered to (``Inbox.force``)
         self.paused = False
 
     def charge(self, msgs: list[Any]) -> None:
@@ -160,7 +161,7 @@ class Credit:
     def room(self) -> int:
         """How many bytes may be read for the owner now; 0 pauses the socket."""
         with self._lock:
-            room = self._share - self._unread
+            room = 0 if self._holds else self._share - self._unread
             if room <= 0:
                 self.paused = True
             return max(room, 0)
@@ -173,10 +174,24 @@ class Credit:
         """The owner received (or gave back) packets of this weight; True when this resumes a paused socket."""
         with self._lock:
             self._unread -= weight
-            resume = self.paused and self._unread <= self._share // 2
-            if resume:
-                self.paused = False
-            return resume
+            return self._resume()
+
+    def hold(self) -> None:
+        """A socket that this one's callback owner delivered to is full: read nothing until it has room."""
+        with self._lock:
+            self._holds += 1
+
+    def let_go(self) -> bool:
+        """That socket has room again; True when this resumes a paused socket."""
+        with self._lock:
+            self._holds -= 1
+            return self._resume()
+
+    def _resume(self) -> bool:
+        resume = self.paused and not self._holds and self._unread <= self._share // 2
+        if resume:
+            self.paused = False
+        return resume
 
 
 def _weight(msgs: list[Any]) -> int:

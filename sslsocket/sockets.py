@@ -14,7 +14,7 @@ from .errors import BadMessage, Closed, ConnectionBroken
 from .framing import to_bytes
 from .inbox import CLOSE, Deliver, Envelope
 from .lifecycle import CLOSED_BY_OWNER, OWNER_ENDED, Ending, State
-from .mediator import Mediator
+from .mediator import Mediator, calling
 from .owner import Owner, owner_of
 from .process import Pid
 from .workers import handshakers, workers
@@ -240,6 +240,11 @@ class Socket(Mediator):
             self._own.append(item)  # never the inbox: the thread would wait on itself once the inbox is full
             return
         if type(item) is Deliver and self.write_now(item):
+            return
+        source = getattr(calling, "source", None)
+        if source is not None and type(item) is Deliver:  # a callback of another socket: it never waits
+            if self._inbox.force(item, source) and self._sleeping:
+                self.wake()
             return
         owner = self._owner
         if self._inbox.offer(item, owner.waiter if owner is not None else None) and self._sleeping:

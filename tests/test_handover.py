@@ -4,6 +4,7 @@ under a tiny switch interval, as the review that found these bugs ran them."""
 
 from __future__ import annotations
 
+import ssl
 import sys
 import threading
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 
 import sslsocket
 
-from helpers import pair
+from helpers import pair, stdlib_peer
 
 
 @pytest.fixture(autouse=True)
@@ -96,3 +97,64 @@ def test_a_callback_may_hand_its_socket_on_while_it_is_being_given_the_messages_
         server.close()
         assert second.closed.wait(10)
         assert second.got == [*waiting[1:], ("fromsocket", "after"), ("socket_closed", "normal")]
+
+
+class Relay:
+    """A callback owner that delivers every packet it is given to another socket: half of a TLS proxy."""
+
+    def __init__(self) -> None:
+        self.to: sslsocket.Socket | None = None
+
+    def __call__(self, msg: Any) -> None:
+        if msg[1][0] == "fromsocket":
+            assert self.to is not None
+            self.to.deliver(msg[1][1])
+
+
+def test_two_callbacks_relaying_to_each_other_never_block_their_mediators(certs: Any) -> None:
+    """Found by a review: a callback's deliver waited for room in the other socket's inbox; with bursts both ways
+    each relaying mediator waited in the other's inbox for ever (both inboxes at 1,024 messages, nothing written).
+    Now the socket the callback reads from is held back instead, until there is room."""
+    one, two = Relay(), Relay()
+    left_relay, left = stdlib_peer(certs, ("packet", 2))  # each end a client on Python's ssl, sending at once
+    right_relay, right = stdlib_peer(certs, ("packet", 2))
+    sslsocket.controlling_process(left_relay, one)
+    sslsocket.controlling_process(right_relay, two)
+    one.to, two.to = right_relay, left_relay
+    count = 20000
+    start = threading.Barrier(4)
+    heard: dict[str, list[bytes]] = {}
+
+    def burst(tls: ssl.SSLSocket, name: str) -> None:
+        data = b"".join(len(p).to_bytes(2, "big") + p for p in (f"{name} {n}".encode() for n in range(count)))
+        start.wait()
+        tls.sendall(data)  # 20,000 small packets in one write: large read batches at the relay
+
+    def hear(tls: ssl.SSLSocket, name: str) -> None:
+        start.wait()
+        tls.settimeout(30)
+        data, packets = b"", []
+        while len(packets) < count:
+            data += tls.recv(65536)
+            while len(data) >= 2 and len(data) >= 2 + int.from_bytes(data[:2], "big"):
+                size = int.from_bytes(data[:2], "big")
+                packets.append(data[2 : 2 + size])
+                data = data[2 + size :]
+        heard[name] = packets
+
+    threads = [
+        threading.Thread(target=burst, args=(left, "left")),
+        threading.Thread(target=burst, args=(right, "right")),
+        threading.Thread(target=hear, args=(left, "left")),
+        threading.Thread(target=hear, args=(right, "right")),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert heard.get("left") == [f"right {n}".encode() for n in range(count)]  # all of it, in order, both ways
+    assert heard.get("right") == [f"left {n}".encode() for n in range(count)]
+    for tls in (left, right):
+        tls.close()
+    for sock in (left_relay, right_relay):
+        sock.close()
