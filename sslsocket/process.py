@@ -26,6 +26,7 @@ True
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import weakref
 from collections import deque
@@ -271,14 +272,27 @@ def self() -> Pid:
     if pid is None:
         pid = Pid(threading.current_thread().name)
         _local.pid = pid
-        # Thread-local state is dropped when its thread ends, whoever started the thread: that is our signal.
-        _local.marker = marker = _Marker()
-        weakref.finalize(marker, pid._ended)
+        _mark(pid)
     return pid
 
 
 class _Marker:
     pass
+
+
+def _mark(pid: Pid) -> None:
+    """Thread-local state is dropped when its thread ends, whoever started the thread: that is our signal."""
+    _local.marker = marker = _Marker()
+    weakref.finalize(marker, _thread_ended, pid, os.getpid())
+
+
+def _thread_ended(pid: Pid, born_in: int) -> None:
+    """A thread that was a process has ended, or, in a child after ``fork()``, is not there: CPython drops the other
+    threads' state in the child before any at-fork hook runs. Only the first is an end: the second would take locks
+    that a thread of the parent may have held at the fork (the child hung inside ``os.fork()``), and end what is the
+    parent's."""
+    if os.getpid() == born_in:
+        pid._ended()
 
 
 def processes() -> list[Pid]:
@@ -302,6 +316,8 @@ def forked() -> None:
     pid: Pid | None = getattr(_local, "pid", None)
     if pid is not None:
         pid._new_locks()
+        if getattr(_local, "marker", None) is not None:
+            _mark(pid)  # the forking thread goes on in the child: its end is the child's to act on
 
 
 def end_thread_process() -> None:
