@@ -23,6 +23,7 @@ from .framing import MAX_PACKET_SIZE, parse_mode
 from .process import Pid
 from .registry import registry
 from .sockets import Socket
+from .system import close_tcp
 
 
 def client(
@@ -52,7 +53,7 @@ def client(
             tcp, context, settings, parsed, server=False, on_handshake=_told, forget=registry.forget, hostname=host
         )
     except OSError as exc:
-        tcp.close()
+        close_tcp(tcp)
         if exc.errno in NO_RESOURCES:
             raise ConnectError(
                 f"no resources for the connection to {host}:{port}: {exc.strerror}", ("resources", errno_name(exc))
@@ -147,7 +148,9 @@ def _connect(host: str, port: int, family: int, timeout: float) -> socket.socket
     last: OSError | None = None
     for af, kind, proto, _, addr in infos:
         try:
-            tcp = socket.socket(af, kind, proto)
+            with registry.new_connection() as track:
+                tcp = socket.socket(af, kind, proto)
+                track(tcp)
         except OSError as exc:
             raise ConnectError(
                 f"no socket for the connection to {host}:{port}: {exc.strerror}", ("resources", errno_name(exc))
@@ -157,7 +160,7 @@ def _connect(host: str, port: int, family: int, timeout: float) -> socket.socket
             tcp.connect(addr)
             return tcp
         except OSError as exc:
-            tcp.close()
+            close_tcp(tcp)
             last = exc
     assert last is not None
     raise ConnectError(

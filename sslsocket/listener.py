@@ -62,7 +62,7 @@ from .process import Pid
 from .quiet import Quiet, QuietRoom, Turns
 from .registry import ListenSocket, Registry
 from .sockets import Socket
-from .system import HAS_POLL, SELECT_LIMIT, Waker
+from .system import HAS_POLL, SELECT_LIMIT, Waker, close_tcp
 
 #: Connections that have sent nothing yet, per listen socket. Each costs a descriptor and a little kernel memory,
 #: no thread; past this many the oldest is dropped for the new one, so that a flood of silent connections ages
@@ -125,6 +125,7 @@ class Listener:
         self._taking = False  # the listener thread polls the listen socket: a new acceptor need not wake it
         self._closed: str | None = None
         self._thread: threading.Thread | None = None
+        self._selector: selectors.BaseSelector | None = None  # the listener thread's
         self._complaints = Complaints(f"accept on listen socket {self.handle}")
 
     @property
@@ -226,7 +227,7 @@ class Listener:
 
     def _take_connections(self) -> None:
         retry_at = 0.0
-        selector = selectors.DefaultSelector()
+        selector = self._selector = selectors.DefaultSelector()  # its descriptor: a forked child closes its copy
         try:
             selector.register(self._waker.fileno(), selectors.EVENT_READ)
             for quiet in self._quiet:  # left by a thread of this listener's that failed
@@ -280,7 +281,9 @@ class Listener:
             # Handshaken with this acceptor's flags; should it leave meanwhile, kept for the next with the same.
             waiter = self._waiters[0]
         try:
-            tcp, address = self.sock.accept()
+            with self._registry.new_connection() as track:
+                tcp, address = self.sock.accept()
+                track(tcp)
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return True
         except OSError as exc:
@@ -320,7 +323,7 @@ class Listener:
         self._forget(quiet, selector)
         if not data:
             log.debug("listen socket %s: %s left before it sent anything", self.handle, quiet.peer)
-            quiet.tcp.close()
+            close_tcp(quiet.tcp)
             return
         with self._lock:
             self._turns.queued.append(quiet)
@@ -340,7 +343,7 @@ class Listener:
                 why = f"its handshake stalled ({now - stalled.heard:.1f} s without a word) while {waiting + 1} waited"
                 stalled.abort(ConnectionBroken(why, "dropped"), tell_owner=False)
             if now >= quiet.deadline:
-                quiet.tcp.close()
+                close_tcp(quiet.tcp)
                 error = f"did not finish its TLS handshake within {quiet.settings.timeout:g} s: it waited its turn"
                 self._handshake_done(quiet.flags, None, HandshakeError(f"client {quiet.peer} {error}", "timeout"))
             elif not self._start_handshake(quiet, selector):
@@ -357,7 +360,7 @@ class Listener:
 
     def _drop(self, quiet: Quiet, selector: selectors.BaseSelector, why: str, reason: str = "dropped") -> None:
         self._forget(quiet, selector)
-        quiet.tcp.close()
+        close_tcp(quiet.tcp)
         self._handshake_done(quiet.flags, None, HandshakeError(f"client {quiet.peer} {why}", reason))
 
     def _forget(self, quiet: Quiet, selector: selectors.BaseSelector) -> None:
@@ -370,13 +373,13 @@ class Listener:
         try:
             sock = self._mediator_for(quiet, selector)
         except OSError as exc:
-            quiet.tcp.close()
+            close_tcp(quiet.tcp)
             if exc.errno in NO_RESOURCES:
                 self._give_first(f"took a connection but could not serve it: {exc.strerror}", errno_name(exc))
                 return False
             return True  # the client was already gone (getpeername failed)
         except BaseException:
-            quiet.tcp.close()
+            close_tcp(quiet.tcp)
             raise
         with self._lock:
             self._turns.started(sock)
@@ -462,11 +465,13 @@ class Listener:
         self._waiters = []
         self._ready = []
         for quiet in [*self._quiet, *self._turns.queued]:
-            quiet.tcp.close()  # the child's copy: the parent's stays open
+            quiet.tcp.close()  # the child's copy (no fork comes now): the parent's stays open
         self._quiet.clear()
         self._turns = Turns()
         self._waker.close_copy()
         self._waker = Waker()
+        if self._selector is not None:
+            self._selector.close()  # the parent thread's epoll, which the child would otherwise keep
 
     def close(self, why: str = "closed") -> None:
         with self._lock:
@@ -486,7 +491,7 @@ class Listener:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         for quiet in [*self._quiet, *self._turns.queued]:  # the listener thread has ended: they are nobody's now
-            quiet.tcp.close()
+            close_tcp(quiet.tcp)
         self._quiet.clear()
         self._turns.queued.clear()
         self.sock.close()

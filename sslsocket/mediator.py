@@ -86,7 +86,7 @@ from .outgoing import Outgoing
 from .owner import Credit, Owner
 from .process import Delivery, Pid
 from .sessions import Resumption
-from .system import IN, Sleeper, Waits, unsent
+from .system import IN, Sleeper, Waits, close_tcp, unsent
 from .tls import HandshakeFailure, PeerClosed, PeerReport, attempt, broken, read, send
 
 log = logging.getLogger("sslsocket")
@@ -260,7 +260,7 @@ class Mediator:
         try:
             if self._owner is not None:
                 self._owner.release(self)
-            self._tcp.close()
+            close_tcp(self._tcp)
         finally:
             self._sleeper.close()
             self._forget(self)

@@ -4,7 +4,11 @@ a child after ``fork()`` can drop its copies; the manual's ``start`` and ``stop`
 from __future__ import annotations
 
 import atexit
+import socket
 import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from time import monotonic
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -13,7 +17,7 @@ from .context import close_logs
 from .errors import Closed, ConnectionBroken, closed_error
 from .lifecycle import State
 from .sessions import sessions
-from .system import at_fork
+from .system import at_fork, no_fork
 from .workers import handshakers, workers
 
 if TYPE_CHECKING:
@@ -54,6 +58,9 @@ class Registry:
         self._listeners: dict[ListenSocket, Listener] = {}
         self._ended: dict[ListenSocket, str] = {}  # handle -> "closed" or "stopped", the latest REMEMBER_ENDED
         self._sockets: set[Socket] = set()
+        #: Every connection's TCP socket from the moment it exists (``track``), before it is any stage's: a child
+        #: after ``fork()`` closes its copies of them all, whatever stage the fork caught them in.
+        self._tcp: weakref.WeakSet[socket.socket] = weakref.WeakSet()
 
     def add_listener(self, listener: Listener) -> None:
         with self._lock:
@@ -85,6 +92,14 @@ class Registry:
         with self._lock:
             return list(self._listeners.values()), sorted(self._sockets, key=lambda sock: sock.id)
 
+    @contextmanager
+    def new_connection(self) -> Iterator[Callable[[socket.socket], None]]:
+        """Around the making of a connection's TCP socket (``client``'s socket, the listener's accept): yields how
+        to track it. No ``fork()`` comes between a descriptor's birth and its tracking (``no_fork``): the parent
+        would connect it later, and the child's copy with it."""
+        with no_fork():
+            yield self._tcp.add
+
     def add(self, sock: Socket) -> None:
         with self._lock:
             self._sockets.add(sock)
@@ -103,6 +118,9 @@ class Registry:
             sock.drop_copy()
         for listener in self._listeners.values():
             listener.forked()
+        for tcp in list(self._tcp):  # those caught between stages: being connected, accepted, queued...
+            tcp.close()  # this process's copy (a no-op for one closed already)
+        self._tcp = weakref.WeakSet()
 
     def stop(self) -> None:
         with self._lock:

@@ -12,7 +12,7 @@ from OpenSSL import SSL
 
 from .errors import BadMessage, Closed, ConnectionBroken
 from .framing import to_bytes
-from .inbox import CLOSE, Deliver, Envelope
+from .inbox import CLOSE, Deliver, Envelope, Inbox
 from .lifecycle import CLOSED_BY_OWNER, OWNER_ENDED, Ending, State
 from .mediator import Mediator, calling
 from .owner import Owner, owner_of
@@ -217,6 +217,7 @@ class Socket(Mediator):
         nothing; the connection, and its mediator thread, are the parent's. Here a ``deliver`` raises ``Closed``,
         and nothing waits for room."""
         self._dropped = self._life.closed_by_owner = True
+        self._inbox = Inbox()  # the parent's may be locked for ever here, by a thread of the parent's
         self._inbox.close()
         self._life.move(State.CLOSED)
         self._tcp.close()

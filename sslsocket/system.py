@@ -18,7 +18,8 @@ import selectors
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from time import monotonic
 from typing import Protocol
 
@@ -222,7 +223,42 @@ def reuse_address(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 
 
+#: Held while a connection's descriptor is made (and tracked) or closed, and across a ``fork()``: no child is made
+#: with a descriptor half made or half closed (Python marks a socket closed before the system has closed it), which
+#: it could not tell from its copies of the parent's objects, and so would keep open.
+_fork_guard = threading.Lock()
+
+
+@contextmanager
+def no_fork() -> Iterator[None]:
+    """A block that no ``fork()`` of another thread cuts into: the making of a descriptor and its tracking."""
+    with _fork_guard:
+        yield
+
+
+def close_tcp(tcp: socket.socket) -> None:
+    """Close a connection's TCP socket, never across a ``fork()``."""
+    with _fork_guard:
+        tcp.close()
+
+
 def at_fork(hook: Callable[[], None]) -> None:
-    """Run ``hook`` in every child right after a ``fork()``, where the system forks."""
+    """Run ``hook`` in every child right after a ``fork()``, where the system forks; the fork waits for the blocks
+    of ``no_fork`` and ``close_tcp`` under way."""
     if HAS_FORK:
+        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_reset)
         os.register_at_fork(after_in_child=hook)
+
+
+def _before_fork() -> None:
+    _fork_guard.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _fork_guard.release()
+
+
+def _reset() -> None:
+    """In the child: the guard, taken by the forking thread for the fork, is this process's own now."""
+    global _fork_guard
+    _fork_guard = threading.Lock()
