@@ -172,9 +172,12 @@ class Credit:
 
     def consumed(self, weight: int) -> bool:
         """The owner received (or gave back) packets of this weight; True when this resumes a paused socket."""
-        with self._lock:
+        with self._lock:  # the path of every packet received: _resume inlined
             self._unread -= weight
-            return self._resume()
+            resume = self.paused and not self._holds and self._unread <= self._share // 2
+            if resume:
+                self.paused = False
+            return resume
 
     def hold(self) -> None:
         """A socket that this one's callback owner delivered to is full: read nothing until it has room."""
