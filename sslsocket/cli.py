@@ -123,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         f" hold one such packet, and a copy of it on its way back); default {MAX_PACKET:,}",
     )
     serve.add_argument(
+        "--max-buffered",
+        type=positive_int,
+        default=MAX_BUFFERED,
+        help="MiB that all connections may hold for clients that send and never read (some 1 MiB each): past it"
+        f" the one held up longest is closed; default {MAX_BUFFERED}",
+    )
+    serve.add_argument(
         "--idle-timeout",
         type=seconds_argument,
         default=IDLE_TIMEOUT,
@@ -245,6 +252,9 @@ def usable_flags(command: str, flags: str, *, server: bool) -> bool:
 #: packet being read and its echo being written; the library's own bound (64 MiB) is the protocol's, not a server's.
 MAX_PACKET = 1024 * 1024
 
+#: serve's ``--max-buffered`` by default, in MiB: 256 clients that read nothing, of the 1,000 connections at most.
+MAX_BUFFERED = 256
+
 #: serve's ``--idle-timeout`` by default: the library has none, as the manual has none; a server that runs for
 #: long needs one, or connections that say nothing any more fill it up.
 IDLE_TIMEOUT = 300.0
@@ -258,7 +268,10 @@ def run_serve(args: argparse.Namespace) -> int:
     # The library's WARNINGs (a client whose handshake failed...) in the same shape as serve's own lines.
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     family = "AF_INET6" if ":" in args.host else "AF_INET"
-    handle = listen("STREAM", family, (args.host, args.port), args.mode, max_packet=args.max_packet)
+    budget = args.max_buffered * 1024 * 1024
+    handle = listen(
+        "STREAM", family, (args.host, args.port), args.mode, max_packet=args.max_packet, max_buffered=budget
+    )
     log(f"listening on {args.host}:{handle.port}, mode {args.mode}, {'chat' if args.chat else 'echo'}")
     room = process.spawn(chat_room) if args.chat else None
     try:

@@ -45,6 +45,7 @@ from typing import Any
 from OpenSSL import SSL
 
 from . import process
+from .budget import Budget
 from .complaints import Complaints
 from .context import load_context
 from .errors import (
@@ -110,10 +111,9 @@ class Listener:
     way to an acceptor. ``_quiet`` (and the selector) belong to the listener thread alone; the rest is under
     ``_lock``, ``_turns`` included (the listener thread starts handshakes, their mediators end them)."""
 
-    def __init__(self, sock: socket.socket, mode: Mode, registry: Registry) -> None:
+    def __init__(self, sock: socket.socket, mode: Mode, registry: Registry, budget: Budget[Socket] | None) -> None:
         sock.setblocking(False)
-        self.sock = sock
-        self.mode = mode
+        self.sock, self.mode, self._budget = sock, mode, budget
         self.handle = ListenSocket(sock.fileno(), sock.getsockname()[1])
         self._registry = registry
         self._lock = threading.Lock()
@@ -259,12 +259,11 @@ class Listener:
             selector.close()
 
     def _has_room(self) -> bool:
-        """Under the lock: whether to take connections: an acceptor waits, and neither the handshaken connections
-        waiting for one nor those waiting for a handshake are at their bound."""
+        """Under the lock: whether to take connections (an acceptor waits, and no stage after this one is full)."""
         return bool(self._waiters) and len(self._ready) < MAX_READY and len(self._turns.queued) < MAX_QUEUED
 
     def _poll_listen(self, selector: selectors.BaseSelector, taking: bool, polled: bool) -> bool:
-        """Register the listen socket with the selector, or not, as ``taking`` says; whether it now is."""
+        """Poll the listen socket, or not, as ``taking`` says; whether it now is."""
         if taking != polled:
             if taking:
                 selector.register(self.sock, selectors.EVENT_READ, self)
@@ -394,12 +393,12 @@ class Listener:
         return True
 
     def _mediator_for(self, quiet: Quiet, selector: selectors.BaseSelector) -> Socket:
-        """A mediator for ``quiet``'s connection. Out of descriptors (its waker needs one), the silent pay first:
-        the oldest of them is dropped, and the mediator made again."""
+        """A mediator for ``quiet``'s connection, under the listen socket's budget. Out of descriptors (its waker
+        needs one), the silent pay first: the oldest of them is dropped, and the mediator made again."""
         flags = quiet.flags
         while True:
             try:
-                return Socket(
+                sock = Socket(
                     quiet.tcp,
                     quiet.context,
                     quiet.settings,
@@ -409,6 +408,8 @@ class Listener:
                     forget=self._registry.forget,
                     deadline=quiet.deadline,
                 )
+                sock.budget = self._budget  # before any deliver: the acceptor has not got it yet
+                return sock
             except OSError as exc:
                 if exc.errno not in NO_RESOURCES or not self._quiet:
                     raise

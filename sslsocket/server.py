@@ -8,9 +8,12 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from . import process
+from .budget import Budget
 from .errors import BadArgument, ConnectError, ListenError, NotOwner, WrongType, check_protocol_family
 from .framing import MAX_PACKET_SIZE, parse_mode
+from .inbox import INBOX_SIZE, INBOX_UNIT
 from .listener import Listener
+from .mediator import HIGH_WATER
 from .owner import HAND_OVER
 from .process import Pid
 from .registry import ListenSocket, registry
@@ -27,15 +30,24 @@ def listen(
     backlog: int = 128,
     reuse_port: bool = False,
     max_packet: int = MAX_PACKET_SIZE,
+    max_buffered: int | None = None,
 ) -> ListenSocket:
     """``listen('STREAM', 'AF_INET', Port, Mode)``: a ``ListenSocket(fd, port)``. Port 0 picks a free port.
 
     ``address`` is a port (listening on every interface, as the manual does) or, beyond the manual, ``(host, port)``
     to listen on one interface only. A port in use raises ``ListenError`` with ``.reason == ("listen", "syncerror")``.
     ``max_packet`` bounds one incoming packet on every socket accepted from it (64 MiB unless given; see Modes).
+    ``max_buffered`` bounds, in bytes, what all of them may hold for peers that read nothing (some 1 MiB each):
+    past it, the connection whose owner has waited longest for room is closed (reason ``"budget"``). None: no
+    bound but each connection's own.
     """
     af = check_protocol_family(protocol, family)
     parsed = parse_mode(mode).bounded(max_packet)
+    if max_buffered is not None and (type(max_buffered) is not int or max_buffered <= 0):
+        raise BadArgument(
+            f"max_buffered must be a number of bytes above 0, or None, not {max_buffered!r}",
+            ("bad_argument", "max_buffered", max_buffered),
+        )
     host, port = address if isinstance(address, tuple) and len(address) == 2 else (_ANY[af], address)
     if type(port) is not int or not 0 <= port <= 65535:
         raise BadArgument(
@@ -51,12 +63,15 @@ def listen(
     except OSError as exc:
         sock.close()
         raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}", ("listen", "syncerror")) from exc
-    listener = Listener(sock, parsed, registry)
+    budget: Budget[Socket] | None = Budget(max_buffered, HELD_BY_A_DEAF_PEER) if max_buffered else None
+    listener = Listener(sock, parsed, registry, budget)
     registry.add_listener(listener)
     return listener.handle
 
 
 _ANY: dict[int, str] = {socket.AF_INET: "0.0.0.0", socket.AF_INET6: "::"}
+#: What a connection whose peer reads nothing holds before its owner waits: its unwritten bytes and a full inbox.
+HELD_BY_A_DEAF_PEER = HIGH_WATER + INBOX_SIZE * INBOX_UNIT
 
 
 def accept(

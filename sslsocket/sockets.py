@@ -10,6 +10,7 @@ from typing import Any
 from cryptography import x509
 from OpenSSL import SSL
 
+from .budget import Budget
 from .errors import BadMessage, Closed, ConnectionBroken
 from .framing import to_bytes
 from .inbox import CLOSE, Deliver, Envelope, Inbox
@@ -36,6 +37,8 @@ class Socket(Mediator):
     bytes_out: int
     #: In a forked child: this copy of the parent's connection was dropped (``drop_copy``).
     _dropped = False
+    #: The listen socket's budget for peers that read nothing (``listen(..., max_buffered=)``), or None.
+    budget: Budget[Socket] | None = None
 
     # ---- seen from other threads -------------------------------------------------------------------------
 
@@ -247,9 +250,23 @@ class Socket(Mediator):
             if self._inbox.force(item, source) and self._sleeping:
                 self.wake()
             return
-        owner = self._owner
-        if self._inbox.offer(item, owner.waiter if owner is not None else None) and self._sleeping:
-            self.wake()
+        owner, budget = self._owner, self.budget
+        if budget is not None and self._inbox.full():  # its owner is about to wait: its peer reads nothing
+            self._over_budget(budget.waits(self), budget)
+        try:
+            if self._inbox.offer(item, owner.waiter if owner is not None else None) and self._sleeping:
+                self.wake()
+        finally:
+            if budget is not None:
+                budget.done(self)
+
+    def _over_budget(self, victim: Socket | None, budget: Budget[Socket]) -> None:
+        if victim is not None:
+            why = (
+                f"its peer read nothing while {budget.slots} other connections' peers did not either: the listen"
+                f" socket's budget of {budget.limit:,} bytes for them is spent, and this one waited longest"
+            )
+            victim.abort(ConnectionBroken(why, "budget"))
 
     def write_now(self, item: Deliver) -> bool:
         """The fast path of an owner's ``send``, run in the owner's thread: write ``item`` at once, as the mediator

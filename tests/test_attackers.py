@@ -25,7 +25,7 @@ import sslsocket
 from sslsocket import listener
 from sslsocket.complaints import LOG_BURST, LOG_WINDOW, Complaints
 
-from helpers import LOCAL, expect, wait_for
+from helpers import LOCAL, accepting, expect, wait_for
 
 
 class ManualServer:
@@ -407,3 +407,42 @@ def test_a_process_whose_accept_is_ended_ends_quietly(certs: Any, end: str) -> N
     else:
         sslsocket.close(listen)
     wait_for(lambda: not any(pid.alive for pid in pids))
+
+
+def test_past_the_budget_the_connection_whose_peer_read_nothing_longest_is_closed(certs: Any) -> None:
+    """Found from the outside: 20 clients that send and never read cost an echo server 9.6 MiB each, with no bound
+    on their number but the connection limit. With ``max_buffered`` a listen socket's connections hold at most
+    that for peers that read nothing: here room for one, and the second to fill up closes the first."""
+    from sslsocket.server import HELD_BY_A_DEAF_PEER
+
+    me = sslsocket.self()
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+
+    def flood(sock: sslsocket.Socket, name: str) -> None:
+        sslsocket.receive(lambda m: m == "yours", timeout=10)
+        for _ in range(400):  # 25 MiB to a peer that reads nothing: past the budget, dropped
+            sock.deliver(b"x" * 65536)
+        kind, error = sslsocket.receive(lambda m: m[0] is sock, timeout=30)[1]
+        me.send(("flooded", name, kind, getattr(error, "reason", error)))
+
+    with sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 4), max_buffered=HELD_BY_A_DEAF_PEER) as listen:
+        deaf = []
+        for name in ("first", "second"):
+            accepted = accepting(listen, f"-cert {certs.server}")
+            deaf.append(context.wrap_socket(socket.create_connection((LOCAL, listen.port))))
+            sock = accepted()
+            pid = sslsocket.spawn(flood, sock, name)
+            sslsocket.controlling_process(sock, pid)
+            pid.send("yours")
+            if name == "first":  # held up, its owner waiting for room, before the second comes
+                wait_for(lambda sock=sock: sock.inbox_depth > 0 and sock._inbox.full())
+        assert sslsocket.receive(lambda m: m[0] == "flooded", timeout=30) == (
+            "flooded",
+            "first",
+            "socket_closed",
+            "budget",
+        )
+        for tls in deaf:
+            tls.close()  # the second one's end: its peer is gone
+        assert sslsocket.receive(lambda m: m[0] == "flooded", timeout=30)[1] == "second"

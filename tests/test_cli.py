@@ -6,9 +6,12 @@ import os
 import pty
 import select
 import signal
+import socket
+import ssl
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -411,6 +414,37 @@ def test_serve_bounds_a_packet_by_max_packet(certs: Any) -> None:
         sock.deliver("x" * 101)
         assert expect(sock, 20)[0] == "socket_closed"
     assert any("a packet of 101 bytes; this socket's bound is 100" in line for line in log), log
+
+
+def test_serve_closes_the_client_that_read_nothing_longest_past_max_buffered(certs: Any) -> None:
+    """Found from the outside: 20 clients that send 65,000-byte packets and never read cost serve 192 MiB, with no
+    bound on their number but --max-connections. With --max-buffered 1 there is room for one such client."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    packet = (65000).to_bytes(2, "big") + b"x" * 65000
+    stop = threading.Event()
+    closed = threading.Event()
+
+    def flood(tls: ssl.SSLSocket) -> None:
+        try:
+            while not stop.is_set():
+                tls.sendall(packet)
+        except OSError:
+            closed.set()  # the server closed this one
+
+    with serving("--flags", f"-cert {certs.server}", "--max-buffered", "1") as (log, port):
+        clients = [context.wrap_socket(socket.create_connection((LOCAL, port), timeout=5)) for _ in range(2)]
+        floods = [threading.Thread(target=flood, args=(tls,), daemon=True) for tls in clients]
+        for thread in floods:
+            thread.start()
+        assert closed.wait(30)
+        assert sum(thread.is_alive() for thread in floods) == 1  # the other one is held back, not closed
+        stop.set()
+        for tls in clients:
+            tls.close()
+        for thread in floods:
+            thread.join(10)
+    assert sum("the listen socket's budget of 1,048,576 bytes for them is spent" in line for line in log) == 1, log
 
 
 def test_serve_closes_a_connection_idle_past_its_idle_timeout(certs: Any) -> None:

@@ -14,6 +14,7 @@ import pytest
 from OpenSSL import SSL
 
 from sslsocket import system
+from sslsocket.budget import Budget
 from sslsocket.errors import ConnectionBroken, NotOwner
 from sslsocket.inbox import CLOSE, INBOX_SIZE, INBOX_UNIT, Deliver, Inbox
 from sslsocket.lifecycle import CLOSED_BY_OWNER, OWNER_ENDED, CloseClock, Ending, IdleClock, Lifecycle, State
@@ -463,3 +464,18 @@ def test_send_and_recv_without_pyopenssls_extra_call_keep_its_outcomes(certs: An
         recv(server, 16384)
     for end in ends:
         end.close()
+
+
+# ---- a listen socket's budget for peers that read nothing ------------------------------------------------------
+
+
+def test_the_budget_makes_the_connection_held_up_longest_go() -> None:
+    budget: Budget[str] = Budget(limit=3 * 1024, per_socket=1024)
+    assert budget.slots == 3
+    assert budget.waits("a") is None and budget.waits("b") is None and budget.waits("c") is None
+    budget.done("b")  # there was room for b after all
+    assert budget.waits("d") is None and len(budget) == 3
+    assert budget.waits("e") == "a"  # one too many: the one held up longest goes
+    assert budget.waits("e") is None  # the same one again counts once
+    assert budget.waits("f") == "c"
+    assert Budget(limit=10, per_socket=1024).slots == 1  # a budget below one connection still lets one wait
