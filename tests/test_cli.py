@@ -434,6 +434,8 @@ def test_serve_closes_the_client_that_read_nothing_longest_past_max_buffered(cer
 
     with serving("--flags", f"-cert {certs.server}", "--max-buffered", "1") as (log, port):
         clients = [context.wrap_socket(socket.create_connection((LOCAL, port), timeout=5)) for _ in range(2)]
+        for tls in clients:
+            tls.settimeout(None)  # held back for as long as it takes: only the server's close ends a flood
         floods = [threading.Thread(target=flood, args=(tls,), daemon=True) for tls in clients]
         for thread in floods:
             thread.start()
