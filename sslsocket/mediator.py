@@ -111,6 +111,8 @@ calling = threading.local()
 class Mediator:
     """What a ``Socket``'s mediator thread runs: handshake, loop, end (``sockets.Socket`` adds what others call)."""
 
+    _handing: Any = None  # a hand-over left to the mediator thread (``Socket.change_owner``)
+
     def __init__(
         self,
         tcp: socket.socket,
@@ -170,14 +172,6 @@ class Mediator:
         """Make the mediator look at its inbox and its lifecycle now."""
         self._sleeper.waker.poke()
 
-    def hold(self) -> None:
-        """Read nothing from the peer while a full inbox holds what this socket's callback delivered to it."""
-        self._credit.hold()
-
-    def let_go(self) -> None:
-        if self._credit.let_go():
-            self.wake()
-
     def consumed(self, weight: int) -> None:
         """The owner received packets of this weight: if reading was paused and the owner has caught up, resume."""
         if self._credit.consumed(weight):
@@ -191,9 +185,8 @@ class Mediator:
             self.wake()
 
     def _emit(self, msgs: list[Any]) -> None:
-        """To the owner, under ``_owner_lock``: a ``controlling_process`` waits for what is being handed out, and
-        nothing reaches the old owner once it has returned. A callback gets one message at a time while it is the
-        owner: one that hands the socket on (re-entering the lock) leaves the rest to the new owner."""
+        """To the owner, under ``_owner_lock``, so that nothing reaches an old owner once ``controlling_process`` has
+        returned: a callback gets one message at a time while it is the owner (it may hand the socket on)."""
         with self._owner_lock:
             outer, calling.source = getattr(calling, "source", None), self
             try:
@@ -204,6 +197,8 @@ class Mediator:
                         return
                     if not self._post(owner, [msg]):
                         return
+                    if self._handing is not None:  # a hand-over left to this thread while the callback ran
+                        self._hand_on()
             finally:
                 calling.source = outer
 
@@ -239,6 +234,9 @@ class Mediator:
         """After a server's handshake: True once another thread has the open connection (``Socket``)."""
         return False
 
+    def _hand_on(self) -> None:
+        """Make the hand-over left to the mediator thread, if any (``Socket.change_owner``)."""
+
     def _handshake_phase(self) -> bool:
         """The handshake, its outcome told to ``on_handshake``; False if it failed."""
         try:
@@ -268,9 +266,8 @@ class Mediator:
             self._ended.set()
 
     def _let_go(self) -> None:
-        """Hold nothing of the connection any more: its TLS connection pointed back at this socket (app data, for the
-        callbacks), a cycle that the garbage collector's rare full pass alone breaks, keeping meanwhile an unfinished
-        packet of up to 64 MiB, or unwritten output, in memory."""
+        """Hold nothing of the connection any more: its TLS connection's app data (for the callbacks) made a cycle
+        that only the collector's rare full pass breaks, keeping an unfinished packet or unwritten output meanwhile."""
         self._conn.set_app_data(None)
         self._decoder = self.mode.decoder()
         self._out.clear()
@@ -331,6 +328,8 @@ class Mediator:
             self._sleep(waits, clock)
 
     def _open_turn(self, waits: Waits) -> None:
+        if self._handing is not None:
+            self._hand_on()
         if self._fault is not None:
             raise self._fault
         if self._idle is not None:

@@ -236,6 +236,16 @@ class Socket(Mediator):
         if wake:
             self.wake()
 
+    def hold(self) -> None:
+        """Run by another socket's thread (``Inbox.force``): read nothing from the peer while a full inbox holds
+        what this socket's callback delivered to it."""
+        self._credit.hold()
+
+    def let_go(self) -> None:
+        """Run by that socket's thread: its inbox has room again."""
+        if self._credit.let_go():
+            self.wake()
+
     def _put(self, item: Envelope) -> None:
         """Hand ``item`` to the mediator. Once the connection has ended (the peer's close, ``stop()``), now or
         while this waited for room, it is dropped, as Erlang's ``!`` to an ended process: the owner has, or will
@@ -304,13 +314,34 @@ class Socket(Mediator):
         self._owner = owner
 
     def change_owner(self, new: Pid | Callable[[Any], object]) -> None:
-        """``controlling_process``: move what waits in the old owner's mailbox, then switch, in one step."""
-        with self._owner_lock:
-            old = self._owner
-            waiting = old.take_back(self) if old is not None else []
-            if old is not None:
-                old.release(self)
-            self._credit.given_back(waiting)  # charged again below, to the new owner
-            self._set_owner(owner_of(new))
-            self._emit(waiting)
+        """``controlling_process``: move what waits in the old owner's mailbox, then switch, in one step. It waits
+        for a callback of this socket under way, except from inside another socket's callback: then, if one is
+        under way, the switch is left to this socket's mediator, which makes it as soon as that callback returns
+        and before any other message (two callbacks handing each other's socket on would wait for ever)."""
+        source = getattr(calling, "source", None)
+        if source is None or source is self:
+            self._owner_lock.acquire()
+        elif not self._owner_lock.acquire(blocking=False):
+            self._handing = new
+            self.wake()
+            return
+        try:
+            self._switch(new)
+        finally:
+            self._owner_lock.release()
         self.wake()
+
+    def _switch(self, new: Pid | Callable[[Any], object]) -> None:
+        old = self._owner
+        waiting = old.take_back(self) if old is not None else []
+        if old is not None:
+            old.release(self)
+        self._credit.given_back(waiting)  # charged again below, to the new owner
+        self._set_owner(owner_of(new))
+        self._emit(waiting)
+
+    def _hand_on(self) -> None:
+        new, self._handing = self._handing, None
+        if new is not None:
+            with self._owner_lock:
+                self._switch(new)

@@ -162,3 +162,46 @@ def test_two_callbacks_relaying_to_each_other_never_block_their_mediators(certs:
         tls.close()
     for sock in (left_relay, right_relay):
         sock.close()
+
+
+class HandOther:
+    """A callback owner that, at its first packet, hands another socket on to ``new_owner``, once both such
+    callbacks are under way."""
+
+    def __init__(self, both: threading.Barrier, new_owner: sslsocket.Pid) -> None:
+        self.both, self.new_owner = both, new_owner
+        self.other: sslsocket.Socket | None = None
+        self.done = threading.Event()
+
+    def __call__(self, msg: Any) -> None:
+        if msg[1][0] == "fromsocket" and not self.done.is_set():
+            self.both.wait(10)  # both callbacks are running now
+            assert self.other is not None
+            sslsocket.controlling_process(self.other, self.new_owner)
+            self.done.set()
+
+
+def test_two_callbacks_may_hand_each_others_socket_on_at_once(certs: Any) -> None:
+    """Found by a review: with a callback run under its socket's owner lock, two callbacks that each handed the
+    other's socket on waited on each other's lock for ever. A hand-over from inside another socket's callback, while
+    the socket's own callback runs, is left to that socket's mediator, which makes it as soon as the callback
+    returns."""
+    me = sslsocket.self()
+    for run in range(20):
+        both = threading.Barrier(2)
+        a_client, a_server = pair(certs=certs)
+        b_client, b_server = pair(certs=certs)
+        on_a, on_b = HandOther(both, me), HandOther(both, me)
+        on_a.other, on_b.other = b_client, a_client
+        sslsocket.controlling_process(a_client, on_a)
+        sslsocket.controlling_process(b_client, on_b)
+        a_server.deliver("go")
+        b_server.deliver("go")
+        assert on_a.done.wait(10) and on_b.done.wait(10)
+        a_server.deliver(f"{run} to me")
+        b_server.deliver(f"{run} to me too")
+        assert sslsocket.receive(lambda m, s=a_client: m[0] is s, timeout=10)[1] == ("fromsocket", f"{run} to me")
+        assert sslsocket.receive(lambda m, s=b_client: m[0] is s, timeout=10)[1] == ("fromsocket", f"{run} to me too")
+        assert a_client.owner is me and b_client.owner is me
+        for sock in (a_client, a_server, b_client, b_server):
+            sock.close()
