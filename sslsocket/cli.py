@@ -316,6 +316,7 @@ def loop(handle: ListenSocket, flags: str, room: Pid | None, max_connections: in
             continue
         match process.receive(process.sent_by(pid)):
             case (_, ("ok", sock)):
+                _ended(live, timeout=0)  # those that ended while the acceptor waited left room
                 if len(live) >= max_connections:
                     _make_way(live)
                 live[pid] = sock

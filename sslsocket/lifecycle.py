@@ -142,28 +142,39 @@ class CloseClock:
 
 class IdleClock:
     """The bound of an idle connection (``-idle_timeout``): it ends once no byte has gone either way for ``timeout``
-    seconds. It watches the connection's byte counters at each turn of its mediator, so that reading and writing
-    pay nothing for it."""
+    seconds. It watches the connection's byte counters, at each turn of its mediator and whenever another thread
+    asks (``idle_for``), so that reading and writing pay nothing for it: traffic is dated when it is first seen."""
 
     def __init__(self, timeout: float, clock: Callable[[], float] = monotonic) -> None:
         self.timeout = timeout
         self._clock = clock
-        self._since = clock()  # when the counters last changed
-        self._seen = 0
+        #: The bytes counted when last seen to change, and when; None before the first open turn. One tuple,
+        #: replaced whole, since two threads may see a change.
+        self._last: tuple[int, float] | None = None
 
     @property
     def deadline(self) -> float:
-        return self._since + self.timeout
+        last = self._last
+        return (self._clock() if last is None else last[1]) + self.timeout
 
-    def idle_for(self) -> float:
-        """Seconds since the last traffic either way (as of the last turn: a connection with traffic has turns)."""
-        return self._clock() - self._since
+    def idle_for(self, traffic: int) -> float:
+        """Seconds since the last traffic either way, given the bytes counted so far (0 if they changed)."""
+        return self._seen(traffic)
 
     def check(self, traffic: int) -> None:
-        """At a turn, with the bytes counted either way so far: ``ConnectionBroken`` (reason ``"idle"``) once they
-        have not changed for ``timeout`` seconds."""
-        now = self._clock()
-        if traffic != self._seen:
-            self._seen, self._since = traffic, now
-        elif now >= self._since + self.timeout:
+        """At each open turn, with the bytes counted either way so far: ``ConnectionBroken`` (reason ``"idle"``)
+        once they have not changed for ``timeout`` seconds. The clock starts at the first: a handshake, or a wait
+        for an acceptor, is no idleness."""
+        if self._last is None:
+            self._last = (traffic, self._clock())
+        elif self._seen(traffic) >= self.timeout:
             raise ConnectionBroken(f"no traffic either way for {self.timeout:g} s (-idle_timeout)", "idle")
+
+    def _seen(self, traffic: int) -> float:
+        """The idle time, given the counters: 0 if they changed since last seen (the change is dated now)."""
+        now, last = self._clock(), self._last
+        if last is None or last[0] != traffic:
+            if last is not None:
+                self._last = (traffic, now)
+            return 0.0
+        return now - last[1]

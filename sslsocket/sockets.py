@@ -65,7 +65,7 @@ class Socket(Mediator):
     @property
     def idle(self) -> float | None:
         """Seconds since a byte last went either way, on a socket with an ``-idle_timeout`` (None without one)."""
-        return self._idle.idle_for() if self._idle is not None else None
+        return self._idle.idle_for(self.bytes_in + self.bytes_out) if self._idle is not None else None
 
     @property
     def owner(self) -> Pid | Callable[[Any], object] | None:

@@ -449,6 +449,45 @@ def test_serve_closes_the_client_that_read_nothing_longest_past_max_buffered(cer
     assert sum("the listen socket's budget of 1,048,576 bytes for them is spent" in line for line in log) == 1, log
 
 
+def test_the_connection_that_made_way_was_the_one_idle_longest_and_only_when_there_was_no_room(
+    certs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: a connection's idleness was read as of its mediator's last turn, so one that had just
+    spoken (its echo written in its owner's thread) was closed for a quieter one; and connections that ended while
+    the acceptor waited still counted, so one was closed though there was room."""
+    from sslsocket import cli
+
+    monkeypatch.setattr(cli, "MAKE_WAY_IDLE", 0.2)
+    handle = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("packet", 2))
+    server = sslsocket.spawn(cli.loop, handle, f"-cert {certs.server} -idle_timeout 60", None, 2)
+
+    def connected(name: str) -> sslsocket.Socket:
+        sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, handle.port), ("packet", 2), "")
+        sock.deliver(name)
+        assert expect(sock) == ("fromsocket", name)
+        return sock
+
+    first = connected("first")
+    second = connected("second")
+    time.sleep(0.6)  # both idle now: the scenario's own time, not a synchronisation
+    first.deliver("first speaks")  # the first is idle no more; its echo is written in its owner's thread
+    assert expect(first) == ("fromsocket", "first speaks")
+    third = connected("third")
+    assert expect(second) == ("socket_closed", "normal")  # the one idle longest made way
+    time.sleep(0.3)  # the first idle again, idler than the third, which speaks and leaves
+    third.deliver("bye")
+    assert expect(third) == ("fromsocket", "bye")
+    third.close()
+    wait_for(lambda: len([s for s in sslsocket.registry.registry.snapshot()[1] if s.server]) == 1)
+    fourth = connected("fourth")  # there is room: the next comes in without closing anyone
+    first.deliver("still here")
+    assert expect(first) == ("fromsocket", "still here")
+    for sock in (first, fourth):
+        sock.close()
+    sslsocket.close(handle)
+    wait_for(lambda: not server.alive)
+
+
 def test_serve_closes_a_connection_idle_past_its_idle_timeout(certs: Any) -> None:
     with serving("--flags", f"-cert {certs.server}", "--idle-timeout", "0.5") as (log, port):
         sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), ("packet", 2), "")

@@ -229,15 +229,18 @@ class _Clock:
 def test_the_idle_clock_ends_a_connection_only_after_its_timeout_without_a_byte() -> None:
     clock = _Clock()
     idle = IdleClock(5.0, clock)
-    assert idle.deadline == 105.0
-    clock.now = 104.9
+    clock.now = 150.0  # a long handshake: the clock starts at the first open turn
+    assert idle.deadline == 155.0 and idle.idle_for(0) == 0.0
+    idle.check(0)
+    clock.now = 154.9
     idle.check(0)  # nothing yet, not for long enough
+    assert idle.idle_for(0) == pytest.approx(4.9) and idle.idle_for(10) == 0.0  # bytes since the last turn: busy
     idle.check(10)  # traffic: the clock starts again
-    assert idle.deadline == 109.9 and idle.idle_for() == 0.0
-    clock.now = 109.0
+    assert idle.deadline == 159.9 and idle.idle_for(10) == 0.0
+    clock.now = 159.0
     idle.check(10)
-    assert idle.idle_for() == pytest.approx(0.1 + 4.0)
-    clock.now = 109.9
+    assert idle.idle_for(10) == pytest.approx(4.1)
+    clock.now = 159.9
     with pytest.raises(ConnectionBroken) as caught:
         idle.check(10)
     assert caught.value.reason == "idle" and "no traffic either way for 5 s (-idle_timeout)" in str(caught.value)
