@@ -12,11 +12,9 @@ three stages, each bounded, so that no client, however silent, slow or numerous,
    its handshake deadline (``-timeout``, counted from the TCP accept) or newer connections pushing past
    ``MAX_QUIET`` (the oldest first) end it. One that leaves before a word is closed without a report.
 2. **Handshaking**: a mediator runs its TLS handshake, against the same deadline. At most ``MAX_HANDSHAKES`` at
-   once; past that, connections that have spoken wait their turn in the order they came (``MAX_QUEUED`` of them;
-   past that the listener takes no more, and the kernel's backlog holds the rest), so that a burst of honest
-   clients is served, not reset. What progresses is queued; what stalls is bounded: while some wait, a handshake
-   that has heard nothing from its client for ``HANDSHAKE_STALL`` is aborted to make room, so that slow clients
-   shut out nobody, and hold a slot for seconds, not for their whole ``-timeout``.
+   once; past that, connections that have spoken wait their turn in order (``MAX_QUEUED``; then the kernel's
+   backlog), so that a burst of honest clients is served, not reset. While some wait, a handshake silent for
+   ``HANDSHAKE_STALL``, or in its slot for ``HANDSHAKE_TURN``, makes way: slow clients shut out nobody.
 3. **Ready**: handshaken, waiting for an acceptor with the same flags (the oldest that asked gets it). While
    ``MAX_READY`` of them wait unclaimed, the listener takes no more, and the kernel's backlog holds new ones.
 
@@ -75,10 +73,11 @@ MAX_HANDSHAKES = 128
 #: Connections that have spoken and wait for a handshake slot, per listen socket; past this the listener takes no
 #: more, and the kernel's backlog holds new connections. Each costs a descriptor and its ClientHello in the kernel.
 MAX_QUEUED = 4096
-#: While connections wait for a slot, a handshake that has heard nothing from its client for this long is aborted
-#: to make room. An honest client answers each flight within a round trip and its own CPU time: in a burst of
-#: 2,000 clients at once on a 2-core machine, well under a second.
+#: While some wait for a slot, a handshake silent this long makes way. An honest client answers each flight within a
+#: round trip and its own CPU time: in a burst of 2,000 clients at once on a 2-core machine, well under a second.
 HANDSHAKE_STALL = 2.0
+#: ... and one in its slot this long, however it trickles (a client dripping its hello is never silent for long).
+HANDSHAKE_TURN = 5.0
 #: Connections handshaken and not yet taken by an acceptor, per listen socket. Past this the kernel's backlog holds
 #: new connections until an acceptor catches up.
 MAX_READY = 128
@@ -328,24 +327,26 @@ class Listener:
             self._turns.queued.append(quiet)
 
     def _start_queued(self, selector: selectors.BaseSelector) -> float | None:
-        """Start the handshakes of the connections that spoke, the oldest first, while there is a slot, or one is
-        made by aborting the handshake that has stalled longest. When to look again for a stalled one (None: at
-        the next event)."""
+        """Start the handshakes of the connections that spoke, the oldest first, while a slot is free or made
+        (``Turns.next``). When to look again for one to make way (None: at the next event)."""
         while True:
             now = monotonic()
             with self._lock:
-                quiet, stalled, again = self._turns.next(now, MAX_HANDSHAKES, HANDSHAKE_STALL)
+                if self._closed:
+                    return None
+                late = self._turns.expired(now)
+                quiet, victim, again = self._turns.next(now, MAX_HANDSHAKES, HANDSHAKE_STALL, HANDSHAKE_TURN)
                 waiting = len(self._turns.queued)
+            for expired in late:
+                close_tcp(expired.tcp)
+                error = f"did not finish its TLS handshake within {expired.settings.timeout:g} s: it waited its turn"
+                self._handshake_done(expired.flags, None, HandshakeError(f"client {expired.peer} {error}", "timeout"))
             if quiet is None:
                 return again
-            if stalled is not None:
-                why = f"its handshake stalled ({now - stalled.heard:.1f} s without a word) while {waiting + 1} waited"
-                stalled.abort(ConnectionBroken(why, "dropped"), tell_owner=False)
-            if now >= quiet.deadline:
-                close_tcp(quiet.tcp)
-                error = f"did not finish its TLS handshake within {quiet.settings.timeout:g} s: it waited its turn"
-                self._handshake_done(quiet.flags, None, HandshakeError(f"client {quiet.peer} {error}", "timeout"))
-            elif not self._start_handshake(quiet, selector):
+            if victim is not None:
+                why = f"its handshake made way ({now - victim.heard:.1f} s since a word) while {waiting + 1} waited"
+                victim.abort(ConnectionBroken(why, "dropped"), tell_owner=False)
+            if not self._start_handshake(quiet, selector):
                 return now + ACCEPT_RETRY  # no thread or descriptor: the next in line tries again in a moment
 
     def _expire(self, now: float, selector: selectors.BaseSelector) -> None:
@@ -381,7 +382,7 @@ class Listener:
             close_tcp(quiet.tcp)
             raise
         with self._lock:
-            self._turns.started(sock)
+            self._turns.started(sock, monotonic())
         self._registry.add(sock)
         try:
             sock.start()

@@ -86,16 +86,16 @@ H = TypeVar("H", bound=Handshake)
 
 
 class Turns(Generic[H]):
-    """The handshake slots: the handshakes under way, and the connections that spoke and wait for a slot, in the
-    order they came. What progresses waits its turn; what stalls makes way. No lock: the listener holds its own
-    around every call."""
+    """The handshake slots: the handshakes under way, each with when it began, and the connections that spoke and
+    wait for a slot, in the order they came. What progresses waits its turn; what stalls, or holds its slot too
+    long, makes way. No lock: the listener holds its own around every call."""
 
     def __init__(self) -> None:
-        self.running: dict[H, None] = {}
+        self.running: dict[H, float] = {}
         self.queued: deque[Quiet] = deque()
 
-    def started(self, handshake: H) -> None:
-        self.running[handshake] = None
+    def started(self, handshake: H, now: float) -> None:
+        self.running[handshake] = now
 
     def ended(self, handshake: H | None) -> bool:
         """A handshake ended (or was never started, as None); True if it freed a slot that a queued one wants."""
@@ -104,16 +104,29 @@ class Turns(Generic[H]):
         del self.running[handshake]
         return bool(self.queued)
 
-    def next(self, now: float, slots: int, stall: float) -> tuple[Quiet | None, H | None, float | None]:
-        """The connection whose handshake starts now, and the stalled handshake that gives it its slot (to be aborted;
-        None when a slot was free): a handshake that has heard nothing for ``stall`` seconds, the longest first.
-        ``(None, None, when)`` when the queue is empty (``when`` None) or must wait until ``when`` for a slot."""
+    def expired(self, now: float) -> list[Quiet]:
+        """The connections at the head of the queue whose handshake deadline has passed, taken out of it."""
+        late = []
+        while self.queued and self.queued[0].deadline <= now:
+            late.append(self.queued.popleft())
+        return late
+
+    def next(self, now: float, slots: int, stall: float, turn: float) -> tuple[Quiet | None, H | None, float | None]:
+        """The connection whose handshake starts now, and the handshake that gives it its slot (to be aborted; None
+        when a slot was free): the one silent longest if it has heard nothing for ``stall`` seconds, else the
+        oldest if it has held its slot for ``turn`` seconds (a client that drips its hello). ``(None, None, when)``
+        when the queue is empty (``when`` None) or must wait until ``when`` for a slot."""
         if not self.queued:
             return None, None, None
-        stalled = None
+        victim = None
         if len(self.running) >= slots:
-            stalled = min(self.running, key=lambda handshake: handshake.heard)
-            if now < stalled.heard + stall:
-                return None, None, stalled.heard + stall
-            del self.running[stalled]
-        return self.queued.popleft(), stalled, None
+            silent = min(self.running, key=lambda handshake: handshake.heard)
+            oldest, began = next(iter(self.running.items()))
+            if now >= silent.heard + stall:
+                victim = silent
+            elif now >= began + turn:
+                victim = oldest
+            else:
+                return None, None, min(silent.heard + stall, began + turn)
+            del self.running[victim]
+        return self.queued.popleft(), victim, None

@@ -231,9 +231,49 @@ def test_past_max_handshakes_a_stalled_handshake_makes_way_for_a_waiting_one(
             except TimeoutError:
                 pass
         assert closed == 1  # one slot was needed: one stalled handshake was aborted, not all
-    assert any("its handshake stalled (" in r.getMessage() for r in caplog.records)
+    assert any("its handshake made way (" in r.getMessage() for r in caplog.records)
     for s in slow:
         s.close()
+
+
+def test_past_max_handshakes_clients_that_drip_their_hello_make_way_too(
+    manual_server: ManualServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: a client that sends its ClientHello a byte every 0.3 s is never silent for long, and three
+    of them held the three slots until their -timeout (30 s here) while an honest client waited behind them. A
+    handshake now holds its slot at most HANDSHAKE_TURN while others wait."""
+    monkeypatch.setattr(listener, "MAX_HANDSHAKES", 3)
+    monkeypatch.setattr(listener, "HANDSHAKE_STALL", 0.5)
+    monkeypatch.setattr(listener, "HANDSHAKE_TURN", 1.0)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    with pytest.raises(ssl.SSLWantReadError):
+        context.wrap_bio(incoming, outgoing).do_handshake()
+    hello = outgoing.read()  # a real ClientHello, to drip
+    stop = threading.Event()
+
+    def drip() -> None:
+        with socket.create_connection((LOCAL, manual_server.listen.port)) as tcp:
+            for byte in hello:
+                if stop.wait(0.3):  # the pace of the drip, under HANDSHAKE_STALL
+                    return
+                try:
+                    tcp.send(bytes([byte]))
+                except OSError:
+                    return  # the server made this one make way
+
+    drippers = [threading.Thread(target=drip) for _ in range(3)]
+    for thread in drippers:
+        thread.start()
+    registry_listener = sslsocket.registry.registry.listener(manual_server.listen)
+    wait_for(lambda: registry_listener.counts()["handshaking"] == 3)
+    try:
+        assert manual_server.echo("-timeout 20") == "good client"  # not after the drippers' 30 s
+    finally:
+        stop.set()
+        for thread in drippers:
+            thread.join()
 
 
 def test_a_burst_of_honest_clients_past_max_handshakes_is_served_not_reset(

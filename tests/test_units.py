@@ -376,21 +376,34 @@ class _Handshake:
 
 def test_turns_queue_what_progresses_and_make_way_with_what_stalls() -> None:
     turns = Turns()
-    assert turns.next(100.0, 2, 5.0) == (None, None, None)  # nobody waits
+    assert turns.next(100.0, 2, 5.0, 50.0) == (None, None, None)  # nobody waits
     slow, fast = _Handshake(90.0), _Handshake(99.0)
-    turns.started(slow)
+    turns.started(slow, 90.0)
     first, second, third = _quiet(130.0), _quiet(131.0), _quiet(132.0)
     turns.queued.extend([first, second, third])
-    assert turns.next(100.0, 2, 5.0) == (first, None, None)  # a free slot: the oldest in line starts
-    turns.started(fast)
-    assert turns.next(94.0, 2, 5.0) == (None, None, 95.0)  # all slots busy, none stalled yet: look again at 95
-    assert turns.next(96.0, 2, 5.0) == (second, slow, None)  # the one silent longest makes way
+    assert turns.next(100.0, 2, 5.0, 50.0) == (first, None, None)  # a free slot: the oldest in line starts
+    turns.started(fast, 99.0)
+    assert turns.next(94.0, 2, 5.0, 50.0) == (None, None, 95.0)  # all slots busy, none stalled yet: look again at 95
+    assert turns.next(96.0, 2, 5.0, 50.0) == (second, slow, None)  # the one silent longest makes way
     assert list(turns.running) == [fast]
     assert turns.ended(fast) and not turns.ended(fast) and not turns.ended(None)  # freed once; a queue waits
-    assert turns.next(96.0, 2, 5.0) == (third, None, None)
+    assert turns.next(96.0, 2, 5.0, 50.0) == (third, None, None)
     last = _Handshake(96.0)
-    turns.started(last)
+    turns.started(last, 96.0)
     assert not turns.ended(last)  # nobody waits for the slot it frees
+
+
+def test_turns_make_a_dripping_handshake_make_way_and_let_the_late_go() -> None:
+    turns = Turns()
+    drip_a, drip_b = _Handshake(100.0), _Handshake(100.0)
+    turns.started(drip_a, 100.0)
+    turns.started(drip_b, 101.0)
+    honest, late = _quiet(200.0), _quiet(103.0)
+    turns.queued.extend([late, honest])
+    assert turns.expired(104.0) == [late] and list(turns.queued) == [honest]  # its deadline passed while it waited
+    drip_a.heard = drip_b.heard = 104.5  # a byte now and then: never silent for long
+    assert turns.next(104.6, 2, 2.0, 5.0) == (None, None, 105.0)  # drip_a's turn ends at 105
+    assert turns.next(105.0, 2, 2.0, 5.0) == (honest, drip_a, None)  # the one in its slot longest makes way
 
 
 # ---- the platform: the paths Windows takes, on this machine (with the selectors' events, as there) ---------------
