@@ -312,8 +312,15 @@ def socket_count(pid: Pid) -> int:
 
 def forked() -> None:
     """In a child after ``fork()``, only the forking thread is left: its process keeps its mailbox, with a lock of
-    its own, which a thread of the parent's may have held at the fork."""
+    its own, which a thread of the parent's may have held at the fork. The others' threads are not here: their
+    processes have ended, with locks of their own (a ``send`` to one must not wait on a lock held for ever)."""
     pid: Pid | None = getattr(_local, "pid", None)
+    for other in list(_processes.values()):
+        if other is not pid:
+            other._new_locks()
+            other._alive = False
+            other._mailbox.clear()
+            other._sockets.clear()
     if pid is not None:
         pid._new_locks()
         if getattr(_local, "marker", None) is not None:

@@ -222,6 +222,7 @@ class Socket(Mediator):
         self._dropped = self._life.closed_by_owner = True
         self._inbox = Inbox()  # the parent's may be locked for ever here, by a thread of the parent's
         self._inbox.close()
+        self._owner_lock = threading.RLock()
         self._life.move(State.CLOSED)
         self._tcp.close()
         self._sleeper.waker.close_copy()

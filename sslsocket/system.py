@@ -226,7 +226,7 @@ def reuse_address(sock: socket.socket) -> None:
 #: Held while a connection's descriptor is made (and tracked) or closed, and across a ``fork()``: no child is made
 #: with a descriptor half made or half closed (Python marks a socket closed before the system has closed it), which
 #: it could not tell from its copies of the parent's objects, and so would keep open.
-_fork_guard = threading.Lock()
+_fork_guard = threading.RLock()  # re-entrant: a signal's handler may fork in the middle of a close
 
 
 @contextmanager
@@ -261,4 +261,4 @@ def _after_fork_in_parent() -> None:
 def _reset() -> None:
     """In the child: the guard, taken by the forking thread for the fork, is this process's own now."""
     global _fork_guard
-    _fork_guard = threading.Lock()
+    _fork_guard = threading.RLock()

@@ -186,22 +186,36 @@ def test_a_child_forked_while_other_threads_talk_does_not_hang_in_the_fork() -> 
     state in the child before any at-fork hook runs, and each dropped thread ended its process there: it took the
     process's lock, which its thread in the parent may have held at the fork."""
     stop = threading.Event()
+    chatters: list[sslsocket.Pid] = []
 
     def chatter() -> None:  # a process that takes its own lock all the time, in a thread that is not a spawn
         me = sslsocket.self()
+        chatters.append(me)
         while not stop.is_set():
             me.send("x")
             sslsocket.receive(timeout=1)
 
+    def in_the_child() -> int:
+        for pid in chatters:  # their threads are not here: ended, and a send to one must not wait on its lock
+            pid.send("anyone?")
+            if pid.alive:
+                return 3
+        return 0
+
     threads = [threading.Thread(target=chatter) for _ in range(4)]
     for thread in threads:
         thread.start()
-    hung = None
+    wait_for(lambda: len(chatters) == 4)
+    hung, codes = None, []
     try:
         for attempt in range(100):
-            child = forked(lambda: 0)
+            child = forked(in_the_child)
             deadline = time.monotonic() + 5
-            while os.waitpid(child, os.WNOHANG) == (0, 0):
+            while True:
+                reaped, status = os.waitpid(child, os.WNOHANG)
+                if reaped:
+                    codes.append(os.waitstatus_to_exitcode(status))
+                    break
                 if time.monotonic() > deadline:
                     os.kill(child, signal.SIGKILL)
                     os.waitpid(child, 0)
@@ -215,6 +229,7 @@ def test_a_child_forked_while_other_threads_talk_does_not_hang_in_the_fork() -> 
         for thread in threads:
             thread.join()
     assert hung is None, f"child {hung} of 100 hung in the fork"
+    assert codes == [0] * 100, codes
 
 
 def held_copies() -> int:
