@@ -18,7 +18,7 @@ class Budget(Generic[S]):
     """The connections whose owners wait for room (their peers read nothing), the longest waiting first."""
 
     def __init__(self, limit: int, per_socket: int) -> None:
-        self.limit = limit
+        self.limit, self.per_socket = limit, per_socket
         self.slots = max(1, limit // per_socket)
         self._lock = threading.Lock()
         self._waiting: dict[S, None] = {}
@@ -38,6 +38,10 @@ class Budget(Generic[S]):
         """``sock``'s owner waits no more (there was room, or the connection ended)."""
         with self._lock:
             self._waiting.pop(sock, None)
+
+    def renewed(self) -> Budget[S]:
+        """The same budget, empty and with a lock of its own: for a child after ``fork()``."""
+        return Budget(self.limit, self.per_socket)
 
     def __len__(self) -> int:
         return len(self._waiting)

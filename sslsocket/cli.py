@@ -317,8 +317,8 @@ def loop(handle: ListenSocket, flags: str, room: Pid | None, max_connections: in
         match process.receive(process.sent_by(pid)):
             case (_, ("ok", sock)):
                 _ended(live, timeout=0)  # those that ended while the acceptor waited left room
-                if len(live) >= max_connections:
-                    _make_way(live)
+                if len(live) >= max_connections and _longest_idle(live) >= MAKE_WAY_IDLE:
+                    _make_way(live)  # (one that spoke again meanwhile is busy: the new one makes it one over)
                 live[pid] = sock
             case (_, ("failed", Closed())):
                 return  # the listen socket was closed (or stop()): no more connections

@@ -471,7 +471,7 @@ class Listener:
         self._quiet.clear()
         self._turns = Turns()
         self._waker.close_copy()
-        self._waker = Waker()
+        self._waker, self._budget = Waker(), self._budget.renewed() if self._budget is not None else None
         if self._selector is not None:
             self._selector.close()  # the parent thread's epoll, which the child would otherwise keep
 

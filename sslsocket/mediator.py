@@ -70,6 +70,7 @@ import itertools
 import logging
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable
 from time import monotonic
 from typing import Any
@@ -111,8 +112,6 @@ calling = threading.local()
 class Mediator:
     """What a ``Socket``'s mediator thread runs: handshake, loop, end (``sockets.Socket`` adds what others call)."""
 
-    _handing: Any = None  # a hand-over left to the mediator thread (``Socket.change_owner``)
-
     def __init__(
         self,
         tcp: socket.socket,
@@ -151,6 +150,7 @@ class Mediator:
         self._decoder = mode.decoder()
         self._credit = Credit()
         self._owner_lock = threading.RLock()  # re-entered by a callback that hands its socket on
+        self._handing: deque[Any] = deque()  # hand-overs left to the mediator thread (``Socket.change_owner``)
         self._owner: Owner | None = None
         self._sleeper, self._sleeping = Sleeper(tcp.fileno()), False
         #: The right to touch the TLS connection: the mediator thread holds it, except while it sleeps in ``poll``;
@@ -191,14 +191,14 @@ class Mediator:
             outer, calling.source = getattr(calling, "source", None), self
             try:
                 for index, msg in enumerate(msgs):
+                    if self._handing:  # a hand-over left to this thread (while a callback ran): first
+                        self._hand_on()
                     owner = self._owner
                     if owner is None or not owner.calls_back:
                         self._post(owner, msgs[index:])
                         return
                     if not self._post(owner, [msg]):
                         return
-                    if self._handing is not None:  # a hand-over left to this thread while the callback ran
-                        self._hand_on()
             finally:
                 calling.source = outer
 
@@ -328,7 +328,7 @@ class Mediator:
             self._sleep(waits, clock)
 
     def _open_turn(self, waits: Waits) -> None:
-        if self._handing is not None:
+        if self._handing:
             self._hand_on()
         if self._fault is not None:
             raise self._fault

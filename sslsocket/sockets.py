@@ -262,7 +262,7 @@ class Socket(Mediator):
                 self.wake()
             return
         owner, budget = self._owner, self.budget
-        if budget is not None and self._inbox.full():  # its owner is about to wait: its peer reads nothing
+        if budget is not None and type(item) is Deliver and self._inbox.full():  # its owner is about to wait
             self._over_budget(budget.waits(self), budget)
         try:
             if self._inbox.offer(item, owner.waiter if owner is not None else None) and self._sleeping:
@@ -323,7 +323,7 @@ class Socket(Mediator):
         if source is None or source is self:
             self._owner_lock.acquire()
         elif not self._owner_lock.acquire(blocking=False):
-            self._handing = new
+            self._handing.append(new)  # taken in order, none lost, by the mediator thread (``_hand_on``)
             self.wake()
             return
         try:
@@ -342,7 +342,6 @@ class Socket(Mediator):
         self._emit(waiting)
 
     def _hand_on(self) -> None:
-        new, self._handing = self._handing, None
-        if new is not None:
-            with self._owner_lock:
-                self._switch(new)
+        with self._owner_lock:
+            while self._handing:
+                self._switch(self._handing.popleft())

@@ -226,7 +226,9 @@ def reuse_address(sock: socket.socket) -> None:
 #: Held while a connection's descriptor is made (and tracked) or closed, and across a ``fork()``: no child is made
 #: with a descriptor half made or half closed (Python marks a socket closed before the system has closed it), which
 #: it could not tell from its copies of the parent's objects, and so would keep open.
-_fork_guard = threading.RLock()  # re-entrant: a signal's handler may fork in the middle of a close
+#: Re-entrant: a signal's handler that forks in the middle of a close would otherwise wait for ever (its child may
+#: then keep that one connection open: the lesser harm).
+_fork_guard = threading.RLock()
 
 
 @contextmanager

@@ -488,6 +488,51 @@ def test_the_connection_that_made_way_was_the_one_idle_longest_and_only_when_the
     wait_for(lambda: not server.alive)
 
 
+class FakeConnection:
+    """What serve's loop sees of a connection: its idleness, which the test sets."""
+
+    def __init__(self, idle: float) -> None:
+        self.idle = idle
+
+
+def test_at_the_limit_a_connection_that_spoke_again_meanwhile_does_not_make_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by a review: serve saw a connection idle, started an acceptor, and when a client came much later it
+    closed whichever connection was idle longest then, busy as it was."""
+    from sslsocket import cli, process
+
+    x, y = FakeConnection(idle=5.0), FakeConnection(idle=0.0)
+    arrives, waiting = threading.Event(), threading.Event()
+    made_way: list[object] = []
+    names = iter(["x", "y", "new"])
+    pids: list[sslsocket.Pid] = []
+
+    def connection(handle: object, father: sslsocket.Pid, flags: str, room: object) -> None:
+        name = next(names)
+        pids.append(process.self())
+        if name == "new":
+            waiting.set()  # the loop started an acceptor: x was idle then
+            arrives.wait(10)
+        father.send((process.self(), ("ok", {"x": x, "y": y}.get(name, FakeConnection(0.0)))))
+        try:
+            process.receive()
+        except sslsocket.Exit as signal:
+            made_way.append((name, signal.reason))
+
+    monkeypatch.setattr(cli, "connection", connection)
+    loop = sslsocket.spawn(cli.loop, None, "", None, 2)
+    assert waiting.wait(10)
+    x.idle = 0.0  # it speaks again, before the new client comes
+    arrives.set()
+    # The loop has taken the new one, and waits again (one over the limit: no acceptor until one ends or idles).
+    wait_for(lambda: pids[2].waiting == "receive" and process.mailbox_length(loop) == 0 and loop.waiting == "receive")
+    assert all(pid.alive and not pid.exiting for pid in pids[:2]) and made_way == []  # nobody closed: none idle
+    for pid in [loop, *pids]:
+        sslsocket.exit(pid, "done")
+    wait_for(lambda: not loop.alive)
+
+
 def test_serve_closes_a_connection_idle_past_its_idle_timeout(certs: Any) -> None:
     with serving("--flags", f"-cert {certs.server}", "--idle-timeout", "0.5") as (log, port):
         sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), ("packet", 2), "")

@@ -495,3 +495,11 @@ def test_the_budget_makes_the_connection_held_up_longest_go() -> None:
     assert budget.waits("e") is None  # the same one again counts once
     assert budget.waits("f") == "c"
     assert Budget(limit=10, per_socket=1024).slots == 1  # a budget below one connection still lets one wait
+
+
+def test_a_forked_child_gets_the_budget_empty_with_a_lock_of_its_own() -> None:
+    budget: Budget[str] = Budget(limit=2048, per_socket=1024)
+    budget._lock.acquire()  # as a thread of the parent may hold it at the fork
+    budget._waiting["the parent's"] = None
+    child = budget.renewed()
+    assert child.waits("mine") is None and len(child) == 1 and (child.limit, child.slots) == (2048, 2)
