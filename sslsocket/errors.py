@@ -80,7 +80,8 @@ class ConnectionBroken(SSLSocketError, ConnectionError):
     """The ``error`` of a ``("socket_closed", error)`` message: why a connection ended other than normally.
 
     ``reason`` is a short tag: ``"truncated"``, ``"reset"``, ``"tls"``, ``"too_long"``, ``"bad_asn1"``,
-    ``"stopped"``, ``"owner_died"``, ``"incomplete"``, ``"os"``, ``"idle"`` (``-idle_timeout``).
+    ``"stopped"``, ``"owner_died"``, ``"incomplete"``, ``"os"``, ``"idle"`` (``-idle_timeout``), ``"budget"``
+    (``listen(..., max_buffered=)``).
     """
 
     def __repr__(self) -> str:
