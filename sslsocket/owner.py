@@ -56,8 +56,9 @@ class Owner(Protocol):
 #: What a ``NotOwner`` says to do: the first thing a threaded server's maintainer writes hands the socket to a
 #: new thread without a word to the socket.
 HAND_OVER = (
-    "To let another thread use it, its owner hands it over first: sslsocket.controlling_process(sock, pid), with"
-    " pid that thread's process (sslsocket.spawn(func, *args) returns one; sslsocket.self() in the thread is it)"
+    "To let another thread use it, its owner hands it over first: sslsocket.controlling_process(sock, thread), with"
+    " a threading.Thread (before or after its start), or that thread's process (sslsocket.spawn(func, *args)"
+    " returns one; sslsocket.self() in the thread is it)"
 )
 
 
@@ -134,9 +135,11 @@ class CallbackOwner:
         return []
 
 
-def owner_of(owner: Pid | Callable[[Any], object]) -> Owner:
-    """The owner for ``accept(..., owner=)``, ``client`` or ``controlling_process``: a ``Pid`` or a callable."""
-    return ProcessOwner(owner) if isinstance(owner, Pid) else CallbackOwner(owner)
+def owner_of(owner: Pid | Callable[[Any], object] | threading.Thread) -> Owner:
+    """The owner for ``accept(..., owner=)``, ``client`` or ``controlling_process``: a ``Pid``, a
+    ``threading.Thread`` (its process), or a callable."""
+    target = process.as_pid(owner)
+    return ProcessOwner(target) if isinstance(target, Pid) else CallbackOwner(target)
 
 
 class Credit:

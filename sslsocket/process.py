@@ -267,13 +267,50 @@ class Pid:
 
 
 def self() -> Pid:
-    """The calling thread's process, made on first use."""
+    """The calling thread's process, made on first use (or by ``of_thread``, before)."""
     pid: Pid | None = getattr(_local, "pid", None)
     if pid is None:
-        pid = Pid(threading.current_thread().name)
+        thread = threading.current_thread()
+        with _threads_lock:
+            pid = _threads.get(thread)
+            if pid is None:
+                pid = _threads[thread] = Pid(thread.name)
         _local.pid = pid
         _mark(pid)
     return pid
+
+
+#: The process of every thread that has one, or was given one before it asked (``of_thread``).
+_threads: weakref.WeakKeyDictionary[threading.Thread, Pid] = weakref.WeakKeyDictionary()
+_threads_lock = threading.Lock()
+
+
+def of_thread(thread: threading.Thread) -> Pid:
+    """The process of a ``threading.Thread``, started or not: the one ``self()`` returns in that thread. A thread
+    not started yet is that process from its first step, and its end ends it (closing the sockets it controls), so
+    that the legacy pattern works: ``t = Thread(target=handle, args=(sock,))``, ``controlling_process(sock, t)``,
+    ``t.start()``. A thread already running ends its process once it has used the library itself."""
+    if thread is threading.current_thread():
+        return self()
+    with _threads_lock:
+        pid = _threads.get(thread)
+        if pid is None:
+            pid = _threads[thread] = Pid(thread.name)
+            if thread.ident is None:  # not started: it runs as this process from its first step
+                run = thread.run
+
+                def run_as_process() -> None:
+                    _local.pid = pid
+                    _mark(pid)
+                    run()
+
+                thread.run = run_as_process  # type: ignore[method-assign]
+    return pid
+
+
+def as_pid(who: Any) -> Any:
+    """``who``, or the process of ``who`` if it is a ``threading.Thread``: whatever takes a ``Pid`` takes one."""
+    return of_thread(who) if isinstance(who, threading.Thread) else who
 
 
 class _Marker:
@@ -369,7 +406,8 @@ def receive(match: Callable[[Any], bool] | None = None, timeout: float | None = 
     return self().receive(match, timeout)
 
 
-def exit(pid: Pid, reason: Any) -> None:
+def exit(pid: Pid | threading.Thread, reason: Any) -> None:
     """``exit(Pid, Reason)``: ``pid``, blocked in ``accept`` or ``receive`` (or, beyond the manual, in ``client``
-    or in a ``deliver`` waiting for room, whose packet is then not sent) now or later, raises ``Exit(reason)``."""
-    pid.exit(reason)
+    or in a ``deliver`` waiting for room, whose packet is then not sent) now or later, raises ``Exit(reason)``. A
+    ``threading.Thread`` stands for its process."""
+    of_thread(pid).exit(reason) if isinstance(pid, threading.Thread) else pid.exit(reason)

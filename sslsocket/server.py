@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -93,18 +94,21 @@ def accept(
     return registry.listener(listen_socket).accept(ssl_flags, owner, timeout, handshake_errors)
 
 
-def controlling_process(sock: Socket, pid: Pid | Callable[[Any], object]) -> None:
-    """Make ``pid`` (a ``Pid``, or a callable) the socket's controlling process. Only the current controlling
-    process may do this. No message is lost or reordered, those already waiting in its mailbox included."""
+def controlling_process(sock: Socket, pid: Pid | Callable[[Any], object] | threading.Thread) -> None:
+    """Make ``pid`` (a ``Pid``, a ``threading.Thread``, started or not, or a callable) the socket's controlling
+    process. Only the current controlling process may do this. No message is lost or reordered, those already
+    waiting in its mailbox included."""
     owner = sock.owner
     if isinstance(owner, Pid) and process.self() is not owner:
         raise NotOwner(
             f"only the controlling process {owner!r} may hand {sock!r} on; {process.self()!r} is not it. {HAND_OVER}",
             ("not_owner", process.self()),
         )
+    pid = process.as_pid(pid)
     if not (isinstance(pid, Pid) or callable(pid)):
         raise WrongType(
-            f"a controlling process is a Pid or a callable, not {pid!r}", ("wrong_type", "pid", type(pid).__name__)
+            f"a controlling process is a Pid, a threading.Thread or a callable, not {pid!r}",
+            ("wrong_type", "pid", type(pid).__name__),
         )
     sock.change_owner(pid)
 

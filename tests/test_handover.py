@@ -16,7 +16,7 @@ import pytest
 
 import sslsocket
 
-from helpers import pair, stdlib_peer
+from helpers import pair, stdlib_peer, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -205,3 +205,50 @@ def test_two_callbacks_may_hand_each_others_socket_on_at_once(certs: Any) -> Non
         assert a_client.owner is me and b_client.owner is me
         for sock in (a_client, a_server, b_client, b_server):
             sock.close()
+
+
+def test_a_plain_thread_takes_a_socket_given_before_it_starts(certs: Any) -> None:
+    """Found from the outside: a threaded server's first lines, ``Thread(target=handle, args=(sock,)).start()``,
+    failed with NotOwner, and the client's first packet was lost. Given to the Thread first, it works."""
+    client, server = pair(certs=certs)
+    client.deliver("first")  # it may arrive before the thread starts: it waits for it
+
+    def handle(sock: sslsocket.Socket) -> None:
+        _, data = sslsocket.receive(lambda m: m[0] is sock, timeout=10)[1]
+        sock.deliver(f"echo: {data}")
+
+    thread = threading.Thread(target=handle, args=(server,))
+    sslsocket.controlling_process(server, thread)
+    assert server.owner is sslsocket.process.of_thread(thread)
+    thread.start()
+    assert sslsocket.receive(lambda m: m[0] is client, timeout=10)[1] == ("fromsocket", "echo: first")
+    thread.join(10)
+    assert sslsocket.receive(lambda m: m[0] is client, timeout=10)[1] == ("socket_closed", "normal")  # its end
+    client.close()
+
+
+def test_a_running_thread_stands_for_its_process(certs: Any) -> None:
+    client, server = pair(certs=certs)
+    ready, got = threading.Event(), []
+
+    def worker() -> None:
+        me = sslsocket.self()
+        ready.set()
+        try:
+            got.append(sslsocket.receive(timeout=10)[1])
+            sslsocket.receive(timeout=10)  # until exit() reaches it through its Thread
+        except sslsocket.Exit as signal:
+            got.append(("exit", signal.reason, me))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert ready.wait(10)
+    sslsocket.controlling_process(server, thread)  # the same process as self() in it
+    client.deliver("to a running thread")
+    wait_for(lambda: got)
+    sslsocket.exit(thread, "enough")
+    thread.join(10)
+    assert got[0] == ("fromsocket", "to a running thread")
+    assert got[1][:2] == ("exit", "enough") and got[1][2] is server.owner
+    assert sslsocket.receive(lambda m: m[0] is client, timeout=10)[1] == ("socket_closed", "normal")
+    client.close()

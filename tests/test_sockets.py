@@ -281,7 +281,9 @@ def test_only_the_controlling_process_may_send(certs: Any) -> None:
     thread.join()
     assert errors and "controlling process" in str(errors[0])
     # What a maintainer of a threaded server writes first, and what to write instead.
-    assert "its owner hands it over first: sslsocket.controlling_process(sock, pid)" in str(errors[0])
+    assert "its owner hands it over first: sslsocket.controlling_process(sock, thread), with a threading.Thread" in str(
+        errors[0]
+    )
     assert "sslsocket.spawn(func, *args) returns one" in str(errors[0])
     other = sslsocket.spawn(lambda: None)
     with pytest.raises(sslsocket.NotOwner):
