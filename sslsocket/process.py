@@ -351,6 +351,8 @@ def forked() -> None:
     """In a child after ``fork()``, only the forking thread is left: its process keeps its mailbox, with a lock of
     its own, which a thread of the parent's may have held at the fork. The others' threads are not here: their
     processes have ended, with locks of their own (a ``send`` to one must not wait on a lock held for ever)."""
+    global _threads_lock
+    _threads_lock = threading.Lock()  # a thread of the parent's may have held it at the fork
     pid: Pid | None = getattr(_local, "pid", None)
     for other in list(_processes.values()):
         if other is not pid:
