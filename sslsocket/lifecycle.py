@@ -158,8 +158,14 @@ class IdleClock:
         return (self._clock() if last is None else last[1]) + self.timeout
 
     def idle_for(self, traffic: int) -> float:
-        """Seconds since the last traffic either way, given the bytes counted so far (0 if they changed)."""
-        return self._seen(traffic)
+        """Seconds since the last traffic either way, given the bytes counted so far: 0 if they changed since last
+        seen (the change is dated now)."""
+        now, last = self._clock(), self._last
+        if last is None or last[0] != traffic:
+            if last is not None:
+                self._last = (traffic, now)
+            return 0.0
+        return now - last[1]
 
     def check(self, traffic: int) -> None:
         """At each open turn, with the bytes counted either way so far: ``ConnectionBroken`` (reason ``"idle"``)
@@ -167,14 +173,5 @@ class IdleClock:
         for an acceptor, is no idleness."""
         if self._last is None:
             self._last = (traffic, self._clock())
-        elif self._seen(traffic) >= self.timeout:
+        elif self.idle_for(traffic) >= self.timeout:
             raise ConnectionBroken(f"no traffic either way for {self.timeout:g} s (-idle_timeout)", "idle")
-
-    def _seen(self, traffic: int) -> float:
-        """The idle time, given the counters: 0 if they changed since last seen (the change is dated now)."""
-        now, last = self._clock(), self._last
-        if last is None or last[0] != traffic:
-            if last is not None:
-                self._last = (traffic, now)
-            return 0.0
-        return now - last[1]

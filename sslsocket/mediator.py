@@ -185,13 +185,18 @@ class Mediator:
             self.wake()
 
     def _emit(self, msgs: list[Any]) -> None:
-        """To the owner, under ``_owner_lock``, so that nothing reaches an old owner once ``controlling_process`` has
-        returned: a callback gets one message at a time while it is the owner (it may hand the socket on)."""
+        """To the owner, under ``_owner_lock``; a callback, one message at a time while it is the owner."""
         with self._owner_lock:
+            if self._handing:  # a hand-over left to this thread (while a callback ran): first
+                self._hand_on()
+            owner = self._owner
+            if owner is None or not owner.calls_back:  # a mailbox: all at once
+                self._post(owner, msgs)
+                return
             outer, calling.source = getattr(calling, "source", None), self
             try:
                 for index, msg in enumerate(msgs):
-                    if self._handing:  # a hand-over left to this thread (while a callback ran): first
+                    if self._handing:
                         self._hand_on()
                     owner = self._owner
                     if owner is None or not owner.calls_back:

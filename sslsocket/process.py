@@ -412,4 +412,4 @@ def exit(pid: Pid | threading.Thread, reason: Any) -> None:
     """``exit(Pid, Reason)``: ``pid``, blocked in ``accept`` or ``receive`` (or, beyond the manual, in ``client``
     or in a ``deliver`` waiting for room, whose packet is then not sent) now or later, raises ``Exit(reason)``. A
     ``threading.Thread`` stands for its process."""
-    of_thread(pid).exit(reason) if isinstance(pid, threading.Thread) else pid.exit(reason)
+    as_pid(pid).exit(reason)

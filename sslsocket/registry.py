@@ -58,8 +58,8 @@ class Registry:
         self._listeners: dict[ListenSocket, Listener] = {}
         self._ended: dict[ListenSocket, str] = {}  # handle -> "closed" or "stopped", the latest REMEMBER_ENDED
         self._sockets: set[Socket] = set()
-        #: Every connection's TCP socket from the moment it exists (``track``), before it is any stage's: a child
-        #: after ``fork()`` closes its copies of them all, whatever stage the fork caught them in.
+        #: Every connection's TCP socket from the moment it exists (``new_connection``), before any stage has it: a
+        #: child after ``fork()`` closes its copies of them all, whatever stage the fork caught them in.
         self._tcp: weakref.WeakSet[socket.socket] = weakref.WeakSet()
 
     def add_listener(self, listener: Listener) -> None:
