@@ -53,9 +53,10 @@ from .errors import (
 from .flags import InsecureClientWarning
 from .overview import i, overview
 from .process import Pid, exit, receive, self, spawn
-from .registry import ListenSocket, start, stop
+from .registry import ListenSocket, drain, start, stop
 from .server import Peer, accept, close, controlling_process, listen, peername, resolve
 from .sockets import Socket
+from .supervision import Ref, demonitor, link, monitor, process_flag, spawn_link, spawn_monitor, unlink
 
 try:
     __version__ = _metadata.version("sslsocket")
@@ -81,6 +82,7 @@ __all__ = [
     "PacketTooLong",
     "Peer",
     "Pid",
+    "Ref",
     "SSLSocketError",
     "Socket",
     "Stopped",
@@ -90,15 +92,23 @@ __all__ = [
     "client",
     "close",
     "controlling_process",
+    "demonitor",
+    "drain",
     "exit",
     "i",
+    "link",
     "listen",
+    "monitor",
     "overview",
     "peername",
+    "process_flag",
     "receive",
     "resolve",
     "self",
     "spawn",
+    "spawn_link",
+    "spawn_monitor",
     "start",
     "stop",
+    "unlink",
 ]

@@ -87,14 +87,11 @@ def _handshake(sock: Socket, me: Pid) -> None:
                     ConnectionBroken("the client call was aborted by an exit signal", "aborted"), tell_owner=False
                 )
 
-    me.waiting_on(interrupt)
-    me.waiting = "client"
     try:
-        if me.exiting:  # signalled before this wait began
-            interrupt()
-        sock.handshake_here()
-        with lock:
-            waiting[0] = False
+        with me.working("client", interrupt):
+            sock.handshake_here()
+            with lock:
+                waiting[0] = False
         if sock.aborted:  # just as the handshake ended
             sock.end_unstarted()
             raise HandshakeError("the client call was aborted", "aborted")
@@ -102,9 +99,6 @@ def _handshake(sock: Socket, me: Pid) -> None:
         if exc.reason == "aborted":
             me.check_exit()
         raise
-    finally:
-        me.waiting_on(None)
-        me.waiting = None
 
 
 def _host_port(address: object) -> tuple[str, int]:

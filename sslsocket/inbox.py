@@ -45,10 +45,10 @@ Envelope = Deliver | Close
 
 
 class Sender(Protocol):
-    """A process that may wait for room, and that ``exit(pid, reason)`` wakes from that wait."""
+    """A process that waits for room with its one wait, which ``exit(pid, reason)`` interrupts."""
 
-    def waiting_on(self, wake: Callable[[], None] | None) -> None: ...
-    def check_exit(self) -> None: ...
+    def wait_until(self, ready: Callable[[], bool], deadline: float | None, what: str = ...) -> None: ...
+    def wake(self) -> None: ...
 
 
 class Source(Protocol):
@@ -76,26 +76,25 @@ class Inbox(queue.Queue[Envelope]):
         self._weight = 0
         self._closed = False
         self._held: list[Source] = []  # sources held back until there is room
+        self._senders: list[Sender] = []  # processes waiting for room, woken when there is
 
-    def offer(self, item: Envelope, sender: Sender | None = None) -> bool:
-        """Put ``item``, waiting while the inbox is full (a delivery only); False once the inbox is closed. A
-        ``sender`` process waiting here is woken by its exit signal, and raises ``Exit``: nothing was put."""
-        with self.not_full:
-            if self._must_wait(item):
-                if sender is not None:
-                    sender.waiting_on(self._wake_senders)
-                try:
-                    while self._must_wait(item):
-                        if sender is not None:
-                            sender.check_exit()
-                        self.not_full.wait()
-                finally:
-                    if sender is not None:
-                        sender.waiting_on(None)
-            if self._closed:
-                return False
-            self._put(item)
-            return True
+    def offer(self, item: Envelope, sender: Callable[[], Sender]) -> bool:
+        """Put ``item``, waiting while the inbox is full (a delivery only); False once the inbox is closed. The
+        calling process, ``sender()``, waits with its one wait: an exit signal raises ``Exit``, and nothing is put."""
+        while True:
+            with self.mutex:
+                if not self._must_wait(item):
+                    if self._closed:
+                        return False
+                    self._put(item)
+                    return True
+                me = sender()
+                self._senders.append(me)
+            try:
+                me.wait_until(lambda: not self._must_wait(item), None, "deliver")
+            finally:
+                with self.mutex:
+                    self._senders.remove(me)
 
     def force(self, item: Deliver, source: Source) -> bool:
         """Put ``item`` without waiting, as a callback of ``source`` must; False once the inbox is closed. If the
@@ -110,16 +109,13 @@ class Inbox(queue.Queue[Envelope]):
                 self._held.append(source)
             return True
 
-    def _let_go(self) -> list[Source]:
-        """Under the lock: the sources to let go of, once there is room (or the inbox is closed)."""
-        if not self._held or (self._weight >= self.maxsize and not self._closed):
-            return []
+    def _let_go(self) -> tuple[list[Source], list[Sender]]:
+        """Under the lock: the sources to let go of and the senders to wake, once there is room (or the inbox is
+        closed)."""
+        if self._weight >= self.maxsize and not self._closed:
+            return [], []
         held, self._held = self._held, []
-        return held
-
-    def _wake_senders(self) -> None:
-        with self.not_full:
-            self.not_full.notify_all()
+        return held, list(self._senders)
 
     def _must_wait(self, item: Envelope) -> bool:
         return not self._closed and self._weight >= self.maxsize and type(item) is Deliver
@@ -130,10 +126,8 @@ class Inbox(queue.Queue[Envelope]):
             self._closed = True
             self.queue.clear()
             self._weight = 0
-            self.not_full.notify_all()
-            held = self._let_go()
-        for source in held:
-            source.let_go()
+            held, senders = self._let_go()
+        _wake(held, senders)
 
     def _qsize(self) -> int:
         return self._weight  # 0 exactly when empty: every message weighs one unit at least
@@ -159,16 +153,21 @@ class Inbox(queue.Queue[Envelope]):
         first that is not a delivery; wake the senders that wait for space."""
         taken: list[Envelope] = []
         with self.mutex:
-            waiting, weight = self.queue, self._weight
-            while waiting and room > 0:
+            queued, weight = self.queue, self._weight
+            while queued and room > 0:
                 item = self._get()
                 taken.append(item)
                 if type(item) is not Deliver:
                     break
                 room -= len(item.header) + len(item.payload)
-            if taken and weight >= self.maxsize:  # senders wait only while it is full
-                self.not_full.notify_all()
-            held = self._let_go()
-        for source in held:
-            source.let_go()
+            held, senders = self._let_go() if weight >= self.maxsize else ([], [])  # only a full one holds any
+        _wake(held, senders)
         return taken
+
+
+def _wake(held: list[Source], senders: list[Sender]) -> None:
+    """Outside the inbox's lock: let go of the sources held, wake the senders waiting for room."""
+    for source in held:
+        source.let_go()
+    for sender in senders:
+        sender.wake()

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from time import monotonic
+from typing import Any
 
 from .errors import ConnectionBroken
 
@@ -74,6 +75,16 @@ class Lifecycle:
         #: Whether the owner has closed the socket: from then on nothing more is taken from it, and it hears
         #: nothing more, whatever ending came first.
         self.closed_by_owner = False
+        #: What the owner was told in its ``socket_closed`` message (``"normal"``, a ``ConnectionBroken``), if it was.
+        self.told: Any = None
+
+    @property
+    def reason(self) -> Any:
+        """Why the connection ended, for its monitors: what its owner was told, else the cause of the ending asked
+        (``"closed"`` by the owner, ``"owner_ended"``, ``"aborted"``)."""
+        if self.told is not None:
+            return self.told
+        return self.ending.cause if self.ending is not None else "closed"
 
     def move(self, state: State) -> None:
         """The mediator moves the connection on: only along the arrows above."""

@@ -34,7 +34,7 @@ actual socket". Its state is one ``Lifecycle`` (handshaking, open, closing, clos
    last batch read) and one packet being decoded (the mode's ``max_packet``).
 
    Senders put their message first, then poke the waker only if the mediator said it was going to sleep; the
-   mediator says so first, then looks at the inbox once more. Either way no message waits unseen.
+   mediator says so first, then looks at the inbox once more: no message waits unseen.
 
 3. **End.** Other threads ask for the end (``Lifecycle.ask``); the loop looks at every turn.
 
@@ -46,8 +46,8 @@ actual socket". Its state is one ``Lifecycle`` (handshaking, open, closing, clos
    - *Broken by the peer*: the packets already whole are delivered, then one ``("socket_closed", "normal")`` for a
      close_notify at a packet boundary, or ``("socket_closed", error)`` for anything else.
 
-   When the thread ends, the inbox is closed (a ``deliver`` still waiting for room raises ``Closed``), the
-   descriptors are released, and the socket lets go of everything it held.
+   When the thread ends, the inbox is closed (a sender waiting for room is woken), the descriptors are released,
+   the socket lets go of everything it held, and its monitors hear why it ended.
 
 A callback owner is called in the mediator's thread, one message at a time under ``_owner_lock``; what it delivers
 from there goes straight to the outgoing buffer (the inbox would make the thread wait on itself once full), and what
@@ -89,6 +89,7 @@ from .process import Delivery, Pid
 from .sessions import Resumption
 from .system import IN, Sleeper, Waits, close_tcp, unsent
 from .tls import HandshakeFailure, PeerClosed, PeerReport, attempt, broken, read, send
+from .watchers import Watchers
 
 log = logging.getLogger("sslsocket")
 
@@ -142,7 +143,7 @@ class Mediator:
         self._on_handshake = on_handshake
         self._forget = forget
         self._log = connection_logger(settings.log) if settings.log else None
-        self._life = Lifecycle()
+        self._life, self.watchers = Lifecycle(), Watchers()  # (its monitors: ``sslsocket.monitor(sock)``)
         self._idle = IdleClock(settings.idle_timeout) if settings.idle_timeout else None
         self._inbox = Inbox()
         self._own: list[Envelope] = []  # what a callback owner sent from the mediator's own thread
@@ -179,8 +180,7 @@ class Mediator:
 
     def owner_ended(self, pid: Pid) -> None:
         """The owner's process ended: close, unless the socket has been handed on."""
-        owner = self._owner
-        if owner is not None and owner.target is pid:
+        if getattr(self._owner, "target", None) is pid:
             self._life.ask(OWNER_ENDED)
             self.wake()
 
@@ -235,8 +235,7 @@ class Mediator:
                 if not moved:
                     self._end()
 
-    def _move_on(self) -> bool:
-        """After a server's handshake: True once another thread has the open connection (``Socket``)."""
+    def _move_on(self) -> bool:  # after a server's handshake: True once another thread has the open connection
         return False
 
     def _hand_on(self) -> None:
@@ -268,6 +267,7 @@ class Mediator:
             self._sleeper.close()
             self._forget(self)
             self._let_go()
+            self.watchers.end(self._life.reason)
             self._ended.set()
 
     def _let_go(self) -> None:
@@ -460,8 +460,7 @@ class Mediator:
                 " arrived)",
                 "incomplete",
             )
-        self._emit([(self, ("socket_closed", error))])
-        self._finish(None, orderly=True, linger=False)
+        self._finish(error, orderly=True, linger=False)
 
     def _broke(self, exc: BaseException, closing: bool) -> None:
         ending = self._life.urgent
@@ -470,11 +469,12 @@ class Mediator:
         else:  # a closing socket's owner hears nothing more
             self._finish(None if closing else broken(exc, self.certificate_requested))
 
-    def _finish(self, error: ConnectionBroken | None, *, orderly: bool = False, linger: bool = True) -> None:
+    def _finish(self, error: Any, *, orderly: bool = False, linger: bool = True) -> None:
         """The close protocol: tell the owner ``error`` unless it is None, send close_notify, and (after an orderly
         close of ours) linger. ``_end`` then releases everything."""
         self._life.move(State.CLOSING)
         if error is not None:
+            self._life.told = error
             self._emit([(self, ("socket_closed", error))])
         if self._log:
             self._log.info("%r closed: %s", self, error or "orderly")

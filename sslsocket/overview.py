@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, fields
 from typing import IO, Any
 
-from . import process
+from . import process, supervision
 from .process import Pid
 from .registry import registry
 from .sockets import Socket
@@ -29,6 +29,8 @@ class ProcessInfo:
     waiting: str  # what it waits in: "receive", "accept on ...", "client", or "-"
     mailbox: int  # messages waiting in its mailbox
     sockets: int  # sockets it controls
+    links: list[Pid]  # the processes it is linked to
+    monitors: int  # monitors watching it
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class SocketInfo:
     packets_out: int
     bytes_out: int
     inbox: int  # messages waiting for the mediator
+    monitors: int  # monitors watching it
     protocol: str
     cipher: str
 
@@ -67,11 +70,19 @@ class Overview:
     sockets: list[SocketInfo]
 
 
+def _pid(pid: Pid) -> str:
+    return f"<0.{pid.id}.0>"
+
+
+def _pids(pids: list[Pid]) -> str:
+    return ",".join(map(_pid, pids)) or "-"
+
+
 def _owner_name(owner: Any) -> str:
     if owner is None:
         return "-"
     if isinstance(owner, Pid):
-        return f"<0.{owner.id}.0>"
+        return _pid(owner)
     return f"callback {getattr(owner, '__qualname__', type(owner).__name__)}"
 
 
@@ -79,7 +90,15 @@ def overview() -> Overview:
     """What ``i()`` prints, as data: the live processes, listen sockets and connections, oldest first."""
     listeners, sockets = registry.snapshot()
     procs = [
-        ProcessInfo(pid, pid.name, pid.waiting or "-", process.mailbox_length(pid), process.socket_count(pid))
+        ProcessInfo(
+            pid,
+            pid.name,
+            pid.waiting or "-",
+            process.mailbox_length(pid),
+            process.socket_count(pid),
+            supervision.links(pid),
+            supervision.monitors(pid),
+        )
         for pid in process.processes()
     ]
     listens = [ListenInfo(li.handle.port, li.handle.fd, str(li.mode), **li.counts()) for li in listeners]
@@ -96,6 +115,7 @@ def overview() -> Overview:
             sock.packets_out,
             sock.bytes_out,
             sock.inbox_depth,
+            supervision.monitors(sock),
             sock.protocol or "-",
             sock.cipher or "-",
         )
@@ -110,8 +130,11 @@ def format_overview(view: Overview) -> list[str]:
     tables: list[tuple[str, list[str], list[list[str]]]] = [
         (
             "Processes",
-            ["pid", "name", "waiting in", "mailbox", "sockets"],
-            [[f"<0.{p.pid.id}.0>", p.name, p.waiting, str(p.mailbox), str(p.sockets)] for p in view.processes],
+            ["pid", "name", "waiting in", "mailbox", "sockets", "links", "monitors"],
+            [
+                [_pid(p.pid), p.name, p.waiting, str(p.mailbox), str(p.sockets), _pids(p.links), str(p.monitors)]
+                for p in view.processes
+            ],
         ),
         (
             "Listen sockets",
@@ -120,7 +143,21 @@ def format_overview(view: Overview) -> list[str]:
         ),
         (
             "Sockets",
-            ["id", "peer", "mode", "state", "owner", "in", "bytes in", "out", "bytes out", "inbox", "TLS", "cipher"],
+            [
+                "id",
+                "peer",
+                "mode",
+                "state",
+                "owner",
+                "in",
+                "bytes in",
+                "out",
+                "bytes out",
+                "inbox",
+                "monitors",
+                "TLS",
+                "cipher",
+            ],
             [[str(getattr(s, f.name)) for f in fields(s)[1:]] for s in view.sockets],
         ),
     ]

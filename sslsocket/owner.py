@@ -10,7 +10,6 @@ from typing import Any, Protocol
 
 from . import process
 from .errors import NotOwner
-from .inbox import Sender
 from .process import Controlled, Delivery, Pid
 
 log = logging.getLogger("sslsocket")
@@ -28,8 +27,6 @@ class Owner(Protocol):
 
     #: What ``Socket.owner`` shows: the ``Pid``, or the callable.
     target: Any
-    #: Who waits when a delivery waits for room in the inbox, so that ``exit`` can wake it; None for a callback.
-    waiter: Sender | None
     #: True for a callback, called in the mediator's thread (it may answer from there); False for a mailbox.
     calls_back: bool
 
@@ -69,7 +66,6 @@ class ProcessOwner:
 
     def __init__(self, pid: Pid) -> None:
         self.target: Any = pid
-        self.waiter: Sender | None = pid
         self._pid = pid
 
     def sender(self) -> Pid | None:
@@ -96,14 +92,13 @@ class ProcessOwner:
         self._pid.release(sock)
 
     def take_back(self, sock: Controlled) -> list[Any]:
-        return self._pid.take_from(sock)
+        return self._pid.take(process.sent_by(sock))
 
 
 class CallbackOwner:
     """A callable, called with each message in the mediator's thread; anyone may talk to the socket. A callback
     that raises is an owner that died: it is logged, and the socket closes."""
 
-    waiter: Sender | None = None
     calls_back: bool = True
 
     def __init__(self, callback: Callable[[Any], object]) -> None:

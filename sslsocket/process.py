@@ -26,16 +26,20 @@ True
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from time import monotonic
 from typing import Any, Protocol
 
 from .errors import Exit, ListenClosed, Timeout
+from .watchers import Watchers
 
+log = logging.getLogger("sslsocket")
 _ids = itertools.count(1)
 _local = threading.local()
 #: Every process not yet collected, by id: what ``sslsocket.i()`` lists (the ended ones are left out there).
@@ -82,10 +86,15 @@ class Pid:
     def __init__(self, name: str) -> None:
         self.id = next(_ids)
         self.name = name
+        #: Its monitors and links (``sslsocket.monitor``, ``link``), told why it ended.
+        self.watchers = Watchers()
+        #: ``process_flag("trap_exit", True)``: its links' ends come as ``("EXIT", pid, reason)`` messages.
+        self.trap_exit = False
         self._new_locks()
         self._mailbox: deque[Any] = deque()
+        self._taken = 0  # how many times messages were taken out of the mailbox: a scan of it is stale if it moved
         self._exit: tuple[Any] | None = None
-        self._waiting_on: Callable[[], None] | None = None  # wakes another wait, that ``exit`` interrupts
+        self._interrupt: Callable[[], None] | None = None  # cuts short the work ``exit`` must interrupt (``working``)
         self._alive = True
         self._sockets: set[Controlled] = set()
         #: What the process waits in now (``"receive"``, ``"accept on ..."``, ``"client"``), or None.
@@ -122,8 +131,9 @@ class Pid:
             self._notify()
 
     def wait_until(self, ready: Callable[[], bool], deadline: float | None, what: str = "wait") -> None:
-        """Block until ``ready()`` (evaluated under the process's lock), raising ``Exit`` on an exit signal and
-        ``Timeout`` once ``time.monotonic()`` passes ``deadline``."""
+        """The one wait of a process: block until ``ready()`` (evaluated under the process's lock), raising ``Exit``
+        on an exit signal and ``Timeout`` once ``time.monotonic()`` passes ``deadline``. Whatever makes ``ready()``
+        true calls ``wake`` after (a message, an outcome for ``accept``, room in an inbox)."""
         with self._lock:
             try:
                 while True:
@@ -131,82 +141,86 @@ class Pid:
                     if ready():
                         return
                     self.waiting = what
-                    if deadline is None:
-                        self._wait(-1)
-                    else:
-                        remaining = deadline - monotonic()
-                        if remaining <= 0:
-                            raise Timeout(f"{what} timed out", "timeout")
-                        self._wait(remaining)
+                    remaining = None if deadline is None else deadline - monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise Timeout(f"{what} timed out", "timeout")
+                    self._waits += 1
+                    try:
+                        self._changed.wait(remaining)
+                    finally:
+                        self._waits -= 1
             finally:
                 self.waiting = None
 
     def _new_locks(self) -> None:
-        """``_lock`` guards the mailbox and the process's state; ``_wakeup``, held while nobody waits, is how
-        ``_notify`` wakes the one thread that ever waits here, the process's own: a condition variable with a single
-        waiter, where ``threading.Condition`` runs a dozen calls of Python per wait and per notify, on the path of
-        every message."""
+        """``_lock`` guards the mailbox and the process's state; ``_changed`` is its condition, waited on only by
+        the process's own thread (more than once when a signal's handler waits during a wait), and notified only
+        while someone waits (``_waits``)."""
         self._lock = threading.RLock()
-        self._wakeup = threading.Lock()
-        self._wakeup.acquire()
-        self._asleep = False  # the process's thread waits, or is about to: the next _notify releases _wakeup
-        self._waits = 0  # waits in progress: more than one when a signal's handler waits during a wait
+        self._changed = threading.Condition(self._lock)
+        self._waits = 0
+        self.watchers.renew()
 
     def _notify(self) -> None:
         """Wake the process's thread if it waits (called under ``_lock``)."""
-        if self._asleep:
-            self._asleep = False
-            self._wakeup.release()
-
-    def _wait(self, timeout: float) -> None:
-        """Wait until ``_notify`` or ``timeout`` seconds (-1: no end), ``_lock`` (held by this thread, to any
-        depth) released meanwhile, as ``threading.Condition`` releases it."""
-        self._asleep = True
-        self._waits += 1
-        saved = self._lock._release_save()  # type: ignore[attr-defined]
-        try:
-            self._wakeup.acquire(True, timeout)
-        finally:  # (also when a signal's handler raised, before or after the acquire)
-            self._lock._acquire_restore(saved)  # type: ignore[attr-defined]
-            self._waits -= 1
-            self._asleep = False
-            self._wakeup.acquire(False)  # held again: it was, or a _notify released it that this wait did not take
-            if self._waits:  # a signal's handler waited here while an outer wait did: that one looks again
-                self._wakeup.release()
+        if self._waits:
+            self._changed.notify_all()
 
     def receive(self, match: Callable[[Any], bool] | None, timeout: float | None) -> Any:
         """The oldest message for which ``match`` is true; the others stay, in order. Run by the owner only."""
         deadline = None if timeout is None else monotonic() + timeout
         box = self._mailbox
-        checked = 0
         found: list[Any] = []
+        if match is None:
 
-        def ready() -> bool:
-            nonlocal checked
-            if match is None:
+            def ready() -> bool:
                 if box:
+                    self._taken += 1
                     found.append(_received(box.popleft()))
-                    return True
-                return False
-            for index in range(checked, len(box)):
-                if match(box[index]):
-                    found.append(_received(box[index]))
-                    del box[index]
-                    return True
-            checked = len(box)
-            return False
+                return bool(found)
+
+        else:
+            checked, seen = 0, self._taken
+
+            def ready() -> bool:  # looks only at what came since it last looked, unless something was taken since
+                nonlocal checked, seen
+                while True:
+                    if seen != self._taken:  # a receive in a signal's handler, or controlling_process
+                        checked, seen = 0, self._taken
+                    end = len(box)
+                    index = self._match(match, checked, end, seen)
+                    if index is None:
+                        checked = end
+                        return False
+                    if index >= 0:
+                        self._taken += 1
+                        found.append(_received(box[index]))
+                        del box[index]
+                        return True
 
         self.wait_until(ready, deadline, "receive")
         return found[0]
 
-    def take_from(self, sender: object) -> list[Any]:
-        """Remove and return, in order, every waiting message ``(sender, ...)``: for ``controlling_process``."""
+    def _match(self, match: Callable[[Any], bool], start: int, end: int, seen: int) -> int | None:
+        """The index of the first message from ``start`` to ``end`` that matches, None if none does, or -1 if
+        ``match`` took part of the mailbox meanwhile (a signal's handler received): look again."""
+        box = self._mailbox
+        for index in range(start, end):
+            matched = match(box[index])
+            if seen != self._taken:
+                return -1
+            if matched:
+                return index
+        return None
 
-        from_sender = sent_by(sender)
+    def take(self, match: Callable[[Any], bool]) -> list[Any]:
+        """Remove and return, in order, every waiting message that ``match``es, without waiting: for
+        ``controlling_process`` (a socket's messages) and ``demonitor`` (a ``DOWN`` already there)."""
         with self._lock:
-            mine = [m for m in self._mailbox if from_sender(m)]
+            mine = [m for m in self._mailbox if match(m)]
             if mine:
-                rest = [m for m in self._mailbox if not from_sender(m)]
+                self._taken += 1
+                rest = [m for m in self._mailbox if not match(m)]
                 self._mailbox.clear()
                 self._mailbox.extend(rest)
             return mine
@@ -217,15 +231,27 @@ class Pid:
             if self._alive and self._exit is None:
                 self._exit = (reason,)
             self._notify()
-        wake = self._waiting_on
-        if wake is not None:
-            wake()
+            interrupt = self._interrupt
+        if interrupt is not None:
+            interrupt()
 
-    def waiting_on(self, wake: Callable[[], None] | None) -> None:
-        """This process waits outside ``wait_until`` (a ``deliver`` waiting for room, a ``client`` in its
-        handshake), and ``wake`` wakes that wait: ``exit`` calls it too, and the waiter calls ``check_exit`` before
-        each wait. None when that wait is over."""
-        self._waiting_on = wake
+    @contextmanager
+    def working(self, what: str, interrupt: Callable[[], None]) -> Iterator[None]:
+        """The process works in its own thread at something that is not a wait for a condition, and that ``exit``
+        must cut short (``client``'s handshake, whose waits are its socket's): ``exit`` calls ``interrupt``, at
+        once if the signal came before. The signal stays pending: the worker calls ``check_exit`` after."""
+        with self._lock:
+            self._interrupt = interrupt
+            pending = self._exit is not None
+        self.waiting = what
+        try:
+            if pending:
+                interrupt()
+            yield
+        finally:
+            with self._lock:
+                self._interrupt = None
+            self.waiting = None
 
     @property
     def exiting(self) -> bool:
@@ -255,7 +281,9 @@ class Pid:
         with self._lock:
             self._sockets.discard(sock)
 
-    def _ended(self) -> None:
+    def _ended(self, reason: Any) -> bool:
+        """The process ended, for ``reason``: its sockets close, its monitors and links hear why. False if nobody
+        monitored or linked it."""
         with self._lock:
             self._alive = False
             sockets = list(self._sockets)
@@ -264,6 +292,7 @@ class Pid:
             self._notify()
         for sock in sockets:
             sock.owner_ended(self)
+        return self.watchers.end(reason)
 
 
 def self() -> Pid:
@@ -298,13 +327,7 @@ def of_thread(thread: threading.Thread) -> Pid:
             pid = _threads[thread] = Pid(thread.name)
             if thread.ident is None:  # not started: it runs as this process from its first step
                 run = thread.run
-
-                def run_as_process() -> None:
-                    _local.pid = pid
-                    _mark(pid)
-                    run()
-
-                thread.run = run_as_process  # type: ignore[method-assign]
+                thread.run = lambda: _run_as(pid, run)  # type: ignore[method-assign]
     return pid
 
 
@@ -329,7 +352,7 @@ def _thread_ended(pid: Pid, born_in: int) -> None:
     that a thread of the parent may have held at the fork (the child hung inside ``os.fork()``), and end what is the
     parent's."""
     if os.getpid() == born_in:
-        pid._ended()
+        pid._ended("normal")
 
 
 def processes() -> list[Pid]:
@@ -378,23 +401,36 @@ def end_thread_process() -> None:
 def spawn(func: Callable[..., object], *args: object) -> Pid:
     """Start ``func(*args)`` in a new process (a daemon thread) and return its ``Pid``.
 
-    The process ends when ``func`` returns; an uncaught ``Exit`` ends it quietly, as an exit signal ends an Erlang
-    process, and so does the ``ListenClosed`` of an ``accept`` whose listen socket was closed (or ``Stopped``, by
-    ``stop()``); any other exception is reported by ``threading.excepthook``.
+    The process ends when ``func`` returns (reason ``"normal"``), or by what it raised: an uncaught ``Exit`` ends it
+    quietly with the exit's reason, as an exit signal ends an Erlang process; the ``ListenClosed`` of an ``accept``
+    whose listen socket was closed (or ``Stopped``, by ``stop()``) with ``"shutdown"``, an orderly end; any other
+    exception with that exception, logged on the ``sslsocket`` logger unless someone monitors or links the process.
     """
-    pid = Pid(getattr(func, "__name__", "process"))
+    return start(Pid(getattr(func, "__name__", "process")), func, *args)
 
-    def run() -> None:
-        _local.pid = pid
-        try:
-            func(*args)
-        except (Exit, ListenClosed):
-            pass
-        finally:
-            pid._ended()
 
-    threading.Thread(target=run, name=f"process-{pid.id}-{pid.name}", daemon=True).start()
+def start(pid: Pid, func: Callable[..., object], *args: object) -> Pid:
+    """Run ``func(*args)`` as ``pid``, made but not yet running, in a new daemon thread: for ``spawn``, and for
+    ``spawn_monitor`` and ``spawn_link``, which watch the process before it runs."""
+    threading.Thread(target=_run_as, args=(pid, func, *args), name=f"process-{pid.id}-{pid.name}", daemon=True).start()
     return pid
+
+
+def _run_as(pid: Pid, func: Callable[..., object], *args: object) -> None:
+    """Be ``pid`` in this thread, run ``func(*args)``, and end the process with why it ended (see ``spawn``)."""
+    _local.pid = pid
+    error: BaseException | None = None
+    reason: Any = "normal"
+    try:
+        func(*args)
+    except Exit as exc:
+        reason = exc.reason
+    except ListenClosed:
+        reason = "shutdown"
+    except BaseException as exc:  # (told to its watchers, or logged: never lost)
+        reason = error = exc
+    if not pid._ended(reason) and error is not None:
+        log.error("%r ended by an exception", pid, exc_info=error)
 
 
 def sent_by(sender: object) -> Callable[[Any], bool]:

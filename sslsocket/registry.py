@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from . import process
 from .context import close_logs
-from .errors import Closed, ConnectionBroken, closed_error
+from .errors import BadArgument, Closed, ConnectionBroken, closed_error
 from .lifecycle import State
 from .sessions import sessions
 from .system import at_fork, no_fork
@@ -122,25 +122,43 @@ class Registry:
             tcp.close()  # this process's copy (a no-op for one closed already)
         self._tcp = weakref.WeakSet()
 
-    def stop(self) -> None:
+    def drain(self, timeout: float, why: str = "closed") -> tuple[int, int]:
+        """Close every listen socket (for ``why``); let every connection go on until its owner closes it or ends,
+        for ``timeout`` seconds at most; then cut those left, as ``stop()`` does. Returns how many ended by themselves
+        and how many were cut."""
         with self._lock:
             handles = list(self._listeners)
             sockets = list(self._sockets)
         for handle in handles:
-            self.close_listener(handle, "stopped")
+            self.close_listener(handle, why)
+        deadline = monotonic() + timeout
+        left = [sock for sock in sockets if not _ended_by(sock, deadline)]
         error = ConnectionBroken("the socket server was stopped", "stopped")
-        for sock in sockets:
-            sock.abort(error, wake=False)
-        for sock in sockets:
+        for sock in left:
+            sock.abort(
+                error, wake=False
+            )  # every socket marked before any acts: none takes its peer's abort for a close
+        for sock in left:
             sock.wake()
         deadline = monotonic() + STOP_TIMEOUT
-        for sock in sockets:  # a client's handshake runs in its caller's thread, before the socket has one
-            started = sock.thread is not None or sock.state is State.HANDSHAKING
-            if started and sock.thread is not threading.current_thread():
-                sock.wait_closed(max(0.0, deadline - monotonic()))
+        for sock in left:
+            _ended_by(sock, deadline)
+        return len(sockets) - len(left), len(left)
+
+    def stop(self) -> None:
+        self.drain(0, "stopped")
         handshakers.dismiss()
         workers.dismiss()
         close_logs()
+
+
+def _ended_by(sock: Socket, deadline: float) -> bool:
+    """Wait until ``sock`` has ended or ``deadline`` has passed; whether it has ended. A socket is not waited for in
+    its own thread (a callback that drains), nor before it has one (a client's handshake in its caller's thread)."""
+    started = sock.thread is not None or sock.state is State.HANDSHAKING
+    if not started or sock.thread is threading.current_thread():
+        return sock.state is State.CLOSED
+    return sock.wait_closed(max(0.0, deadline - monotonic()))
 
 
 registry = Registry()
@@ -153,8 +171,17 @@ def start() -> None:
 def stop() -> None:
     """Stop the socket server: close every socket and listen socket, waking acceptors (``Closed``) and telling
     owners (``("socket_closed", error)`` with reason ``"stopped"``). No library thread is left. The next call starts
-    it again."""
+    it again. It is ``drain(0)``, then the end of the library's threads."""
     registry.stop()
+
+
+def drain(timeout: float) -> tuple[int, int]:
+    """A graceful stop: every listen socket stops accepting (its waiting acceptors get ``ListenClosed``); every open
+    socket goes on until its owner closes it or ends; after ``timeout`` seconds what is left is closed as ``stop()``
+    closes it. Returns ``(finished, cut)``: how many sockets ended by themselves, and how many were cut."""
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout >= 0:
+        raise BadArgument(f"drain takes a number of seconds, 0 or more, not {timeout!r}", ("bad_argument", timeout))
+    return registry.drain(float(timeout))
 
 
 def _forked() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from cryptography import x509
 from OpenSSL import SSL
 
+from . import process
 from .budget import Budget
 from .errors import BadMessage, Closed, ConnectionBroken
 from .framing import to_bytes
@@ -223,6 +224,7 @@ class Socket(Mediator):
         self._inbox = Inbox()  # the parent's may be locked for ever here, by a thread of the parent's
         self._inbox.close()
         self._owner_lock = threading.RLock()
+        self.watchers.renew()
         self._life.move(State.CLOSED)
         self._tcp.close()
         self._sleeper.waker.close_copy()
@@ -261,11 +263,11 @@ class Socket(Mediator):
             if self._inbox.force(item, source) and self._sleeping:
                 self.wake()
             return
-        owner, budget = self._owner, self.budget
+        budget = self.budget
         if budget is not None and type(item) is Deliver and self._inbox.full():  # its owner is about to wait
             self._over_budget(budget.waits(self), budget)
         try:
-            if self._inbox.offer(item, owner.waiter if owner is not None else None) and self._sleeping:
+            if self._inbox.offer(item, process.self) and self._sleeping:
                 self.wake()
         finally:
             if budget is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from typing import Any
@@ -119,33 +120,21 @@ def test_messages_to_an_ended_process_are_dropped() -> None:
     assert not pid.alive
 
 
-def test_a_wake_that_comes_after_a_wait_timed_out_is_taken_back() -> None:
-    """A process waits on a lock that ``_notify`` releases; when the wait times out and a notify comes before the
-    waiter has the process's lock again, the waiter takes what that notify released: the next wait waits."""
-    from sslsocket import process
-
-    pid = process.Pid("waiter")
-    real = pid._wakeup
-
-    class TimesOutThenNotified:
-        def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-            if timeout > 0:  # the wait: it times out, and meanwhile another thread wakes the process
-                other = threading.Thread(target=pid.wake)
-                other.start()
-                other.join()
-                return False
-            return real.acquire(blocking, timeout)
-
-        def release(self) -> None:
-            real.release()
-
-    pid._wakeup = TimesOutThenNotified()  # type: ignore[assignment]
-    with pid._lock:
-        pid._wait(0.01)
-    assert real.locked() and not pid._asleep
-    pid._wakeup = real
-    with pytest.raises(sslsocket.Timeout):  # and a receive waits its whole timeout, for nothing
-        pid.receive(None, 0.05)
+def test_a_receive_that_timed_out_leaves_no_wake_up_behind() -> None:
+    """A message that comes as a wait times out is found by the next receive, and a receive after that waits its
+    whole timeout: nothing left over wakes it early."""
+    me = sslsocket.self()
+    for _ in range(200):
+        other = threading.Thread(target=me.send, args=("late",))
+        other.start()
+        with pytest.raises(sslsocket.Timeout):
+            sslsocket.receive(lambda m: m == "never", timeout=0.0001)
+        other.join()
+        assert sslsocket.receive(timeout=5) == "late"
+    started = time.monotonic()
+    with pytest.raises(sslsocket.Timeout):
+        sslsocket.receive(timeout=0.05)
+    assert time.monotonic() - started >= 0.05
 
 
 def test_a_message_sent_while_the_process_waits_wakes_it_at_once() -> None:
@@ -163,67 +152,77 @@ def test_a_message_sent_while_the_process_waits_wakes_it_at_once() -> None:
     assert got == ["hello"]
 
 
-class _Wakeup:
-    """A stand-in for a process's wake-up lock: runs ``during`` inside the wait's acquire, then the real one."""
-
-    def __init__(self, real: Any, during: Any) -> None:
-        self.real, self.during, self.results = real, during, []
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        if blocking and self.during is not None:
-            during, self.during = self.during, None
-            during()
-        got = self.real.acquire(blocking, timeout)
-        if blocking:
-            self.results.append(got)
-        return got
-
-    def release(self) -> None:
-        self.real.release()
+needs_signals = pytest.mark.skipif(
+    not hasattr(signal, "pthread_kill"), reason="Windows has no signal to interrupt a waiting thread with"
+)
 
 
-def test_a_wait_interrupted_after_it_was_woken_leaves_the_process_usable() -> None:
-    """A signal's handler that raises (Ctrl-C) right after the wait took its wake-up: the exception goes up, the
-    process's lock is free, and its wake-up held, ready for the next wait."""
-    from sslsocket import process
+def _signal_main_when_it_waits() -> threading.Thread:
+    """A thread that sends SIGUSR1 to the main thread once that waits in ``receive``."""
+    me = sslsocket.self()
 
-    pid = process.Pid("interrupted")
-    real = pid._wakeup
+    def kill() -> None:
+        wait_for(lambda: me.waiting == "receive", 30)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
 
-    class WokenThenInterrupted(_Wakeup):
-        def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-            if blocking:
-                pid._notify()  # a sender's wake-up (the lock it would hold is the one the wait gave up)
-                assert self.real.acquire(False)
-                raise KeyboardInterrupt
-            return self.real.acquire(blocking, timeout)
-
-    pid._wakeup = WokenThenInterrupted(real, None)  # type: ignore[assignment]
-    with pytest.raises(KeyboardInterrupt), pid._lock:
-        pid._wait(5)
-    assert real.locked() and not pid._asleep and pid._waits == 0
-    pid._wakeup = real
-    pid.send("after")  # the lock is free: a sender gets through
-    assert pid.receive(None, 5) == "after"
+    thread = threading.Thread(target=kill)
+    thread.start()
+    return thread
 
 
+@needs_signals
+def test_a_wait_interrupted_by_a_signal_leaves_the_process_usable() -> None:
+    """A signal's handler that raises (Ctrl-C) in a wait: the exception goes up, and the process's lock is free
+    for the next sender and the next wait."""
+    me = sslsocket.self()
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        killer = _signal_main_when_it_waits()
+        with pytest.raises(Interrupted):
+            sslsocket.receive(timeout=30)
+        killer.join()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    sender = threading.Thread(target=me.send, args=("after",))
+    sender.start()
+    assert sslsocket.receive(lambda m: m == "after", timeout=30) == "after"
+    sender.join()
+
+
+@needs_signals
 def test_a_wait_inside_a_wait_lets_the_outer_one_look_again() -> None:
-    """A signal's handler in the main thread that receives while the thread waits in receive: woken by its
-    message, it leaves a wake-up for the outer wait, which then finds its own message instead of sleeping on."""
-    from sslsocket import process
+    """A signal's handler that receives while the main thread waits in receive: both are woken by their messages,
+    the outer one too, not left to its timeout."""
+    me = sslsocket.self()
+    got: list[object] = []
+    in_handler = threading.Event()
 
-    pid = process.Pid("nested")
-    real = pid._wakeup
+    def handler(signum: int, frame: Any) -> None:
+        in_handler.set()
+        got.append(sslsocket.receive(lambda m: m == "inner", timeout=30))
 
-    def handler() -> None:  # as a handler runs: in the waiting thread, inside its acquire
-        other = threading.Thread(target=lambda: (wait_for(lambda: pid._waits == 2), pid.send("inner")))
+    def sender() -> None:
+        in_handler.wait(30)
+        me.send("inner")
+        wait_for(lambda: got)
+        me.send("outer")
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        killer = _signal_main_when_it_waits()
+        other = threading.Thread(target=sender)
         other.start()
-        assert pid.receive(lambda m: m == "inner", 30) == "inner"
+        started = time.monotonic()
+        assert sslsocket.receive(lambda m: m == "outer", timeout=30) == "outer"
+        assert time.monotonic() - started < 25 and got == ["inner"]
+        killer.join()
         other.join()
-
-    fake = _Wakeup(real, handler)
-    pid._wakeup = fake  # type: ignore[assignment]
-    with pid._lock:
-        pid._wait(30)
-    assert fake.results == [True, True]  # the inner wait was woken, and so was the outer, not timed out
-    assert real.locked() and pid._waits == 0
+    finally:
+        signal.signal(signal.SIGUSR1, old)

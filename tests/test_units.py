@@ -7,13 +7,12 @@ import os
 import queue
 import selectors
 import socket
-import threading
 from typing import Any
 
 import pytest
 from OpenSSL import SSL
 
-from sslsocket import system
+from sslsocket import process, system
 from sslsocket.budget import Budget
 from sslsocket.errors import ConnectionBroken, NotOwner
 from sslsocket.inbox import CLOSE, INBOX_SIZE, INBOX_UNIT, Deliver, Inbox
@@ -23,6 +22,8 @@ from sslsocket.owner import CallbackOwner, Credit, ProcessOwner, owner_of
 from sslsocket.process import MESSAGE_COST, Delivery, Pid
 from sslsocket.quiet import Quiet, QuietRoom, Turns
 from sslsocket.tls import attempt, recv, send
+
+from helpers import wait_for
 
 # ---- the inbox ---------------------------------------------------------------------------------------------------
 
@@ -60,49 +61,34 @@ def test_the_mediator_takes_the_inbox_in_order_up_to_its_room_and_a_close() -> N
     assert inbox.take(1 << 20) == [after] and inbox.empty() and inbox.qsize() == 0 and len(inbox) == 0
 
 
-class _Sender:
-    """A process as the inbox sees it, telling the test when it begins to wait for room."""
-
-    def __init__(self) -> None:
-        self.waiting = threading.Event()
-
-    def waiting_on(self, cond: threading.Condition | None) -> None:
-        if cond is not None:
-            self.waiting.set()
-
-    def check_exit(self) -> None:
-        pass
-
-
-def _blocked_offer(inbox: Inbox, item: Deliver) -> tuple[threading.Thread, list[bool]]:
-    """Offer ``item`` in a thread; return once that thread waits for room."""
-    sender, outcome = _Sender(), []
-    thread = threading.Thread(target=lambda: outcome.append(inbox.offer(item, sender)))
-    thread.start()
-    assert sender.waiting.wait(10)
-    return thread, outcome
+def _blocked_offer(inbox: Inbox, item: Deliver) -> tuple[Pid, list[bool]]:
+    """Offer ``item`` in a process; return once that process waits for room, with its outcome to come."""
+    outcome: list[bool] = []
+    pid = process.spawn(lambda: outcome.append(inbox.offer(item, process.self)))
+    wait_for(lambda: pid.waiting == "deliver")
+    return pid, outcome
 
 
 def test_taking_from_a_full_inbox_wakes_its_blocked_sender() -> None:
     inbox = Inbox()
-    assert inbox.offer(Deliver(b"", b"x" * (INBOX_SIZE * INBOX_UNIT))) and inbox.full()
+    assert inbox.offer(Deliver(b"", b"x" * (INBOX_SIZE * INBOX_UNIT)), process.self) and inbox.full()
     late = Deliver(b"", b"y")
-    thread, outcome = _blocked_offer(inbox, late)
+    pid, outcome = _blocked_offer(inbox, late)
     assert len(inbox) == 1  # it waits: nothing was put
     assert len(inbox.take(1)) == 1
-    thread.join(10)
+    wait_for(lambda: not pid.alive)
     assert outcome == [True] and inbox.take(1 << 20) == [late]
 
 
 def test_a_closed_inbox_refuses_and_wakes_its_waiting_sender() -> None:
     inbox = Inbox()
-    assert inbox.offer(Deliver(b"", b"x" * (INBOX_SIZE * INBOX_UNIT))) and inbox.full()
-    assert inbox.offer(CLOSE)  # a close never waits for room
-    thread, outcome = _blocked_offer(inbox, Deliver(b"", b"y"))
+    assert inbox.offer(Deliver(b"", b"x" * (INBOX_SIZE * INBOX_UNIT)), process.self) and inbox.full()
+    assert inbox.offer(CLOSE, process.self)  # a close never waits for room
+    pid, outcome = _blocked_offer(inbox, Deliver(b"", b"y"))
     inbox.close()
-    thread.join(10)
+    wait_for(lambda: not pid.alive)
     assert outcome == [False] and inbox.empty() and inbox.qsize() == 0
-    assert not inbox.offer(CLOSE)
+    assert not inbox.offer(CLOSE, process.self)
 
 
 # ---- the outgoing buffer -----------------------------------------------------------------------------------------
@@ -293,7 +279,7 @@ def test_a_mailbox_share_pauses_the_socket_until_half_of_it_is_received() -> Non
 def test_a_process_owner_takes_messages_in_its_mailbox_and_only_it_may_send() -> None:
     pid = Pid("owner")
     owner = owner_of(pid)
-    assert isinstance(owner, ProcessOwner) and owner.target is pid and owner.waiter is pid and not owner.calls_back
+    assert isinstance(owner, ProcessOwner) and owner.target is pid and not owner.calls_back
     sock, credit = _Sock(), Credit()
     assert owner.adopt(sock)
     packet = Delivery((sock, ("fromsocket", b"hi")))
@@ -301,7 +287,7 @@ def test_a_process_owner_takes_messages_in_its_mailbox_and_only_it_may_send() ->
     assert owner.take_back(sock) == [packet]
     with pytest.raises(NotOwner, match="only the controlling process"):
         owner.check(pid, sock)  # this thread is not that process
-    pid._ended()
+    pid._ended("normal")
     assert not owner.post([packet], credit) and not owner.adopt(sock)
 
 
@@ -314,7 +300,7 @@ def test_a_callback_owner_is_called_in_order_and_one_that_raises_has_ended(caplo
         seen.append(msg)
 
     owner = owner_of(callback)
-    assert isinstance(owner, CallbackOwner) and owner.calls_back and owner.waiter is None
+    assert isinstance(owner, CallbackOwner) and owner.calls_back
     sock, credit = _Sock(), Credit()
     owner.check(None, sock)  # anyone may talk to a callback's socket
     assert owner.post([(sock, 1), (sock, 2)], credit) and seen == [(sock, 1), (sock, 2)]

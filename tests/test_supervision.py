@@ -1,0 +1,285 @@
+"""Monitors, links, trap_exit, a crash's log and drain: API.md's "Supervision and shutdown", as Erlang has them."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import sslsocket
+
+from helpers import expect, pair, wait_for
+
+
+def down(ref: sslsocket.Ref, timeout: float = 10) -> Any:
+    """The ``DOWN`` message of ``ref``."""
+    return sslsocket.receive(lambda m: isinstance(m, tuple) and m[:2] == ("DOWN", ref), timeout=timeout)
+
+
+def exit_message(timeout: float = 10) -> Any:
+    return sslsocket.receive(lambda m: isinstance(m, tuple) and m[0] == "EXIT", timeout=timeout)
+
+
+@pytest.fixture
+def trapping() -> Iterator[None]:
+    old = sslsocket.process_flag("trap_exit", True)
+    try:
+        yield
+    finally:
+        sslsocket.process_flag("trap_exit", old)
+
+
+class Crash(Exception):
+    pass
+
+
+def crash() -> None:
+    raise Crash("bad packet")
+
+
+# ---- monitors -----------------------------------------------------------------------------------------------------
+
+
+def test_a_monitor_hears_normal_when_the_function_returns() -> None:
+    pid, ref = sslsocket.spawn_monitor(lambda: None)
+    assert down(ref) == ("DOWN", ref, "process", pid, "normal")
+    assert repr(ref).startswith("#Ref<")
+
+
+def test_a_monitor_hears_the_exception_and_nothing_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    pid, ref = sslsocket.spawn_monitor(crash)
+    _, _, kind, who, reason = down(ref)
+    assert (kind, who) == ("process", pid) and isinstance(reason, Crash) and str(reason) == "bad packet"
+    assert not [r for r in caplog.records if r.name == "sslsocket"]
+
+
+def test_a_monitor_hears_the_exit_reason() -> None:
+    pid, ref = sslsocket.spawn_monitor(sslsocket.receive)
+    wait_for(lambda: pid.waiting == "receive")
+    sslsocket.exit(pid, "shutdown now")
+    assert down(ref)[4] == "shutdown now"
+
+
+def test_a_monitor_set_after_the_end_hears_noproc() -> None:
+    pid, first = sslsocket.spawn_monitor(lambda: None)
+    down(first)
+    ref = sslsocket.monitor(pid)
+    assert down(ref) == ("DOWN", ref, "process", pid, "noproc")
+
+
+def test_demonitor_leaves_no_down_behind() -> None:
+    pid, ref = sslsocket.spawn_monitor(sslsocket.receive)
+    sslsocket.demonitor(ref)
+    pid.send("go")
+    wait_for(lambda: not pid.alive)
+    with pytest.raises(sslsocket.Timeout):
+        down(ref, timeout=0.2)
+    pid, ref = sslsocket.spawn_monitor(lambda: None)  # and one that came already is taken out of the mailbox
+    wait_for(lambda: not pid.alive)
+    sslsocket.demonitor(ref)
+    with pytest.raises(sslsocket.Timeout):
+        down(ref, timeout=0.2)
+
+
+def test_spawn_monitor_has_no_window_even_for_a_process_that_ends_at_once() -> None:
+    for _ in range(200):
+        _, ref = sslsocket.spawn_monitor(lambda: None)
+        assert down(ref)[4] == "normal"  # never "noproc": monitored before it ran
+
+
+def test_a_thread_can_be_monitored_and_its_exception_is_its_reason() -> None:
+    thread = threading.Thread(target=crash)
+    ref = sslsocket.monitor(thread)
+    thread.start()
+    _, _, kind, who, reason = down(ref)
+    thread.join()
+    assert kind == "process" and who is sslsocket.process.as_pid(thread) and isinstance(reason, Crash)
+
+
+def test_an_unwatched_crash_is_logged_once_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="sslsocket")
+    pid = sslsocket.spawn(crash)
+    wait_for(lambda: not pid.alive and caplog.records)
+    [record] = [r for r in caplog.records if r.name == "sslsocket"]
+    assert record.levelno == logging.ERROR and repr(pid) in record.getMessage()
+    assert record.exc_info is not None and record.exc_info[0] is Crash
+
+
+def test_an_accept_ended_by_its_closed_listen_socket_is_a_shutdown(certs: Any) -> None:
+    listen = sslsocket.listen("STREAM", "AF_INET", ("127.0.0.1", 0), ("packet", 2))
+    pid, ref = sslsocket.spawn_monitor(sslsocket.accept, listen, f"-cert {certs.server}")
+    wait_for(lambda: pid.waiting is not None)
+    sslsocket.close(listen)
+    assert down(ref)[4] == "shutdown"
+
+
+# ---- links --------------------------------------------------------------------------------------------------------
+
+
+def test_a_linked_crash_is_an_exit_signal_at_the_next_wait() -> None:
+    pid = sslsocket.spawn_link(crash)
+    with pytest.raises(sslsocket.Exit) as info:
+        sslsocket.receive(lambda m: False, timeout=10)
+    assert isinstance(info.value.reason, Crash)
+    assert not pid.alive
+
+
+def test_a_normal_end_of_a_linked_process_is_no_signal() -> None:
+    pid = sslsocket.spawn_link(lambda: None)
+    wait_for(lambda: not pid.alive)
+    with pytest.raises(sslsocket.Timeout):
+        sslsocket.receive(lambda m: False, timeout=0.2)
+
+
+def test_a_link_goes_both_ways() -> None:
+    """A process linked to a waiting one ends abnormally: the waiting one ends too, with the same reason."""
+
+    def partner(other: sslsocket.Pid) -> None:
+        sslsocket.link(other)
+        raise Crash("partner failed")
+
+    waiter, ref = sslsocket.spawn_monitor(sslsocket.receive)
+    sslsocket.spawn(partner, waiter)
+    reason = down(ref)[4]
+    assert isinstance(reason, Crash) and str(reason) == "partner failed"
+
+
+@pytest.mark.usefixtures("trapping")
+def test_trap_exit_turns_links_ends_into_messages() -> None:
+    crashed = sslsocket.spawn_link(crash)
+    _, who, reason = exit_message()
+    assert who is crashed and isinstance(reason, Crash)
+    ended = sslsocket.spawn_link(lambda: None)
+    assert exit_message() == ("EXIT", ended, "normal")
+
+
+def test_a_link_to_an_ended_process_is_noproc() -> None:
+    pid, ref = sslsocket.spawn_monitor(lambda: None)
+    down(ref)
+    sslsocket.link(pid)
+    with pytest.raises(sslsocket.Exit) as info:
+        sslsocket.receive(lambda m: False, timeout=10)
+    assert info.value.reason == "noproc"
+
+
+def test_unlink_and_the_process_ends_alone() -> None:
+    pid = sslsocket.spawn_link(sslsocket.receive)
+    sslsocket.unlink(pid)
+    sslsocket.exit(pid, "alone")
+    wait_for(lambda: not pid.alive)
+    with pytest.raises(sslsocket.Timeout):
+        sslsocket.receive(lambda m: False, timeout=0.2)
+
+
+def test_bad_arguments_name_the_culprit() -> None:
+    with pytest.raises(sslsocket.BadArgument, match="monitor takes a Pid"):
+        sslsocket.monitor("pid")  # type: ignore[arg-type]
+    with pytest.raises(sslsocket.BadArgument, match="demonitor takes"):
+        sslsocket.demonitor(3)  # type: ignore[arg-type]
+    with pytest.raises(sslsocket.BadArgument, match="process_flag takes"):
+        sslsocket.process_flag("trap_exits", True)
+    with pytest.raises(sslsocket.BadArgument, match="drain takes"):
+        sslsocket.drain(-1)
+
+
+def test_i_shows_links_and_monitors() -> None:
+    pid = sslsocket.spawn_link(sslsocket.receive)
+    ref = sslsocket.monitor(pid)
+    view = sslsocket.overview()
+    [row] = [p for p in view.processes if p.pid is pid]
+    assert row.links == [sslsocket.self()] and row.monitors == 1
+    sslsocket.demonitor(ref)
+    sslsocket.unlink(pid)
+    pid.send("done")
+    wait_for(lambda: not pid.alive)
+
+
+def test_monitors_and_links_under_stress() -> None:
+    """Processes that end while others monitor and link them, in a tiny switch interval: every monitor hears
+    exactly one DOWN, every trapped link exactly one EXIT, and nothing is left behind."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    old = sslsocket.process_flag("trap_exit", True)
+    try:
+        for _ in range(300):
+            pid = sslsocket.spawn(lambda: None)
+            ref = sslsocket.monitor(pid)
+            sslsocket.link(pid)
+            assert down(ref)[4] in ("normal", "noproc")
+            assert exit_message()[:2] == ("EXIT", pid)
+        with pytest.raises(sslsocket.Timeout):
+            sslsocket.receive(lambda m: isinstance(m, tuple) and m[0] in ("DOWN", "EXIT"), timeout=0.2)
+        assert sslsocket.supervision.links(sslsocket.self()) == []
+    finally:
+        sslsocket.process_flag("trap_exit", old)
+        sys.setswitchinterval(interval)
+
+
+# ---- monitors of sockets ------------------------------------------------------------------------------------------
+
+
+def test_a_socket_monitor_hears_how_the_socket_ended(certs: Any) -> None:
+    client, server = pair(certs=certs)
+    ref = sslsocket.monitor(server)
+    client.close()
+    assert expect(server) == ("socket_closed", "normal")
+    assert down(ref) == ("DOWN", ref, "socket", server, "normal")
+    late = sslsocket.monitor(server)  # after the end: its reason all the same
+    assert down(late)[4] == "normal"
+    watched = sslsocket.monitor(client)
+    assert down(watched)[4] == "closed"  # its owner closed it
+
+
+# ---- drain --------------------------------------------------------------------------------------------------------
+
+
+def test_drain_lets_a_busy_owner_finish_and_cuts_one_that_does_not(certs: Any) -> None:
+    me = sslsocket.self()
+    listen = sslsocket.listen("STREAM", "AF_INET", ("127.0.0.1", 0), ("packet", 2))
+    flags = f"-cert {certs.server}"
+
+    def finisher() -> None:  # answers one request, then closes: done within the drain
+        sock = sslsocket.accept(listen, flags)
+        me.send(("accepted", sslsocket.self()))
+        _, (_, data) = sslsocket.receive(lambda m: m[0] is sock)
+        sock.deliver(data)
+        sock.close()
+
+    def lingerer() -> None:  # keeps its socket until told: cut by the drain
+        sock = sslsocket.accept(listen, flags)
+        me.send(("accepted", sslsocket.self()))
+        _, (_, error) = sslsocket.receive(lambda m: m[0] is sock and m[1][0] == "socket_closed")
+        me.send(("lingerer cut", error))
+
+    sslsocket.spawn(finisher)
+    sslsocket.spawn(lingerer)
+    acceptor, acceptor_ref = sslsocket.spawn_monitor(sslsocket.accept, listen, flags)
+    clients = []
+    for _ in range(2):
+        clients.append(sslsocket.client("STREAM", "AF_INET", ("127.0.0.1", listen.port), ("packet", 2), ""))
+        sslsocket.receive(lambda m: m[0] == "accepted", timeout=10)
+    wait_for(lambda: acceptor.waiting is not None)
+    result: list[tuple[int, int]] = []
+    drainer = threading.Thread(target=lambda: result.append(sslsocket.drain(3)))
+    drainer.start()
+    assert down(acceptor_ref)[4] == "shutdown"  # no more accepting, at once
+    for sock in clients:
+        sock.deliver(b"last request")  # the finisher answers its own, then closes
+    drainer.join(30)
+    # Finished: the finisher's socket, and its client's, closed by its peer; cut: the lingerer's, and its client.
+    assert result == [(2, 2)]
+    _, error = sslsocket.receive(lambda m: m[0] == "lingerer cut", timeout=10)
+    assert error.reason == "stopped"
+    assert sorted(ending(sock) for sock in clients) == [["fromsocket", "normal"], ["stopped"]]
+
+
+def ending(sock: sslsocket.Socket) -> list[str]:
+    """What ``sock``'s owner heard, to its ``socket_closed``: the kinds of packets, then how it closed."""
+    heard = [expect(sock)]
+    while heard[-1][0] != "socket_closed":
+        heard.append(expect(sock))
+    return [msg[0] for msg in heard[:-1]] + [getattr(heard[-1][1], "reason", heard[-1][1])]
