@@ -11,6 +11,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
+from time import monotonic
 from typing import NoReturn
 
 from . import __version__, process
@@ -21,7 +22,7 @@ from .errors import Closed, Exit, FlagError, SSLSocketError
 from .flags import parse_flags
 from .framing import Mode, parse_mode
 from .process import Pid
-from .registry import ListenSocket, stop
+from .registry import ListenSocket, drain, stop
 from .server import accept, close, listen, peername
 from .sockets import Socket
 
@@ -128,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=MAX_BUFFERED,
         help="MiB that all connections may hold for clients that send and never read (some 1 MiB each): past it"
         f" the one held up longest is closed; default {MAX_BUFFERED}",
+    )
+    serve.add_argument(
+        "--drain",
+        type=seconds_argument,
+        default=DRAIN,
+        help="on SIGTERM, stop accepting and give open connections this many seconds to finish before they are"
+        f" closed (0: close them at once); default {DRAIN:g}",
     )
     serve.add_argument(
         "--idle-timeout",
@@ -260,6 +268,10 @@ MAX_BUFFERED = 256
 IDLE_TIMEOUT = 300.0
 
 
+#: serve's ``--drain`` by default: how long, after SIGTERM, open connections have to finish.
+DRAIN = 10.0
+
+
 def run_serve(args: argparse.Namespace) -> int:
     if args.idle_timeout and "-idle_timeout" not in args.flags:
         args.flags = f"{args.flags} -idle_timeout {args.idle_timeout:g}"
@@ -276,9 +288,20 @@ def run_serve(args: argparse.Namespace) -> int:
     room = process.spawn(chat_room) if args.chat else None
     try:
         loop(handle, args.flags, room, args.max_connections)
+    except KeyboardInterrupt as exc:
+        if exc.args == (signal.SIGTERM,):
+            drained(args.drain)
+        raise
     finally:
         close(handle)
     return 0
+
+
+def drained(seconds: float) -> None:
+    """SIGTERM: no new connections, and the open ones have ``seconds`` to end by themselves (``sslsocket.drain``)."""
+    started = monotonic()
+    finished, cut = drain(seconds)
+    log(f"SIGTERM: drained in {monotonic() - started:.1f} s; connections that ended by themselves: {finished}, cut: {cut}")
 
 
 def log(text: str) -> None:

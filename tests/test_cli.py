@@ -37,14 +37,21 @@ def run(*args: str, stdin: str | bytes = b"", timeout: float = 60) -> subprocess
     return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
 
 
+class Log(list[str]):
+    """What serve printed (complete once its block ends), and the serve process (``proc``)."""
+
+    proc: subprocess.Popen[str]
+
+
 @contextmanager
-def serving(*args: str) -> Iterator[tuple[list[str], int]]:
+def serving(*args: str) -> Iterator[tuple[Log, int]]:
     """``sslsocket serve 0 --host 127.0.0.1 ...``; yields its log (complete once the block ends) and its port;
     SIGTERM ends it cleanly."""
     proc = subprocess.Popen(
         [*COMMAND, "serve", "0", "--host", LOCAL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    log: list[str] = []
+    log = Log()
+    log.proc = proc
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -405,6 +412,32 @@ def test_at_the_limit_the_connection_idle_longest_makes_way_for_a_new_client(
     wait_for(lambda: not server.alive)
 
 
+def test_serve_drains_on_sigterm(certs: Any) -> None:
+    """SIGTERM: serve accepts no more, serves the connections open until they end by themselves, and after --drain
+    seconds cuts those left; one line says so, and it exits 0."""
+    with serving("--flags", f"-cert {certs.server}", "--drain", "3") as (log, port):
+        finishing, lingering = (sslsocket.client("STREAM", "AF_INET", (LOCAL, port), ("packet", 2), "") for _ in "ab")
+        for sock in (finishing, lingering):
+            sock.deliver("hello")
+            assert expect(sock, 20) == ("fromsocket", "hello")
+        log.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: _refused(port), 20)
+        finishing.deliver("still served while draining")
+        assert expect(finishing, 20) == ("fromsocket", "still served while draining")
+        finishing.close()
+        assert expect(lingering, 20)[0] == "socket_closed"  # cut at the deadline
+    [line] = [line for line in log if "SIGTERM" in line]
+    assert "connections that ended by themselves: 1, cut: 1" in line, log
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection((LOCAL, port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
 def test_serve_bounds_a_packet_by_max_packet(certs: Any) -> None:
     """A client that announces more than --max-packet (1 MiB unless given) is cut off before it is buffered."""
     with serving("--flags", f"-cert {certs.server}", "--max-packet", "100") as (log, port):
@@ -544,7 +577,7 @@ def test_connect_ends_cleanly_while_its_input_is_still_open(certs: Any) -> None:
     """Found from the outside: with standard input still open (a terminal) when the connection ended, connect
     died with "Fatal Python error: _enter_buffered_busy" (exit 134): its reader thread held stdin's lock."""
     flags = f"-verify 2 -CAfile {certs.ca}"
-    with serving("--flags", f"-cert {certs.server}") as (_, port):
+    with serving("--flags", f"-cert {certs.server}", "--drain", "0") as (_, port):  # cut at once by the SIGTERM
         connect = subprocess.Popen(
             [*COMMAND, "connect", "localhost", str(port), "--flags", flags],
             stdin=subprocess.PIPE,
