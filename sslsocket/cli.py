@@ -301,7 +301,8 @@ def drained(seconds: float) -> None:
     """SIGTERM: no new connections, and the open ones have ``seconds`` to end by themselves (``sslsocket.drain``)."""
     started = monotonic()
     finished, cut = drain(seconds)
-    log(f"SIGTERM: drained in {monotonic() - started:.1f} s; connections that ended by themselves: {finished}, cut: {cut}")
+    took = monotonic() - started
+    log(f"SIGTERM: drained in {took:.1f} s; connections that ended by themselves: {finished}, cut: {cut}")
 
 
 def log(text: str) -> None:

@@ -43,6 +43,9 @@ class Close:
 CLOSE = Close()
 Envelope = Deliver | Close
 
+#: What ``offer`` and ``force`` did: refused (the inbox is closed), put, or put and the mediator must be woken.
+REFUSED, PUT, WAKE = 0, 1, 2
+
 
 class Sender(Protocol):
     """A process that waits for room with its one wait, which ``exit(pid, reason)`` interrupts."""
@@ -66,7 +69,11 @@ class Inbox(queue.Queue[Envelope]):
 
     The mediator, its only reader, takes what waits with ``take``: under one lock, not a ``get`` per message. A
     close never waits for room (it weighs one unit, and comes once). When the connection has ended, ``close``
-    empties the inbox and wakes every sender still waiting for room: ``offer`` then refuses."""
+    empties the inbox and wakes every sender still waiting for room: ``offer`` then refuses.
+
+    The same lock guards whether the mediator sleeps with nothing to take (``nap``): a sender learns from its
+    ``offer`` or ``force`` whether it must wake the mediator (``WAKE``), and only the first after a nap does; an
+    owner's direct write (``Socket.write_now``) may go only while ``idle``."""
 
     def __init__(self, maxsize: int = INBOX_SIZE) -> None:
         super().__init__(maxsize)
@@ -77,17 +84,16 @@ class Inbox(queue.Queue[Envelope]):
         self._closed = False
         self._held: list[Source] = []  # sources held back until there is room
         self._senders: list[Sender] = []  # processes waiting for room, woken when there is
+        self._napping = False  # the mediator sleeps, and takes nothing more until it is woken
 
-    def offer(self, item: Envelope, sender: Callable[[], Sender]) -> bool:
-        """Put ``item``, waiting while the inbox is full (a delivery only); False once the inbox is closed. The
-        calling process, ``sender()``, waits with its one wait: an exit signal raises ``Exit``, and nothing is put."""
+    def offer(self, item: Envelope, sender: Callable[[], Sender]) -> int:
+        """Put ``item``, waiting while the inbox is full (a delivery only): ``PUT``, ``WAKE`` (put, and the mediator
+        must be woken), or ``REFUSED`` once the inbox is closed. The calling process, ``sender()``, waits with its
+        one wait: an exit signal raises ``Exit``, and nothing is put."""
         while True:
             with self.mutex:
                 if not self._must_wait(item):
-                    if self._closed:
-                        return False
-                    self._put(item)
-                    return True
+                    return self._enter(item)
                 me = sender()
                 self._senders.append(me)
             try:
@@ -96,18 +102,45 @@ class Inbox(queue.Queue[Envelope]):
                 with self.mutex:
                     self._senders.remove(me)
 
-    def force(self, item: Deliver, source: Source) -> bool:
-        """Put ``item`` without waiting, as a callback of ``source`` must; False once the inbox is closed. If the
-        inbox is full now, ``source`` is held (``hold``) until it has room again (``let_go``), under the inbox's
-        lock, so that no room made meanwhile goes unseen."""
+    def force(self, item: Envelope, source: Source) -> int:
+        """Put ``item`` without waiting, as a callback of ``source`` must (of this socket or another), and answer as
+        ``offer``. If the inbox is full now, ``source`` is held (``hold``) until it has room again (``let_go``),
+        under the inbox's lock, so that no room made meanwhile goes unseen."""
         with self.mutex:
-            if self._closed:
-                return False
-            self._put(item)
-            if self._weight >= self.maxsize:
+            outcome = self._enter(item)
+            if outcome and self._weight >= self.maxsize:
                 source.hold()
                 self._held.append(source)
+            return outcome
+
+    def _enter(self, item: Envelope) -> int:
+        """Under the lock: put ``item`` unless the inbox is closed; whether the mediator must be woken for it."""
+        if self._closed:
+            return REFUSED
+        self._put(item)
+        if self._napping:
+            self._napping = False  # one wake-up a nap: the senders after this one find it awake
+            return WAKE
+        return PUT
+
+    def nap(self, taking: bool) -> bool:
+        """The mediator is about to sleep: False if it must not, with a message waiting that it would take
+        (``taking``: it takes more now); else, from now on, the next sender wakes it, if it takes more."""
+        with self.mutex:
+            if taking and self.queue:
+                return False
+            self._napping = taking
             return True
+
+    def woke(self) -> None:
+        """The mediator is awake: nobody needs to wake it."""
+        with self.mutex:
+            self._napping = False
+
+    def idle(self) -> bool:
+        """Whether the mediator sleeps with nothing left to take: an owner's write may go direct."""
+        with self.mutex:
+            return self._napping and not self.queue
 
     def _let_go(self) -> tuple[list[Source], list[Sender]]:
         """Under the lock: the sources to let go of and the senders to wake, once there is room (or the inbox is
@@ -140,10 +173,6 @@ class Inbox(queue.Queue[Envelope]):
         item: Envelope = self.queue.popleft()
         self._weight -= item.weight
         return item
-
-    def empty(self) -> bool:
-        """Whether nothing waits: without the lock, as good as ``Queue.empty`` (a sender may put right after)."""
-        return not self.queue
 
     def __len__(self) -> int:
         return len(self.queue)

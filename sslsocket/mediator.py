@@ -28,13 +28,13 @@ actual socket". Its state is one ``Lifecycle`` (handshaking, open, closing, clos
 
    It reads only while the socket has an owner, while its share of that owner's mailbox is not full
    (``MAILBOX_SHARE``: past it, it *pauses*, until the owner has received half; the peer meanwhile is held back by
-   TCP), and, for a callback owner, while the answers that callback sent from this thread are below
-   ``HIGH_WATER``. Memory is so bounded per socket: the inbox (512 KiB, or one message larger), the
+   TCP), and while no inbox its callback owner delivered to is full (its own included). Memory is so bounded per
+   socket: the inbox (512 KiB, or one message larger), the
    outgoing buffer (``HIGH_WATER``, plus the last batch taken from the inbox), the mailbox share (1 MiB, plus the
    last batch read) and one packet being decoded (the mode's ``max_packet``).
 
-   Senders put their message first, then poke the waker only if the mediator said it was going to sleep; the
-   mediator says so first, then looks at the inbox once more: no message waits unseen.
+   Whether the mediator sleeps with nothing to take is the inbox's state, under the inbox's lock (``Inbox.nap``):
+   the first sender after a nap learns that it must poke the waker, and none before; no message waits unseen.
 
 3. **End.** Other threads ask for the end (``Lifecycle.ask``); the loop looks at every turn.
 
@@ -49,11 +49,11 @@ actual socket". Its state is one ``Lifecycle`` (handshaking, open, closing, clos
    When the thread ends, the inbox is closed (a sender waiting for room is woken), the descriptors are released,
    the socket lets go of everything it held, and its monitors hear why it ended.
 
-A callback owner is called in the mediator's thread, one message at a time under ``_owner_lock``; what it delivers
-from there goes straight to the outgoing buffer (the inbox would make the thread wait on itself once full), and what
-it delivers to another socket never waits: past that inbox's bound, this socket reads nothing until it has room.
+Every packet goes through the inbox, one ordered way, whoever sends it. A callback owner is called in the mediator's
+thread, one message at a time under ``_owner_lock``; what it delivers, to this socket or another, never waits for
+room (``Inbox.force``): past that inbox's bound, this socket reads nothing until it has room.
 
-**The fast path.** While the mediator sleeps in ``poll`` with nothing to do (inbox and outgoing buffer empty) and
+**The fast path.** While the mediator sleeps in ``poll`` with nothing to do (``Inbox.idle``, no output left) and
 the connection shows a request/response rhythm (a packet was read since the last such write), an owner's ``send``
 runs the mediator's write in its own thread (``write_now``): an answer waits for no hand-off. A write that would
 block leaves its bytes in the outgoing buffer for the mediator; a one-way stream goes through the inbox, coalesced.
@@ -146,14 +146,13 @@ class Mediator:
         self._life, self.watchers = Lifecycle(), Watchers()  # (its monitors: ``sslsocket.monitor(sock)``)
         self._idle = IdleClock(settings.idle_timeout) if settings.idle_timeout else None
         self._inbox = Inbox()
-        self._own: list[Envelope] = []  # what a callback owner sent from the mediator's own thread
         self._out = Outgoing()
         self._decoder = mode.decoder()
         self._credit = Credit()
         self._owner_lock = threading.RLock()  # re-entered by a callback that hands its socket on
         self._handing: deque[Any] = deque()  # hand-overs left to the mediator thread (``Socket.change_owner``)
         self._owner: Owner | None = None
-        self._sleeper, self._sleeping = Sleeper(tcp.fileno()), False
+        self._sleeper = Sleeper(tcp.fileno())
         #: The right to touch the TLS connection: the mediator thread holds it, except while it sleeps in ``poll``;
         #: an owner's ``send`` may take it then, and write its packet itself (``write_now``).
         self._turn = threading.Lock()
@@ -276,7 +275,6 @@ class Mediator:
         self._conn.set_app_data(None)
         self._decoder = self.mode.decoder()
         self._out.clear()
-        self._own = []
 
     def _handshake(self) -> None:
         deadline = self._deadline or monotonic() + self._settings.timeout
@@ -341,7 +339,7 @@ class Mediator:
             self._idle.check(self.bytes_in + self.bytes_out)
         if waits.may(waits.write):
             waits.write = self._write()
-        if not self._reading():
+        if self._owner is None:
             waits.read = 0  # the kernel holds the peer's data meanwhile
         elif waits.may(waits.read):
             waits.read = self._read()  # only when there may be something: no WantRead raised for nothing
@@ -364,14 +362,11 @@ class Mediator:
 
     def _sleep(self, waits: Waits, clock: CloseClock | None) -> None:
         events = waits.read | waits.write
-        if clock is None and not waits.read and not self._credit.paused and self._reading():
+        if clock is None and not waits.read and self._owner is not None and self._credit.reading():
             events |= IN
-        # A sender pokes only a mediator that would take its message: past HIGH_WATER the write is blocked,
+        # A sender wakes only a mediator that would take its message: past HIGH_WATER the write is blocked,
         # and poll wakes us when the socket takes more, without a poke for every message queued meanwhile.
-        taking = self._out.size < HIGH_WATER
-        self._sleeping = taking
-        if self._own or (taking and not self._inbox.empty()) or self._life.urgent is not None:
-            self._sleeping = False
+        if self._life.urgent is not None or not self._inbox.nap(taking=self._out.size < HIGH_WATER):
             waits.ready = 0
             return
         self._turn.release()  # an owner may write meanwhile (write_now)
@@ -380,21 +375,11 @@ class Mediator:
             waits.ready = self._sleeper.sleep(events, clock.deadline if clock is not None else idle)
         finally:
             self._turn.acquire()
-        self._sleeping = False
-
-    def _reading(self) -> bool:
-        """Whether to read from the peer now: not before the socket has an owner, and not while a callback
-        owner's answers (sent from this thread, past any inbox) wait unwritten beyond ``HIGH_WATER``: a peer
-        that sends without reading is then held back by TCP."""
-        owner = self._owner
-        return owner is not None and (not owner.calls_back or self._out.size < HIGH_WATER)
+            self._inbox.woke()
 
     def _take_inbox(self) -> None:
-        """Move deliveries into the outgoing buffer: all that a callback owner sent from this thread, then the
-        inbox's up to ``HIGH_WATER``."""
-        own, self._own = self._own, []
-        self._buffer(own)
-        if self._out.size < HIGH_WATER and not self._inbox.empty():
+        """Move deliveries from the inbox into the outgoing buffer, up to ``HIGH_WATER``."""
+        if self._out.size < HIGH_WATER:
             self._buffer(self._inbox.take(HIGH_WATER - self._out.size))
 
     def _buffer(self, items: list[Envelope]) -> None:

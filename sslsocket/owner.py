@@ -156,6 +156,11 @@ class Credit:
             with self._lock:
                 self._unread += weight
 
+    def reading(self) -> bool:
+        """Whether the socket reads for its owner: not while it is paused."""
+        with self._lock:
+            return not self.paused
+
     def room(self) -> int:
         """How many bytes may be read for the owner now; 0 pauses the socket."""
         with self._lock:

@@ -14,7 +14,7 @@ from . import process
 from .budget import Budget
 from .errors import BadMessage, Closed, ConnectionBroken
 from .framing import to_bytes
-from .inbox import CLOSE, Deliver, Envelope, Inbox
+from .inbox import CLOSE, WAKE, Deliver, Envelope, Inbox
 from .lifecycle import CLOSED_BY_OWNER, OWNER_ENDED, Ending, State
 from .mediator import Mediator, calling
 from .owner import Owner, owner_of
@@ -250,28 +250,29 @@ class Socket(Mediator):
             self.wake()
 
     def _put(self, item: Envelope) -> None:
-        """Hand ``item`` to the mediator. Once the connection has ended (the peer's close, ``stop()``), now or
-        while this waited for room, it is dropped, as Erlang's ``!`` to an ended process: the owner has, or will
-        have, the ``socket_closed`` message that says so."""
-        if threading.get_ident() == self._ident:  # a callback owner, answering in the mediator's thread
-            self._own.append(item)  # never the inbox: the thread would wait on itself once the inbox is full
-            return
+        """Hand ``item`` to the mediator, through its inbox, the one way (an owner's direct write is a way through
+        it, taken only while the inbox is idle). A callback, of this socket or another, never waits: past the
+        inbox's bound its own socket reads nothing more until there is room. Once the connection has ended (the
+        peer's close, ``stop()``), now or while this waited for room, ``item`` is dropped, as Erlang's ``!`` to an
+        ended process: the owner has, or will have, the ``socket_closed`` message that says so."""
         if type(item) is Deliver and self.write_now(item):
             return
         source = getattr(calling, "source", None)
-        if source is not None and type(item) is Deliver:  # a callback of another socket: it never waits
-            if self._inbox.force(item, source) and self._sleeping:
-                self.wake()
-            return
+        outcome = self._offer(item) if source is None else self._inbox.force(item, source)
+        if outcome == WAKE:
+            self.wake()
+
+    def _offer(self, item: Envelope) -> int:
+        """``Inbox.offer``, for a process that may wait for room; within the listen socket's budget, if any."""
         budget = self.budget
-        if budget is not None and type(item) is Deliver and self._inbox.full():  # its owner is about to wait
+        if budget is None:
+            return self._inbox.offer(item, process.self)
+        if type(item) is Deliver and self._inbox.full():  # its owner is about to wait
             self._over_budget(budget.waits(self), budget)
         try:
-            if self._inbox.offer(item, process.self) and self._sleeping:
-                self.wake()
+            return self._inbox.offer(item, process.self)
         finally:
-            if budget is not None:
-                budget.done(self)
+            budget.done(self)
 
     def _over_budget(self, victim: Socket | None, budget: Budget[Socket]) -> None:
         if victim is not None:
@@ -288,11 +289,11 @@ class Socket(Mediator):
         go through the inbox and are coalesced into large writes. False when the mediator must take it. A write
         that would block leaves its bytes in the outgoing buffer, which the mediator then writes, exactly once;
         an error is the mediator's to act on."""
-        if not (self._answered and self._sleeping) or not self._turn.acquire(blocking=False):
+        if not (self._answered and self._inbox.idle()) or not self._turn.acquire(blocking=False):
             return False
         try:  # the mediator is in poll, or about to be: nothing it holds changes until it has the turn again
             life = self._life
-            if not (life.state is State.OPEN and life.ending is None and self._inbox.empty() and not self._out.size):
+            if not (self._answered and life.state is State.OPEN and life.ending is None and not self._out.size):
                 return False
             self._answered = False
             self._buffer([item])

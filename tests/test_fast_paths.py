@@ -41,7 +41,7 @@ def record_writes(sock: sslsocket.Socket, monkeypatch: pytest.MonkeyPatch) -> li
 
 def asleep(sock: sslsocket.Socket) -> None:
     """Wait until the mediator of ``sock`` sleeps in poll with nothing to do (so that an answer may go direct)."""
-    wait_for(lambda: sock._sleeping and sock.inbox_depth == 0 and not sock._turn.locked())
+    wait_for(lambda: sock._inbox.idle() and not sock._turn.locked())
 
 
 def test_an_answer_is_written_in_the_senders_thread_a_stream_in_the_mediators(

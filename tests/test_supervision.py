@@ -257,11 +257,11 @@ def test_drain_lets_a_busy_owner_finish_and_cuts_one_that_does_not(certs: Any) -
 
     sslsocket.spawn(finisher)
     sslsocket.spawn(lingerer)
-    acceptor, acceptor_ref = sslsocket.spawn_monitor(sslsocket.accept, listen, flags)
     clients = []
     for _ in range(2):
         clients.append(sslsocket.client("STREAM", "AF_INET", ("127.0.0.1", listen.port), ("packet", 2), ""))
         sslsocket.receive(lambda m: m[0] == "accepted", timeout=10)
+    acceptor, acceptor_ref = sslsocket.spawn_monitor(sslsocket.accept, listen, flags)  # one that waits, for nobody
     wait_for(lambda: acceptor.waiting is not None)
     result: list[tuple[int, int]] = []
     drainer = threading.Thread(target=lambda: result.append(sslsocket.drain(3)))
