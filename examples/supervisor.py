@@ -2,11 +2,13 @@
 
     supervisor: process_flag(trap_exit, true), Acceptor = spawn_link(loop, [Listen]), then for each
                 {'EXIT', Acceptor, Reason}: restart it (one-for-one), at most MAX_RESTARTS in WITHIN seconds.
-    loop:       the manual's, with spawn_monitor: a connection that crashes is reported, the others go on.
+    loop:       the manual's, trapping exits, with spawn_link: a connection that crashes is reported, the others
+                go on; if the loop crashes, its connections end with it (a link ties their fates).
     connection: the manual's; a bad packet makes it crash (raise), which closes its socket.
 
 Run it: python examples/supervisor.py. It shows a connection crashing while another goes on, the acceptor
-crashing and restarted, and a drain: no new connections, the open ones given time to finish, the rest cut.
+crashing (taking its connections with it) and restarted, and a drain: no new connections, the open ones given
+time to finish, the rest cut.
 """
 
 import sys
@@ -55,15 +57,16 @@ def supervisor(listen, parent):
 
 
 def loop(listen):
+    sslsocket.process_flag("trap_exit", True)  # a connection's end comes as a message, never as our own end
     while True:
-        pid, _ = sslsocket.spawn_monitor(connection, listen, self())
+        pid = sslsocket.spawn_link(connection, listen, self())  # linked: if this loop crashes, they end with it
         while True:
             match receive():
                 case (p, "ok") if p is pid:  # receive {Pid, ok} -> loop(Listen) end
                     break
-                case ("DOWN", _, "process", p, "shutdown") if p is pid:  # its listen socket was closed
+                case ("EXIT", p, "shutdown") if p is pid:  # its listen socket was closed
                     return
-                case ("DOWN", _, "process", p, reason) if reason != "normal":
+                case ("EXIT", p, reason) if reason != "normal":
                     say(f"loop: connection {p} crashed: {reason!r}; the others go on")
                 case "crash":  # for the example: an acceptor with a bug
                     raise RuntimeError("the acceptor met a bug")
@@ -83,17 +86,21 @@ def connection(listen, father):
 
 
 def user(port, parent, name):
-    """A client in a process of its own: says hello, waits for the word to say its last and leave."""
+    """A client in a process of its own: says hello, then on the word "leave" says goodbye and leaves; tells the
+    parent what it hears, and if its connection is cut."""
     sock = sslsocket.client("STREAM", "AF_INET", ("localhost", port), ("packet", 2), "")
     sock.deliver(f"hello from {name}")
     parent.send((name, receive(lambda m: m[0] is sock, timeout=10)[1]))
-    match receive(lambda m: m in ("leave", "stay") or m[0] is sock):
-        case "leave":
-            sock.deliver("goodbye")
-            parent.send((name, receive(lambda m: m[0] is sock, timeout=10)[1]))
-            sock.close()
-        case _:  # stays until its connection is cut
-            parent.send((name, receive(lambda m: m[0] is sock, timeout=30)[1][0]))
+    while True:
+        match receive(lambda m: m == "leave" or m[0] is sock):
+            case "leave":
+                sock.deliver("goodbye")
+                parent.send((name, receive(lambda m: m[0] is sock, timeout=10)[1]))
+                sock.close()
+                return
+            case (_, ("socket_closed", _)):
+                parent.send((name, "cut"))
+                return
 
 
 def main():
@@ -101,23 +108,28 @@ def main():
     spawn(supervisor, listen, self())
     _, acceptor = receive(lambda m: m[0] == "acceptor", timeout=10)
 
-    alice = spawn(user, listen.port, self(), "alice")
-    say("alice hears:", receive(lambda m: m[0] == "alice", timeout=10)[1])
+    def hears(name):
+        say(f"{name} hears:", receive(lambda m: m[0] == name, timeout=30)[1])
+
+    spawn(user, listen.port, self(), "alice")
+    hears("alice")
     bad = sslsocket.client("STREAM", "AF_INET", ("localhost", listen.port), ("packet", 2), "")
     bad.deliver("bad")
     say("the bad client hears:", receive(lambda m: m[0] is bad, timeout=10)[1])
 
-    acceptor.send("crash")
+    acceptor.send("crash")  # its connections end with it: alice's is cut
     _, acceptor = receive(lambda m: m[0] == "acceptor", timeout=10)
-    bob = spawn(user, listen.port, self(), "bob")
-    say("bob hears:", receive(lambda m: m[0] == "bob", timeout=10)[1])
+    hears("alice")
+    spawn(user, listen.port, self(), "bob")
+    carol = spawn(user, listen.port, self(), "carol")
+    hears("bob")
+    hears("carol")
 
-    alice.send("leave")  # alice finishes during the drain; bob stays, and is cut at its deadline
-    bob.send("stay")
+    carol.send("leave")  # carol finishes during the drain; bob stays, and is cut at its deadline
     finished, cut = sslsocket.drain(2)  # (client and server are in this one process: two sockets a connection)
     say(f"drain: {finished} sockets ended by themselves, {cut} cut")
-    say("alice hears:", receive(lambda m: m[0] == "alice", timeout=10)[1])
-    say("bob hears:", receive(lambda m: m[0] == "bob", timeout=10)[1])
+    hears("carol")
+    hears("bob")
     sslsocket.stop()
 
 

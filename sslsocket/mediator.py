@@ -83,9 +83,9 @@ from .flags import Settings
 from .framing import FramingError, Mode
 from .inbox import Deliver, Envelope, Inbox
 from .lifecycle import OWNER_ENDED, CloseClock, IdleClock, Lifecycle, State
+from .mailbox import Delivery, Pid
 from .outgoing import Outgoing
 from .owner import Credit, Owner
-from .process import Delivery, Pid
 from .sessions import Resumption
 from .system import IN, Sleeper, Waits, close_tcp, unsent
 from .tls import HandshakeFailure, PeerClosed, PeerReport, attempt, broken, read, send

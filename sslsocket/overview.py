@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, fields
 from typing import IO, Any
 
-from . import process, supervision
+from . import mailbox, supervision
 from .process import Pid
 from .registry import registry
 from .sockets import Socket
@@ -94,12 +94,12 @@ def overview() -> Overview:
             pid,
             pid.name,
             pid.waiting or "-",
-            process.mailbox_length(pid),
-            process.socket_count(pid),
+            mailbox.mailbox_length(pid),
+            mailbox.socket_count(pid),
             supervision.links(pid),
             supervision.monitors(pid),
         )
-        for pid in process.processes()
+        for pid in mailbox.processes()
     ]
     listens = [ListenInfo(li.handle.port, li.handle.fd, str(li.mode), **li.counts()) for li in listeners]
     socks = [

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from . import process
 from .errors import NotOwner
-from .process import Controlled, Delivery, Pid
+from .mailbox import Controlled, Delivery, Pid
 
 log = logging.getLogger("sslsocket")
 

@@ -123,27 +123,29 @@ class Registry:
         self._tcp = weakref.WeakSet()
 
     def drain(self, timeout: float, why: str = "closed") -> tuple[int, int]:
-        """Close every listen socket (for ``why``); let every connection go on until its owner closes it or ends,
-        for ``timeout`` seconds at most; then cut those left, as ``stop()`` does. Returns how many ended by themselves
-        and how many were cut."""
+        """Close every listen socket (for ``why``): the connections not yet accepted close with them, uncounted.
+        Let every connection that has an owner go on until its owner closes it or ends, for ``timeout`` seconds at
+        most; then cut those left, as ``stop()`` does. Returns how many of those ended by themselves and how many
+        were cut."""
         with self._lock:
             handles = list(self._listeners)
             sockets = list(self._sockets)
         for handle in handles:
             self.close_listener(handle, why)
         deadline = monotonic() + timeout
-        left = [sock for sock in sockets if not _ended_by(sock, deadline)]
+        me = process.self()
+        left = [sock for sock in sockets if not _ended_by(sock, deadline, sock.owner not in (None, me))]
         error = ConnectionBroken("the socket server was stopped", "stopped")
         for sock in left:
-            sock.abort(
-                error, wake=False
-            )  # every socket marked before any acts: none takes its peer's abort for a close
+            sock.abort(error, wake=False)  # all marked before any acts: none takes its peer's abort for a close
         for sock in left:
             sock.wake()
         deadline = monotonic() + STOP_TIMEOUT
         for sock in left:
             _ended_by(sock, deadline)
-        return len(sockets) - len(left), len(left)
+        owned = sum(1 for sock in sockets if sock.owner is not None)
+        cut = sum(1 for sock in left if sock.owner is not None)
+        return owned - cut, cut
 
     def stop(self) -> None:
         self.drain(0, "stopped")
@@ -152,13 +154,14 @@ class Registry:
         close_logs()
 
 
-def _ended_by(sock: Socket, deadline: float) -> bool:
-    """Wait until ``sock`` has ended or ``deadline`` has passed; whether it has ended. A socket is not waited for in
-    its own thread (a callback that drains), nor before it has one (a client's handshake in its caller's thread)."""
+def _ended_by(sock: Socket, deadline: float, wait: bool = True) -> bool:
+    """Wait until ``sock`` has ended or ``deadline`` has passed; whether it has ended. A socket is not waited for
+    unless ``wait`` (its owner is the caller, who cannot close it meanwhile), in its own thread (a callback that
+    drains), nor before it has one (a client's handshake in its caller's thread)."""
     started = sock.thread is not None or sock.state is State.HANDSHAKING
-    if not started or sock.thread is threading.current_thread():
+    if not (wait and started) or sock.thread is threading.current_thread():
         return sock.state is State.CLOSED
-    return sock.wait_closed(max(0.0, deadline - monotonic()))
+    return sock.wait_closed(min(max(0.0, deadline - monotonic()), threading.TIMEOUT_MAX))
 
 
 registry = Registry()

@@ -48,7 +48,7 @@ def monitor(target: Pid | Socket | threading.Thread) -> Ref:
     """``erlang:monitor(process, Pid)``: the calling process gets ``("DOWN", ref, "process", pid, reason)`` when
     ``pid`` ends, at once with ``"noproc"`` if it has already. A ``Socket`` gives ``("DOWN", ref, "socket", sock,
     reason)`` when it has ended, ``reason`` as its ``socket_closed`` message says, or ``"closed"`` (its owner closed
-    it), ``"owner_ended"``, ``"stopped"``."""
+    it), ``"owner_ended"``, ``"stopped"``. A monitor goes when its ``DOWN`` comes, or with the process that set it."""
     target = process.as_pid(target)
     me = process.self()
     if isinstance(target, Pid):
@@ -58,9 +58,10 @@ def monitor(target: Pid | Socket | threading.Thread) -> Ref:
     else:
         raise BadArgument(f"monitor takes a Pid, a Socket or a Thread, not {target!r}", ("bad_argument", target))
     ref = Ref(target, me)
+    me.watch(ref, target.watchers, ref)
 
     def down(reason: Any) -> None:
-        me.send(("DOWN", ref, kind, target, reason))
+        me.hear(ref, ("DOWN", ref, kind, target, reason))
 
     if not target.watchers.add(ref, down):
         down("noproc" if kind == "process" else target.watchers.reason)
@@ -71,13 +72,14 @@ def demonitor(ref: Ref) -> None:
     """``erlang:demonitor(Ref, [flush])``: no ``DOWN`` for ``ref`` after this, nor one left in the mailbox."""
     if not isinstance(ref, Ref):
         raise BadArgument(f"demonitor takes what monitor returned, not {ref!r}", ("bad_argument", ref))
+    ref.watcher.unwatch(ref)  # under the watcher's lock, as a DOWN is put: none comes after this
     ref.target.watchers.remove(ref)
     ref.watcher.take(lambda m: type(m) is tuple and len(m) == 5 and m[0] == "DOWN" and m[1] is ref)
 
 
 def spawn_monitor(func: Callable[..., object], *args: object) -> tuple[Pid, Ref]:
     """``spawn_monitor``: a new process, monitored before it runs."""
-    pid = process.Pid(getattr(func, "__name__", "process"))
+    pid = process.new(func)
     ref = monitor(pid)
     return process.start(pid, func, *args), ref
 
@@ -90,23 +92,29 @@ def link(other: Pid | threading.Thread) -> None:
     me = process.self()
     if other is me:
         return
+    me.watch(("link", other), other.watchers, ("link", me))
     if not other.watchers.add(("link", me), partial(_linked_end, me, other)):
         _linked_end(me, other, "noproc")
-    elif not me.watchers.add(("link", other), partial(_linked_end, other, me)):
-        other.watchers.remove(("link", me))  # (the calling process cannot have ended: for the type's sake)
+        return
+    me.watchers.add(("link", other), partial(_linked_end, other, me))
+    if not other.watch(("link", me), me.watchers, ("link", other)):  # it ended meanwhile, and told us
+        me.watchers.remove(("link", other))
 
 
 def unlink(other: Pid | threading.Thread) -> None:
-    """``unlink(Pid)``: the two processes' ends no longer touch each other."""
+    """``unlink(Pid)``: the two processes' ends no longer touch each other, and an exit signal of this link that
+    has not taken effect yet never will."""
     other = _pid(other, "unlink")
     me = process.self()
-    other.watchers.remove(("link", me))
-    me.watchers.remove(("link", other))
+    for one, two in ((me, other), (other, me)):
+        one.unwatch(("link", two))
+        two.watchers.remove(("link", one))
+    me.forget_exit_from(other)
 
 
 def spawn_link(func: Callable[..., object], *args: object) -> Pid:
     """``spawn_link``: a new process, linked to the caller before it runs."""
-    pid = process.Pid(getattr(func, "__name__", "process"))
+    pid = process.new(func)
     link(pid)
     return process.start(pid, func, *args)
 
@@ -124,12 +132,12 @@ def process_flag(flag: str, value: bool) -> bool:
 
 
 def _linked_end(partner: Pid, ended: Pid, reason: Any) -> None:
-    """``ended``, linked to ``partner``, ended for ``reason``: the link is gone, and ``partner`` hears of it."""
-    partner.watchers.remove(("link", ended))
+    """``ended``, linked to ``partner``, ended for ``reason``: the link is gone, and ``partner`` hears of it, if the
+    link is still there."""
     if partner.trap_exit:
-        partner.send(("EXIT", ended, reason))
-    elif reason != "normal":
-        partner.exit(reason)
+        partner.hear(("link", ended), ("EXIT", ended, reason))
+    elif partner.unwatch(("link", ended)) and reason != "normal":
+        partner.exit(reason, ended)
 
 
 def _pid(who: object, call: str) -> Pid:
@@ -141,7 +149,7 @@ def _pid(who: object, call: str) -> Pid:
 
 def links(pid: Pid) -> list[Pid]:
     """The processes ``pid`` is linked to: for ``sslsocket.i()``."""
-    return [key[1] for key in pid.watchers.waiting() if type(key) is tuple]
+    return [key[1] for key in pid.watchers.waiting() if type(key) is tuple and key[1].alive]
 
 
 def monitors(watched: Pid | Socket) -> int:

@@ -559,7 +559,11 @@ def test_at_the_limit_a_connection_that_spoke_again_meanwhile_does_not_make_way(
     x.idle = 0.0  # it speaks again, before the new client comes
     arrives.set()
     # The loop has taken the new one, and waits again (one over the limit: no acceptor until one ends or idles).
-    wait_for(lambda: pids[2].waiting == "receive" and process.mailbox_length(loop) == 0 and loop.waiting == "receive")
+    wait_for(
+        lambda: (
+            pids[2].waiting == "receive" and sslsocket.mailbox.mailbox_length(loop) == 0 and loop.waiting == "receive"
+        )
+    )
     assert all(pid.alive and not pid.exiting for pid in pids[:2]) and made_way == []  # nobody closed: none idle
     for pid in [loop, *pids]:
         sslsocket.exit(pid, "done")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -217,6 +218,151 @@ def test_monitors_and_links_under_stress() -> None:
     finally:
         sslsocket.process_flag("trap_exit", old)
         sys.setswitchinterval(interval)
+
+
+# ---- found by a review from the outside ----------------------------------------------------------------------------
+
+
+def test_a_pending_exit_signal_is_the_reason_of_a_process_that_then_returns() -> None:
+    """A link's crash reaches a process busy outside any wait; it returns normally: its end is that crash, so a
+    chain of links passes the crash on."""
+    release = threading.Event()
+
+    def middle() -> None:
+        sslsocket.spawn_link(crash)
+        release.wait(10)  # not a wait of the library: the exit signal stays pending
+
+    pid, ref = sslsocket.spawn_monitor(middle)
+    wait_for(lambda: pid.exiting)
+    release.set()
+    reason = down(ref)[4]
+    assert isinstance(reason, Crash)
+
+
+def test_the_monitors_of_an_ended_process_go_with_it(caplog: pytest.LogCaptureFixture) -> None:
+    """A process that monitored another and ended leaves no monitor behind: nothing piles up on a long-lived
+    process, and a crash that only a dead process watched is logged."""
+    caplog.set_level(logging.ERROR, logger="sslsocket")
+    room = sslsocket.spawn(sslsocket.receive)
+    watchers = [sslsocket.spawn(sslsocket.monitor, room) for _ in range(50)]
+    wait_for(lambda: not any(pid.alive for pid in watchers))
+    assert sslsocket.supervision.monitors(room) == 0
+    room.send("done")
+    go = threading.Event()
+
+    def crash_later() -> None:
+        go.wait(10)
+        raise Crash("watched by the dead only")
+
+    target = sslsocket.spawn(crash_later)
+    watcher = sslsocket.spawn(sslsocket.monitor, target)
+    wait_for(lambda: not watcher.alive)
+    go.set()
+    wait_for(lambda: not target.alive and caplog.records)
+    assert "watched by the dead only" in caplog.text
+
+
+def test_demonitor_racing_the_down_leaves_nothing_behind() -> None:
+    """The DOWN of a monitor taken back while the process ends never arrives afterwards (many monitors make the
+    end long enough for the race)."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(30):
+            pid = sslsocket.spawn(sslsocket.receive)
+            refs = [sslsocket.monitor(pid) for _ in range(300)]
+            pid.send("go")
+            while pid.alive:
+                pass
+            sslsocket.demonitor(refs[-1])
+            for ref in refs[:-1]:
+                down(ref)
+            with pytest.raises(sslsocket.Timeout):
+                down(refs[-1], timeout=0.01)
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def test_a_thread_that_never_used_the_library_is_seen_to_end() -> None:
+    done = threading.Thread(target=lambda: None)
+    done.start()
+    done.join()
+    ref = sslsocket.monitor(done)
+    assert down(ref)[4] == "noproc"
+    go = threading.Event()
+    running = threading.Thread(target=go.wait, args=(10,))
+    running.start()
+    ref = sslsocket.monitor(running)
+    go.set()
+    running.join()
+    assert down(ref)[4] == "normal"
+
+
+def test_a_thread_that_was_a_process_and_raised_ends_with_its_exception() -> None:
+    started, go = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        sslsocket.self()
+        started.set()
+        go.wait(10)
+        raise Crash("in a plain thread")
+
+    thread = threading.Thread(target=worker)
+    hook = threading.excepthook
+    threading.excepthook = sslsocket.process._excepthook  # reported here as before, less the noise
+    sslsocket.process._previous_excepthook, previous = (lambda args: None), sslsocket.process._previous_excepthook
+    try:
+        thread.start()
+        started.wait(10)
+        ref = sslsocket.monitor(thread)
+        go.set()
+        thread.join()
+        reason = down(ref)[4]
+    finally:
+        sslsocket.process._previous_excepthook = previous
+        threading.excepthook = hook
+    assert isinstance(reason, Crash)
+
+
+def test_unlink_takes_back_an_exit_signal_not_yet_acted_on() -> None:
+    pid = sslsocket.spawn(crash)
+    sslsocket.link(pid)  # its crash, or "noproc" if it has crashed already
+    wait_for(lambda: sslsocket.self().exiting)  # (no wait of the library: the signal stays pending)
+    sslsocket.unlink(pid)
+    with pytest.raises(sslsocket.Timeout):
+        sslsocket.receive(lambda m: False, timeout=0.05)
+
+
+def test_drain_without_an_end_and_with_connections_not_yet_accepted(certs: Any) -> None:
+    """drain(inf) waits as long as it takes (no overflow); handshakes under way are closed with their listen
+    socket, and counted neither way."""
+    client, server = pair(certs=certs)
+    listen = sslsocket.listen("STREAM", "AF_INET", ("127.0.0.1", 0), ("packet", 2))
+    acceptor = sslsocket.spawn(sslsocket.accept, listen, f"-cert {certs.server}")
+    stalled = [socket.create_connection(("127.0.0.1", listen.port)) for _ in range(3)]
+    for raw in stalled:
+        raw.sendall(b"\x16\x03\x01")  # the start of a hello, and no more
+    wait_for(lambda: sum(li.handshaking + li.queued for li in sslsocket.overview().listeners) == 3)
+
+    def closer() -> None:  # closes both ends once the drain has begun (the listen sockets are closed first)
+        wait_for(lambda: not sslsocket.overview().listeners)
+        server.close()
+        client.close()
+
+    pid = sslsocket.process.new(closer)
+    for sock in (client, server):
+        sslsocket.controlling_process(sock, pid)
+    sslsocket.process.start(pid, closer)
+    assert sslsocket.drain(float("inf")) == (2, 0)  # the pair's two ends; not the three stalled ones
+    wait_for(lambda: not pid.alive and not acceptor.alive)
+    for raw in stalled:
+        raw.close()
+
+
+def test_spawning_something_that_is_not_a_function_is_a_bad_argument() -> None:
+    for spawn in (sslsocket.spawn, sslsocket.spawn_link, sslsocket.spawn_monitor):
+        with pytest.raises(sslsocket.BadArgument, match="a process runs a function, not None"):
+            spawn(None)  # type: ignore[arg-type]
 
 
 # ---- monitors of sockets ------------------------------------------------------------------------------------------

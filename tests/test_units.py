@@ -17,9 +17,9 @@ from sslsocket.budget import Budget
 from sslsocket.errors import ConnectionBroken, NotOwner
 from sslsocket.inbox import CLOSE, INBOX_SIZE, INBOX_UNIT, Deliver, Inbox
 from sslsocket.lifecycle import CLOSED_BY_OWNER, OWNER_ENDED, CloseClock, Ending, IdleClock, Lifecycle, State
+from sslsocket.mailbox import MESSAGE_COST, Delivery, Pid
 from sslsocket.outgoing import Outgoing
 from sslsocket.owner import CallbackOwner, Credit, ProcessOwner, owner_of
-from sslsocket.process import MESSAGE_COST, Delivery, Pid
 from sslsocket.quiet import Quiet, QuietRoom, Turns
 from sslsocket.tls import attempt, recv, send
 
