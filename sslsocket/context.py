@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL, crypto
 
+from . import tls
 from .errors import FlagError
 from .flags import (
     DEFAULT_CIPHERS,
@@ -93,36 +94,31 @@ def _set_ciphers(ctx: SSL.Context, cipher: str) -> None:
 def _set_groups(ctx: SSL.Context, groups: str | None) -> None:
     """The key exchange groups: ``-groups`` (checked name by name, so that the error names the unknown one), or
     ``DEFAULT_GROUPS``, the first that this OpenSSL takes."""
-    from OpenSSL.SSL import _lib  # type: ignore[attr-defined]
-
     if groups is None:
         for default in DEFAULT_GROUPS:
-            if _lib.SSL_CTX_set1_curves_list(ctx._context, default.encode()) == 1:
+            if tls.set_groups(ctx, default):
                 return
         return  # pragma: no cover - an OpenSSL without X25519 keeps its own defaults
     for name in groups.split(":"):
-        if not name.startswith("?"):
-            alone = SSL.Context(SSL.TLS_METHOD)
-            if _lib.SSL_CTX_set1_curves_list(alone._context, name.lstrip("*").encode()) != 1:
-                raise FlagError(
-                    f"-groups {groups}: this OpenSSL knows no key exchange group {name.lstrip('*')!r}"
-                    " (known ones include X25519MLKEM768, X25519, P-256, P-384)",
-                    ("groups", name),
-                )
-    if _lib.SSL_CTX_set1_curves_list(ctx._context, groups.encode()) != 1:
+        if not name.startswith("?") and not tls.set_groups(SSL.Context(SSL.TLS_METHOD), name.lstrip("*")):
+            raise FlagError(
+                f"-groups {groups}: this OpenSSL knows no key exchange group {name.lstrip('*')!r}"
+                " (known ones include X25519MLKEM768, X25519, P-256, P-384)",
+                ("groups", name),
+            )
+    if not tls.set_groups(ctx, groups):
         raise FlagError(f"-groups {groups}: OpenSSL refuses this list", ("groups", groups))
+
+
+#: OpenSSL's SSL_MODE_ENABLE_PARTIAL_WRITE (ssl.h), which pyOpenSSL has no name for.
+_PARTIAL_WRITE = 0x1
 
 
 def _whole_writes(ctx: SSL.Context) -> None:
     """Make ``SSL_write`` write all it is given before it returns, as OpenSSL does by default; pyOpenSSL turns on
     partial writes, which return after every 16 KiB record. Every call into OpenSSL gives up the GIL and takes it
-    back, a thread hand-off when another thread wants it: one call per 256 KiB instead of sixteen. pyOpenSSL has no
-    public ``clear_mode``, so this reaches its bindings, and does nothing where they lack the function."""
-    from OpenSSL.SSL import _lib  # type: ignore[attr-defined]
-
-    clear_mode = getattr(_lib, "SSL_CTX_clear_mode", None)
-    if clear_mode is not None:
-        clear_mode(ctx._context, _lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
+    back, a thread hand-off when another thread wants it: one call per 256 KiB instead of sixteen."""
+    ctx.clear_mode(_PARTIAL_WRITE)
 
 
 def build_context(settings: Settings, *, server: bool, env: Mapping[str, str] | None = None) -> SSL.Context:
@@ -246,31 +242,16 @@ def _set_verify(ctx: SSL.Context, settings: Settings, server: bool) -> None:
         ctx.set_verify_depth(settings.depth)
 
 
-#: The verify errors of OpenSSL's host check: at ``-verify 2`` the certificate does not name the host asked for.
-NAME_MISMATCH = frozenset(
-    {SSL.X509VerificationCodes.ERR_HOSTNAME_MISMATCH, SSL.X509VerificationCodes.ERR_IP_ADDRESS_MISMATCH}
-)
-# X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS and X509_CHECK_FLAG_NEVER_CHECK_SUBJECT (x509v3.h): "*" only as a whole
-# left-most label, and never the subject's common name, as RFC 6125 and every browser have it.
-_HOST_FLAGS = 0x4 | 0x20
-
-
 def require_name(conn: SSL.Connection, name: str) -> None:
     """Make the handshake of ``conn`` (a client's) check that the peer's certificate names ``name``, a host name
     or an IP address: OpenSSL's own check (X509_check_host, X509_check_ip), run inside the certificate
     verification, so that a refusal is a verify error like any other and reaches the server as a TLS alert
-    (bad_certificate). pyOpenSSL has no call for it, so this reaches its bindings."""
-    from OpenSSL.SSL import _lib  # type: ignore[attr-defined]
-
-    param = _lib.SSL_get0_param(conn._ssl)
+    (bad_certificate)."""
     if is_ip(name):
-        packed = socket.inet_pton(socket.AF_INET6 if ":" in name else socket.AF_INET, name)
-        done = _lib.X509_VERIFY_PARAM_set1_ip(param, packed, len(packed))
+        done = tls.require_ip(conn, socket.inet_pton(socket.AF_INET6 if ":" in name else socket.AF_INET, name))
     else:
-        _lib.X509_VERIFY_PARAM_set_hostflags(param, _HOST_FLAGS)
-        encoded = name.encode("idna")
-        done = _lib.X509_VERIFY_PARAM_set1_host(param, encoded, len(encoded))
-    if done != 1:
+        done = tls.require_host(conn, name.encode("idna"))
+    if not done:
         raise FlagError(f"cannot check the certificate against the host name {name!r}", ("servername", name))
 
 

@@ -69,6 +69,11 @@ _REFUSED = (
 )
 MODERN_SUGGESTION = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256 (TLS 1.2), or leave -cipher out"
 
+#: The verify errors of OpenSSL's host check: at ``-verify 2`` the certificate does not name the host asked for.
+NAME_MISMATCH = frozenset(
+    {SSL.X509VerificationCodes.ERR_HOSTNAME_MISMATCH, SSL.X509VerificationCodes.ERR_IP_ADDRESS_MISMATCH}
+)
+
 #: Verify errors that mean only "I do not know who issued this": what level 1 forgives.
 UNKNOWN_ISSUER_ERRORS = frozenset(
     {

@@ -19,7 +19,8 @@ from collections import OrderedDict
 from typing import Any
 
 from OpenSSL import SSL
-from OpenSSL.SSL import _ffi, _lib  # type: ignore[attr-defined]
+
+from .tls import resumed, session_size
 
 #: Servers a process remembers a session for, the least recently used forgotten first.
 SESSIONS_KEPT = 256
@@ -67,12 +68,6 @@ class Sessions:
 sessions = Sessions()
 
 
-def _encoded_size(conn: SSL.Connection) -> int:
-    """The size of the connection's session, encoded as OpenSSL would store it: a ticket makes it grow. (pyOpenSSL
-    has no ``SSL_SESSION_has_ticket``; its bindings have ``i2d_SSL_SESSION``, which with no buffer only counts.)"""
-    return int(_lib.i2d_SSL_SESSION(_lib.SSL_get_session(conn._ssl), _ffi.NULL))
-
-
 class Resumption:
     """One client connection's part in resumption: it offers the kept session before the handshake, and keeps the
     session it is given: at the handshake's end in TLS 1.2, and in TLS 1.3 once a ticket has arrived after it
@@ -100,14 +95,14 @@ class Resumption:
         if self._conn.get_protocol_version_name() != "TLSv1.3":
             self._keep()
             return True
-        self._handshake_size = _encoded_size(self._conn)
+        self._handshake_size = session_size(self._conn)
         return False
 
     def after_read(self, delivered: bool) -> bool:
         """After a read, which ``delivered`` packets or not: True once there is nothing more to do, a ticket having
         come (its session is kept), or data without one first (a server that sends none: each look costs a call
         into OpenSSL, which gives up the GIL)."""
-        if _encoded_size(self._conn) <= self._handshake_size:
+        if session_size(self._conn) <= self._handshake_size:
             return delivered
         self._keep()
         return True
@@ -116,8 +111,3 @@ class Resumption:
         session = self._conn.get_session()
         if session is not None:
             self._store.put(self._key, (session, self._errors))
-
-
-def resumed(conn: SSL.Connection) -> bool:
-    """Whether the handshake of ``conn`` resumed a session."""
-    return bool(_lib.SSL_session_reused(conn._ssl))

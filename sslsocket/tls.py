@@ -12,11 +12,61 @@ from OpenSSL import SSL
 from OpenSSL._util import no_zero_allocator
 from OpenSSL.SSL import _ffi, _lib  # type: ignore[attr-defined]
 
-from .context import NAME_MISMATCH
 from .errors import ConnectionBroken
-from .flags import UNKNOWN_ISSUER_ERRORS, Settings, verify_error_text
-from .sessions import resumed
+from .flags import NAME_MISMATCH, UNKNOWN_ISSUER_ERRORS, Settings, verify_error_text
 from .system import IN, OUT
+
+# ---- pyOpenSSL's private bindings ----------------------------------------------------------------------------------
+# Every use of them is here, each for what pyOpenSSL has no public call for, and each says what it buys. A test
+# (test_units, "private bindings") fails at once if an upgrade of pyOpenSSL takes one of them away.
+
+#: The OpenSSL functions reached through pyOpenSSL's bindings (``_lib``).
+BINDINGS = (
+    "SSL_write",
+    "SSL_read",
+    "SSL_CTX_set1_curves_list",
+    "SSL_get0_param",
+    "X509_VERIFY_PARAM_set1_ip",
+    "X509_VERIFY_PARAM_set_hostflags",
+    "X509_VERIFY_PARAM_set1_host",
+    "i2d_SSL_SESSION",
+    "SSL_get_session",
+    "SSL_session_reused",
+)
+# X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS and X509_CHECK_FLAG_NEVER_CHECK_SUBJECT (x509v3.h): "*" only as a whole
+# left-most label, and never the subject's common name, as RFC 6125 and every browser have it.
+_HOST_FLAGS = 0x4 | 0x20
+
+
+def set_groups(ctx: SSL.Context, groups: str) -> bool:
+    """``-groups``: the key exchange groups, as OpenSSL's ``SSL_CTX_set1_groups_list`` takes them (X25519MLKEM768
+    first by default, which pyOpenSSL's ``set_tmp_ecdh`` cannot name). False if OpenSSL refuses the list."""
+    return bool(_lib.SSL_CTX_set1_curves_list(ctx._context, groups.encode()) == 1)
+
+
+def require_host(conn: SSL.Connection, name: bytes) -> bool:
+    """At ``-verify 2``: the certificate must name the host ``name`` (IDNA), checked by OpenSSL inside the
+    verification (``X509_check_host``), so that a refusal is a TLS alert like any other. False if OpenSSL refuses."""
+    param = _lib.SSL_get0_param(conn._ssl)
+    _lib.X509_VERIFY_PARAM_set_hostflags(param, _HOST_FLAGS)
+    return bool(_lib.X509_VERIFY_PARAM_set1_host(param, name, len(name)) == 1)
+
+
+def require_ip(conn: SSL.Connection, packed: bytes) -> bool:
+    """``require_host`` for an IP address (4 or 16 bytes), ``X509_check_ip``."""
+    return bool(_lib.X509_VERIFY_PARAM_set1_ip(_lib.SSL_get0_param(conn._ssl), packed, len(packed)) == 1)
+
+
+def session_size(conn: SSL.Connection) -> int:
+    """The size of the connection's session, encoded as OpenSSL would store it: a ticket makes it grow, which is
+    how a client learns that a TLS 1.3 ticket came (OpenSSL 3.0 has no ``SSL_SESSION_has_ticket`` in pyOpenSSL);
+    ``i2d_SSL_SESSION`` with no buffer only counts."""
+    return int(_lib.i2d_SSL_SESSION(_lib.SSL_get_session(conn._ssl), _ffi.NULL))
+
+
+def resumed(conn: SSL.Connection) -> bool:
+    """Whether the handshake of ``conn`` resumed a session: what the resumption tests and ``sock.resumed`` say."""
+    return bool(_lib.SSL_session_reused(conn._ssl))
 
 
 def attempt(call: Any, *args: Any) -> tuple[Any, int]:

@@ -489,3 +489,30 @@ def test_a_forked_child_gets_the_budget_empty_with_a_lock_of_its_own() -> None:
     budget._waiting["the parent's"] = None
     child = budget.renewed()
     assert child.waits("mine") is None and len(child) == 1 and (child.limit, child.slots) == (2048, 2)
+
+
+# ---- pyOpenSSL's private bindings ----------------------------------------------------------------------------------
+
+
+def test_the_private_bindings_of_pyopenssl_are_all_there_and_used_in_tls_only() -> None:
+    """Every use of pyOpenSSL's private bindings is in sslsocket/tls.py, and each is there: an upgrade of pyOpenSSL
+    that takes one away fails here, by name, not in the middle of a handshake."""
+    from pathlib import Path
+
+    from OpenSSL import SSL, _util
+    from OpenSSL.SSL import _lib  # type: ignore[attr-defined]
+
+    from sslsocket import tls
+
+    missing = [name for name in tls.BINDINGS if not hasattr(_lib, name)]
+    assert not missing, f"pyOpenSSL's bindings lack {missing}: tls.py must find another way"
+    assert hasattr(_util, "no_zero_allocator") and hasattr(SSL.Connection, "_raise_ssl_error")
+    ctx = SSL.Context(SSL.TLS_METHOD)
+    assert hasattr(ctx, "_context") and hasattr(SSL.Connection(ctx, None), "_ssl")
+    package = Path(tls.__file__).parent
+    elsewhere = [
+        path.name
+        for path in package.glob("*.py")
+        if path.name != "tls.py" and any(word in path.read_text() for word in ("_lib.", "_ffi.", "OpenSSL._util"))
+    ]
+    assert elsewhere == []
