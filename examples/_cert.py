@@ -1,4 +1,7 @@
-"""A throwaway certificate for the examples: the manual's ``req -new -x509 -nodes -out ssl_server.pem``."""
+"""A throwaway certificate for the examples.
+
+The manual's ``req -new -x509 -nodes -out ssl_server.pem``.
+"""
 
 import atexit
 import shutil
@@ -9,7 +12,7 @@ from sslsocket.certs import make_cert
 
 
 def throwaway_certificate(name: str = "ssl_server.pem") -> str:
-    """Make a self-signed certificate for localhost (key in the same file) that is deleted at exit."""
+    """Make a self-signed certificate for localhost (key in the same file), deleted at exit."""
     directory = tempfile.mkdtemp(prefix="sslsocket-example-")
     atexit.register(shutil.rmtree, directory, True)
     path = Path(directory) / name

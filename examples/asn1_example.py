@@ -1,4 +1,5 @@
-"""asn1 mode: one whole BER value per message, however TCP and TLS cut the bytes, indefinite length included.
+"""asn1 mode: one whole BER value per message, however TCP and TLS cut the bytes, indefinite length
+included.
 
 Run it: python examples/asn1_example.py
 """
@@ -15,7 +16,8 @@ warnings.simplefilter("ignore", sslsocket.InsecureClientWarning)
 
 INTEGER_42 = bytes.fromhex("02012a")
 SEQUENCE = bytes.fromhex("3006020101020102")  # SEQUENCE { 1, 2 }, definite length
-INDEFINITE = bytes.fromhex("308004036162630000")  # SEQUENCE { "abc" }, indefinite length (beyond the manual)
+# SEQUENCE { "abc" }, indefinite length (beyond the manual)
+INDEFINITE = bytes.fromhex("308004036162630000")
 
 
 def server(listen, parent):
@@ -32,7 +34,8 @@ def main():
     listen = sslsocket.listen("STREAM", "AF_INET", ("127.0.0.1", 0), "asn1")
     spawn(server, listen, self())
     client = sslsocket.client("STREAM", "AF_INET", ("localhost", listen.port), "asn1", "")
-    client.deliver(INTEGER_42 + SEQUENCE + INDEFINITE)  # three values in one write, three messages out
+    # three values in one write, three messages out
+    client.deliver(INTEGER_42 + SEQUENCE + INDEFINITE)
     for _ in range(3):
         print("one value:", receive(lambda m: m[0] == "value", timeout=10)[1])
     client.close()

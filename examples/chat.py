@@ -1,6 +1,7 @@
 """A chat server in the manual's style: a process per connection, and one more process for the room.
 
-Each connection process owns its socket (only it may deliver on it); the room process only passes messages.
+Each connection process owns its socket (only it may deliver on it); the room process only passes
+messages.
 
 Run it: python examples/chat.py
 """

@@ -29,7 +29,8 @@ warnings.simplefilter("ignore", sslsocket.InsecureClientWarning)
 def my_accept(listen_fd, user):
     while True:
         s = sslsocket.accept(listen_fd, f"-cert {SSL_SERVER}")
-        sslsocket.controlling_process(s, user)  # nothing that arrived meanwhile is lost in the switch
+        # nothing that arrived meanwhile is lost in the switch
+        sslsocket.controlling_process(s, user)
 
 
 def handle_input(sender, data, known):

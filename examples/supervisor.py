@@ -1,14 +1,16 @@
-"""The manual's top/loop/connection, kept running by a supervisor, as OTP keeps an Erlang server running.
+"""The manual's top/loop/connection, kept running by a supervisor, as OTP keeps an Erlang server.
 
-    supervisor: process_flag(trap_exit, true), Acceptor = spawn_link(loop, [Listen]), then for each
-                {'EXIT', Acceptor, Reason}: restart it (one-for-one), at most MAX_RESTARTS in WITHIN seconds.
-    loop:       the manual's, trapping exits, with spawn_link: a connection that crashes is reported, the others
-                go on; if the loop crashes, its connections end with it (a link ties their fates).
+    supervisor: process_flag(trap_exit, true), Acceptor = spawn_link(loop, [Listen]), then for
+                each {'EXIT', Acceptor, Reason}: restart it (one-for-one), at most MAX_RESTARTS
+                in WITHIN seconds.
+    loop:       the manual's, trapping exits, with spawn_link: a connection that crashes is
+                reported, the others go on; if the loop crashes, its connections end with it (a
+                link ties their fates).
     connection: the manual's; a bad packet makes it crash (raise), which closes its socket.
 
-Run it: python examples/supervisor.py. It shows a connection crashing while another goes on, the acceptor
-crashing (taking its connections with it) and restarted, and a drain: no new connections, the open ones given
-time to finish, the rest cut.
+Run it: python examples/supervisor.py. It shows a connection crashing while another goes on, the
+acceptor crashing (taking its connections with it) and restarted, and a drain: no new connections,
+the open ones given time to finish, the rest cut.
 """
 
 import sys
@@ -22,19 +24,23 @@ import sslsocket
 from sslsocket import receive, self, spawn
 
 SSL_SERVER = throwaway_certificate()
-warnings.simplefilter("ignore", sslsocket.InsecureClientWarning)  # the example's clients check nothing
+# the example's clients check nothing
+warnings.simplefilter("ignore", sslsocket.InsecureClientWarning)
 
-#: OTP's restart intensity: more restarts than this within WITHIN seconds and the supervisor gives up.
+#: OTP's restart intensity: more restarts than this within WITHIN seconds, and the supervisor
+#: gives up.
 MAX_RESTARTS, WITHIN = 3, 5.0
 
 
 def say(*words):
-    """print, in one write: the processes print from threads of their own, and a line must stay whole."""
+    """print, in one write: the processes print from threads of their own, and a line must stay
+    whole."""
     sys.stdout.write(" ".join(map(str, words)) + "\n")
 
 
 def supervisor(listen, parent):
-    sslsocket.process_flag("trap_exit", True)  # the acceptor's end comes as a message, not as our own end
+    # the acceptor's end comes as a message, not as our own end
+    sslsocket.process_flag("trap_exit", True)
     restarts = deque()
     acceptor = sslsocket.spawn_link(loop, listen)
     parent.send(("acceptor", acceptor))
@@ -57,9 +63,11 @@ def supervisor(listen, parent):
 
 
 def loop(listen):
-    sslsocket.process_flag("trap_exit", True)  # a connection's end comes as a message, never as our own end
+    # a connection's end comes as a message, never as our own end
+    sslsocket.process_flag("trap_exit", True)
     while True:
-        pid = sslsocket.spawn_link(connection, listen, self())  # linked: if this loop crashes, they end with it
+        # linked: if this loop crashes, they end with it
+        pid = sslsocket.spawn_link(connection, listen, self())
         while True:
             match receive():
                 case (p, "ok") if p is pid:  # receive {Pid, ok} -> loop(Listen) end
@@ -86,8 +94,8 @@ def connection(listen, father):
 
 
 def user(port, parent, name):
-    """A client in a process of its own: says hello, then on the word "leave" says goodbye and leaves; tells the
-    parent what it hears, and if its connection is cut."""
+    """A client in a process of its own: says hello, then on the word "leave" says goodbye and
+    leaves; tells the parent what it hears, and if its connection is cut."""
     sock = sslsocket.client("STREAM", "AF_INET", ("localhost", port), ("packet", 2), "")
     sock.deliver(f"hello from {name}")
     parent.send((name, receive(lambda m: m[0] is sock, timeout=10)[1]))
@@ -126,7 +134,8 @@ def main():
     hears("carol")
 
     carol.send("leave")  # carol finishes during the drain; bob stays, and is cut at its deadline
-    finished, cut = sslsocket.drain(2)  # (client and server are in this one process: two sockets a connection)
+    # (client and server are in this one process: two sockets a connection)
+    finished, cut = sslsocket.drain(2)
     say(f"drain: {finished} sockets ended by themselves, {cut} cut")
     hears("carol")
     hears("bob")

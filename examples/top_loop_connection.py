@@ -7,11 +7,12 @@
                                   Father ! {self(), ok},
                                   Socket ! {self(), {deliver, "Hello there"}}, ...
 
-The manual's loop calls itself: Erlang makes that tail call a jump. Python has no tail calls, so the loop is a
-``while``: written as a recursion, this server stopped with RecursionError after 988 connections (Python 3.11,
-whose default recursion limit is 1,000) and accepted no more.
+The manual's loop calls itself: Erlang makes that tail call a jump. Python has no tail calls, so
+the loop is a ``while``: written as a recursion, this server stopped with RecursionError after 988
+connections (Python 3.11, whose default recursion limit is 1,000) and accepted no more.
 
-Run it: python examples/top_loop_connection.py. Three clients connect; each is served by its own process.
+Run it: python examples/top_loop_connection.py. Three clients connect, each served by its own
+process.
 """
 
 import warnings
@@ -22,17 +23,20 @@ import sslsocket
 from sslsocket import receive, self, spawn
 
 SSL_SERVER = throwaway_certificate()
-warnings.simplefilter("ignore", sslsocket.InsecureClientWarning)  # the example's clients check nothing
+# the example's clients check nothing
+warnings.simplefilter("ignore", sslsocket.InsecureClientWarning)
 
 
 def top(port, parent, connections):
     listen = sslsocket.listen("STREAM", "AF_INET", ("127.0.0.1", port), ("packet", 2))
-    parent.send(("listening", listen.port))  # (the manual's top knows its port; ours picked a free one)
+    # (the manual's top knows its port; ours picked a free one)
+    parent.send(("listening", listen.port))
     loop(listen, connections)
 
 
 def loop(listen, connections):
-    for _ in range(connections):  # the manual's loop runs forever (while True); this one serves a few
+    # the manual's loop runs forever (while True); this one serves a few
+    for _ in range(connections):
         pid = spawn(connection, listen, self())
         match receive():
             case (p, "ok") if p is pid:  # receive {Pid, ok} -> loop(Listen) end
@@ -44,7 +48,8 @@ def connection(listen, father):
     socket = sslsocket.accept(listen, f"-cert {SSL_SERVER}")
     father.send((self(), "ok"))  # the father may now spawn the next acceptor
     socket.send((self(), ("deliver", "Hello there")))
-    while True:  # until the client leaves, whenever it does: a client may close before it says anything
+    # until the client leaves, whenever it does: a client may close before it says anything
+    while True:
         match receive(lambda m: m[0] is socket):
             case (_, ("fromsocket", data)):
                 socket.deliver(f"you said {data!r} to process {self()}")

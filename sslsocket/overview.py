@@ -58,7 +58,7 @@ class SocketInfo:
     packets_out: int
     bytes_out: int
     inbox: int  # messages waiting for the mediator
-    monitors: int  # monitors watching it
+    monitors: int  # monitors watching it (in the data only: the table is wide enough)
     protocol: str
     cipher: str
 
@@ -143,22 +143,8 @@ def format_overview(view: Overview) -> list[str]:
         ),
         (
             "Sockets",
-            [
-                "id",
-                "peer",
-                "mode",
-                "state",
-                "owner",
-                "in",
-                "bytes in",
-                "out",
-                "bytes out",
-                "inbox",
-                "monitors",
-                "TLS",
-                "cipher",
-            ],
-            [[str(getattr(s, f.name)) for f in fields(s)[1:]] for s in view.sockets],
+            ["id", "peer", "mode", "state", "owner", "in", "bytes in", "out", "bytes out", "inbox", "TLS", "cipher"],
+            [[str(getattr(s, f.name)) for f in fields(s)[1:] if f.name != "monitors"] for s in view.sockets],
         ),
     ]
     for title, header, rows in tables:
