@@ -10,6 +10,7 @@ side by side mean anything.
     python benchmarks/run.py                # the full run
     python benchmarks/run.py --quick        # a short one (also what the test suite runs)
     python benchmarks/run.py --plot out.png # and draw throughput against packet size (needs matplotlib)
+    python benchmarks/run.py --counts       # what each operation costs, counted (benchmarks/counts.py)
 
 Large packets move with glibc's mood: it gives memory back and takes it again, one page fault per page. To see
 them without that (see the README's performance section):
@@ -43,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import OpenSSL.SSL
+from meter import Meter
 
 import sslsocket
 from sslsocket.certs import make_cert
@@ -185,11 +187,11 @@ def baseline_pingpong(setup: Setup, count: int, size: int) -> float:
     tls, thread = baseline_pair(setup, echo)
     message = struct.pack(">I", size) + b"p" * size
     packet_of = reader(tls, size)
-    start = time.perf_counter()
+    meter = Meter()
     for _ in range(count):
         tls.sendall(message)
         packet_of()
-    elapsed = time.perf_counter() - start
+    elapsed = meter.stop(count)
     thread.join()
     tls.close()
     return count / elapsed
@@ -206,11 +208,11 @@ def baseline_stream(setup: Setup, count: int, size: int) -> float:
 
     tls, thread = baseline_pair(setup, sink)
     message = struct.pack(">I", size) + b"s" * size
-    start = time.perf_counter()
+    meter = Meter()
     for _ in range(count):
         tls.sendall(message)
     done.wait()
-    elapsed = time.perf_counter() - start
+    elapsed = meter.stop(count)
     thread.join()
     tls.close()
     return count / elapsed
@@ -228,12 +230,12 @@ def baseline_handshakes(setup: Setup, count: int) -> float:
 
     thread = threading.Thread(target=server)
     thread.start()
-    start = time.perf_counter()
+    meter = Meter()
     for _ in range(count):
         with setup.client_ctx.wrap_socket(socket.create_connection(listener.getsockname())) as tls:
             tls.sendall(struct.pack(">I", 5) + b"hello")
             recv_packet(tls)
-    elapsed = time.perf_counter() - start
+    elapsed = meter.stop(count)
     thread.join()
     listener.close()
     return count / elapsed
@@ -260,11 +262,11 @@ def round_trips(sock: sslsocket.Socket, count: int, size: int) -> float:
     """Round trips per second: a packet of ``size`` bytes, wait for its echo, ``count`` times; then close."""
     me = sslsocket.self()
     message = b"p" * size
-    start = time.perf_counter()
+    meter = Meter()
     for _ in range(count):
         sock.send((me, ("deliver", message)))
         sslsocket.receive()
-    elapsed = time.perf_counter() - start
+    elapsed = meter.stop(count)
     sock.close()
     return count / elapsed
 
@@ -303,11 +305,11 @@ def sslsocket_stream(setup: Setup, count: int, size: int) -> float:
 
     sock = sslsocket_pair(setup, sink)
     message = b"s" * size
-    start = time.perf_counter()
+    meter = Meter()
     for _ in range(count):
         sock.send((me, ("deliver", message)))
     sslsocket.receive(lambda m: m == "all arrived")
-    elapsed = time.perf_counter() - start
+    elapsed = meter.stop(count)
     sock.close()
     return count / elapsed
 
@@ -327,13 +329,13 @@ def sslsocket_handshakes(setup: Setup, count: int, client_flags: str | None = No
 
     sslsocket.spawn(server)
     me = sslsocket.self()
-    start = time.perf_counter()
+    meter = Meter()
     for _ in range(count):
         sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("binary_packet", 4), flags)
         sock.send((me, ("deliver", b"hello")))
         sslsocket.receive(lambda m, s=sock: m[0] is s)
         sock.close()
-    elapsed = time.perf_counter() - start
+    elapsed = meter.stop(count)
     return count / elapsed
 
 
@@ -770,9 +772,19 @@ def main() -> int:
     parser.add_argument("--plot", help="draw throughput against packet size to this PNG (needs matplotlib)")
     parser.add_argument("--no-erlang", action="store_true", help="leave out the Erlang/OTP column")
     parser.add_argument(
+        "--counts",
+        action="store_true",
+        help="instead: context switches, CPU and Python calls per operation, beside the baseline and asyncio"
+        " (benchmarks/counts.py)",
+    )
+    parser.add_argument(
         "--switch-interval", type=float, help="sys.setswitchinterval for the run, both columns (default 0.005 s)"
     )
     args = parser.parse_args()
+    if args.counts:
+        import counts
+
+        return counts.main(["--reps", str(3 if args.reps == 5 else args.reps)])
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
     print(

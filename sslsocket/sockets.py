@@ -265,7 +265,7 @@ class Socket(Mediator):
     def _offer(self, item: Envelope) -> int:
         """``Inbox.offer``, for a process that may wait for room; within the listen socket's budget, if any."""
         budget = self.budget
-        if budget is None:
+        if budget is None or self.aborted:  # (an aborted one, the budget's victim, is no longer counted)
             return self._inbox.offer(item, process.self)
         if type(item) is Deliver and self._inbox.full():  # its owner is about to wait
             self._over_budget(budget.waits(self), budget)

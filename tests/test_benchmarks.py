@@ -96,3 +96,22 @@ def test_the_x25519_configuration_changes_pyopenssls_key_exchange(tmp_path: Path
     setup = run.Setup()
     assert group(None) == "X25519MLKEM768"
     assert group(run.x25519_environment(setup)) == "x25519"
+
+
+def test_the_counts_print_every_operation_for_the_three_implementations(tmp_path: Path) -> None:
+    out = tmp_path / "counts.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "counts.py"), "--reps", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    table = json.loads(out.read_text())
+    assert len(table) == 4
+    for operation, row in table.items():
+        assert set(row) == {"ssl, a thread per side", "sslsocket", "asyncio streams"}, operation
+        for cost in row.values():
+            assert cost["cpu_us"] > 0 and cost["switches"] >= 0 and cost["calls"] > 0 and cost["rate"] > 0
+    assert "switches" in result.stdout.splitlines()[1]
