@@ -92,7 +92,7 @@ class Inbox(queue.Queue[Envelope]):
         one wait: an exit signal raises ``Exit``, and nothing is put."""
         while True:
             with self.mutex:
-                if not self._must_wait(item):
+                if self._weight < self.maxsize or type(item) is not Deliver or self._closed:  # (_must_wait, inlined)
                     return self._enter(item)
                 me = sender()
                 self._senders.append(me)
@@ -117,7 +117,8 @@ class Inbox(queue.Queue[Envelope]):
         """Under the lock: put ``item`` unless the inbox is closed; whether the mediator must be woken for it."""
         if self._closed:
             return REFUSED
-        self._put(item)
+        self.queue.append(item)  # (_put, inlined: the path of every packet)
+        self._weight += item.weight
         if self._napping:
             self._napping = False  # one wake-up a nap: the senders after this one find it awake
             return WAKE
@@ -131,11 +132,6 @@ class Inbox(queue.Queue[Envelope]):
                 return False
             self._napping = taking
             return True
-
-    def woke(self) -> None:
-        """The mediator is awake: nobody needs to wake it."""
-        with self.mutex:
-            self._napping = False
 
     def idle(self) -> bool:
         """Whether the mediator sleeps with nothing left to take: an owner's write may go direct."""
@@ -182,14 +178,18 @@ class Inbox(queue.Queue[Envelope]):
         first that is not a delivery; wake the senders that wait for space."""
         taken: list[Envelope] = []
         with self.mutex:
+            self._napping = False  # the mediator takes: it is awake
             queued, weight = self.queue, self._weight
             while queued and room > 0:
-                item = self._get()
+                item = queued.popleft()  # (_get, inlined)
+                self._weight -= item.weight
                 taken.append(item)
                 if type(item) is not Deliver:
                     break
                 room -= len(item.header) + len(item.payload)
-            held, senders = self._let_go() if weight >= self.maxsize else ([], [])  # only a full one holds any
+            if weight < self.maxsize:  # only a full one holds anyone
+                return taken
+            held, senders = self._let_go()
         _wake(held, senders)
         return taken
 

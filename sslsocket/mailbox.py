@@ -54,7 +54,7 @@ MESSAGE_COST = 64
 
 def _received(msg: Any) -> Any:
     if type(msg) is Delivery:
-        msg[0].consumed(msg.weight)
+        msg[0].consumed(len(msg[1][1]) + MESSAGE_COST)  # (its weight, inlined: the path of every packet)
     return msg
 
 
@@ -74,6 +74,8 @@ class Pid:
         self._exit: tuple[Any, Any] | None = None  # a pending exit signal: its reason, and the process it came from
         #: What this process watches, its monitors and links: key -> (whose ``watchers``, the key there).
         self._watching: dict[Hashable, tuple[Watchers, Hashable]] = {}
+        #: Its thread's ``threading.get_ident()``, once it runs (0 before): a sender is checked without a lookup.
+        self.ident = 0
         #: The exception that ended its thread, for a thread not started as a process (``_excepthook``).
         self.crash: BaseException | None = None
         self._interrupt: Callable[[], None] | None = None  # cuts short the work ``exit`` must interrupt (``working``)
@@ -119,7 +121,8 @@ class Pid:
         with self._lock:
             try:
                 while True:
-                    self._raise_exit()
+                    if self._exit is not None:
+                        self._raise_exit()
                     if ready():
                         return
                     self.waiting = what
@@ -146,12 +149,17 @@ class Pid:
     def _notify(self) -> None:
         """Wake the process's thread if it waits (called under ``_lock``)."""
         if self._waits:
-            self._changed.notify_all()
+            self._changed.notify(self._waits)  # all of them, as notify_all would, one call of Python less
 
     def receive(self, match: Callable[[Any], bool] | None, timeout: float | None) -> Any:
         """The oldest message for which ``match`` is true; the others stay, in order. Run by the owner only."""
-        deadline = None if timeout is None else monotonic() + timeout
         box = self._mailbox
+        if match is None:  # a message there already, and no exit signal: taken at once, without the wait's machinery
+            with self._lock:
+                if box and self._exit is None:
+                    self._taken += 1
+                    return _received(box.popleft())
+        deadline = None if timeout is None else monotonic() + timeout
         found: list[Any] = []
         if match is None:
 

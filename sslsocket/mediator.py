@@ -87,8 +87,8 @@ from .mailbox import Delivery, Pid
 from .outgoing import Outgoing
 from .owner import Credit, Owner
 from .sessions import Resumption
-from .system import IN, Sleeper, Waits, close_tcp, unsent
-from .tls import HandshakeFailure, PeerClosed, PeerReport, attempt, broken, read, send
+from .system import HUP, IN, Sleeper, Waits, close_tcp, unsent
+from .tls import HandshakeFailure, PeerClosed, PeerReport, attempt, broken, read, write
 from .watchers import Watchers
 
 log = logging.getLogger("sslsocket")
@@ -190,7 +190,9 @@ class Mediator:
                 self._hand_on()
             owner = self._owner
             if owner is None or not owner.calls_back:  # a mailbox: all at once
-                self._post(owner, msgs)
+                if owner is not None and not owner.post(msgs, self._credit):  # (_post, inlined)
+                    self._life.ask(OWNER_ENDED)
+                    self.wake()
                 return
             outer, calling.source = getattr(calling, "source", None), self
             try:
@@ -337,11 +339,12 @@ class Mediator:
             raise self._fault
         if self._idle is not None:
             self._idle.check(self.bytes_in + self.bytes_out)
-        if waits.may(waits.write):
+        # (Waits.may, inlined: the path of every turn)
+        if self._out.size and (not waits.write or waits.ready & (waits.write | HUP)):
             waits.write = self._write()
         if self._owner is None:
             waits.read = 0  # the kernel holds the peer's data meanwhile
-        elif waits.may(waits.read):
+        elif not waits.read or waits.ready & (waits.read | HUP):
             waits.read = self._read()  # only when there may be something: no WantRead raised for nothing
 
     def _closing_turn(self, waits: Waits, clock: CloseClock) -> bool:
@@ -366,7 +369,8 @@ class Mediator:
             events |= IN
         # A sender wakes only a mediator that would take its message: past HIGH_WATER the write is blocked,
         # and poll wakes us when the socket takes more, without a poke for every message queued meanwhile.
-        if self._life.urgent is not None or not self._inbox.nap(taking=self._out.size < HIGH_WATER):
+        ending = self._life.ending
+        if (ending is not None and ending.urgent) or not self._inbox.nap(taking=self._out.size < HIGH_WATER):
             waits.ready = 0
             return
         self._turn.release()  # an owner may write meanwhile (write_now)
@@ -374,15 +378,16 @@ class Mediator:
             idle = self._idle.deadline if self._idle is not None else None
             waits.ready = self._sleeper.sleep(events, clock.deadline if clock is not None else idle)
         finally:
-            self._turn.acquire()
-            self._inbox.woke()
+            self._turn.acquire()  # (the inbox knows it is awake at its next take)
 
     def _take_inbox(self) -> None:
         """Move deliveries from the inbox into the outgoing buffer, up to ``HIGH_WATER``."""
         if self._out.size < HIGH_WATER:
-            self._buffer(self._inbox.take(HIGH_WATER - self._out.size))
+            taken = self._inbox.take(HIGH_WATER - self._out.size)
+            if taken:
+                self._buffer(*taken)
 
-    def _buffer(self, items: list[Envelope]) -> None:
+    def _buffer(self, *items: Envelope) -> None:
         for item in items:
             if type(item) is not Deliver:
                 self._out.seal()  # the owner's close: nothing after it is sent
@@ -394,11 +399,12 @@ class Mediator:
     def _write(self) -> int:
         """Write what is buffered. 0 when all is written, else the poll event the write waits for."""
         out, conn = self._out, self._conn
-        while (chunk := out.pending()) is not None:
-            sent, wait = attempt(send, conn, chunk)
+        chunk = out.pending()
+        while chunk is not None:
+            sent, wait = write(conn, chunk)
             if wait:
                 return wait
-            out.sent(sent)
+            chunk = out.sent(sent)
         return 0
 
     def _read(self) -> int:
@@ -407,7 +413,7 @@ class Mediator:
         room = self._credit.room()
         if not room:
             return 0
-        decoder, present = self._decoder, self.mode.present
+        decoder, binary = self._decoder, self.mode.binary
         packets: list[bytes] = []
         wait = taken = 0
         try:
@@ -430,7 +436,9 @@ class Mediator:
             if packets:
                 self._answered = True
                 self.packets_in += len(packets)
-                self._emit([Delivery((self, ("fromsocket", present(p)))) for p in packets])
+                # (Mode.present, inlined: bytes in binary modes, a str of one character per byte)
+                given: list[Any] = packets if binary else [p.decode("latin-1") for p in packets]
+                self._emit([Delivery((self, ("fromsocket", p))) for p in given])
         return wait or IN
 
     def _peer_closed(self) -> None:

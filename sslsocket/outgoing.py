@@ -46,11 +46,16 @@ class Outgoing:
             self._pending = memoryview(self._next_chunk())
         return self._pending
 
-    def sent(self, count: int) -> None:
-        """``count`` bytes of the pending write went out."""
-        assert self._pending is not None
+    def sent(self, count: int) -> memoryview | None:
+        """``count`` bytes of the pending write went out; returns what ``pending`` now would."""
+        pending = self._pending
+        assert pending is not None
         self.size -= count
-        self._pending = self._pending[count:] if count < len(self._pending) else None
+        if count < len(pending):
+            self._pending = pending[count:]
+            return self._pending
+        self._pending = None
+        return self.pending() if self._parts else None
 
     def clear(self) -> None:
         self._parts.clear()

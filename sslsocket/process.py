@@ -65,6 +65,7 @@ def self() -> Pid:
             if pid is None:
                 pid = _threads[thread] = Pid(thread.name)
         _local.pid = pid
+        pid.ident = threading.get_ident()
         _mark(pid)
     return pid
 
@@ -149,6 +150,8 @@ def forked() -> None:
     _threads_lock = threading.Lock()  # a thread of the parent's may have held it at the fork
     pid: Pid | None = getattr(_local, "pid", None)
     mailbox.forked(pid)
+    if pid is not None:
+        pid.ident = threading.get_ident()
     if pid is not None and getattr(_local, "marker", None) is not None:
         _mark(pid)  # the forking thread goes on in the child: its end is the child's to act on
 
@@ -190,6 +193,7 @@ def start(pid: Pid, func: Callable[..., object], *args: object) -> Pid:
 def _run_as(pid: Pid, func: Callable[..., object], *args: object) -> None:
     """Be ``pid`` in this thread, run ``func(*args)``, and end the process with why it ended (see ``spawn``)."""
     _local.pid = pid
+    pid.ident = threading.get_ident()
     error: BaseException | None = None
     reason: Any = "normal"
     try:
@@ -207,7 +211,8 @@ def _run_as(pid: Pid, func: Callable[..., object], *args: object) -> None:
 def receive(match: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:
     """``receive ... after``: the oldest message in the calling process's mailbox for which ``match(msg)`` is
     true (any message when ``match`` is None). Raises ``Timeout`` (a ``TimeoutError``) after ``timeout`` seconds."""
-    return self().receive(match, timeout)
+    pid: Pid | None = getattr(_local, "pid", None)
+    return (pid or self()).receive(match, timeout)
 
 
 def exit(pid: Pid | threading.Thread, reason: Any) -> None:

@@ -198,7 +198,7 @@ class Socket(Mediator):
                     f"socket #{self.id} to {self._peer[1]}:{self._peer[0]} {why}: nothing more can be delivered",
                     "closed",
                 )
-            payload = to_bytes(body[1])
+            payload = body[1] if type(body[1]) is bytes else to_bytes(body[1])
             self._put(Deliver(self.mode.header_for(len(payload)), payload))
         else:
             raise BadMessage(f"a socket takes ('deliver', data) or 'close', not {body!r}", ("bad_message", body))
@@ -255,10 +255,15 @@ class Socket(Mediator):
         inbox's bound its own socket reads nothing more until there is room. Once the connection has ended (the
         peer's close, ``stop()``), now or while this waited for room, ``item`` is dropped, as Erlang's ``!`` to an
         ended process: the owner has, or will have, the ``socket_closed`` message that says so."""
-        if type(item) is Deliver and self.write_now(item):
+        if type(item) is Deliver and self._answered and self.write_now(item):  # (_answered: a hint, read again)
             return
         source = getattr(calling, "source", None)
-        outcome = self._offer(item) if source is None else self._inbox.force(item, source)
+        if source is not None:
+            outcome = self._inbox.force(item, source)
+        elif self.budget is None:
+            outcome = self._inbox.offer(item, process.self)
+        else:
+            outcome = self._offer(item)
         if outcome == WAKE:
             self.wake()
 
@@ -296,7 +301,9 @@ class Socket(Mediator):
             if not (self._answered and life.state is State.OPEN and life.ending is None and not self._out.size):
                 return False
             self._answered = False
-            self._buffer([item])
+            if self._out.add(item.header, item.payload):  # (_buffer of one packet, inlined)
+                self.packets_out += 1
+                self.bytes_out += len(item.header) + len(item.payload)
             try:
                 if not self._write():
                     return True

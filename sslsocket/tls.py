@@ -69,6 +69,10 @@ def resumed(conn: SSL.Connection) -> bool:
     return bool(_lib.SSL_session_reused(conn._ssl))
 
 
+class PeerClosed(Exception):
+    """The peer sent close_notify."""
+
+
 def attempt(call: Any, *args: Any) -> tuple[Any, int]:
     """Run one non-blocking TLS call: ``(its result, 0)``, or ``(None, IN or OUT)``, what it waits for. (A write
     that waits must be retried with the very same bytes, as OpenSSL requires.)"""
@@ -80,35 +84,38 @@ def attempt(call: Any, *args: Any) -> tuple[Any, int]:
         return None, OUT
 
 
-class PeerClosed(Exception):
-    """The peer sent close_notify."""
-
-
-def send(conn: SSL.Connection, data: bytes | memoryview) -> int:
-    """``conn.send``, less one call into OpenSSL: pyOpenSSL asks ``SSL_get_error`` after every ``SSL_write``, and
-    every call gives up the GIL, which costs a thread hand-off when another thread wants it (a peer's thread that
-    the write just woke, in a request/response rhythm). Here only a write that failed asks. Through pyOpenSSL's
-    bindings, which have no call for it; its own error reporting, for the failures."""
+def write(conn: SSL.Connection, data: bytes | memoryview) -> tuple[int, int]:
+    """One ``SSL_write`` of ``data``: ``(bytes written, 0)``, or ``(0, IN or OUT)``, what it waits for (a write that
+    waits must be retried with the very same bytes, as OpenSSL requires). ``conn.send`` less one call into OpenSSL:
+    pyOpenSSL asks ``SSL_get_error`` after every ``SSL_write``, and every call gives up the GIL, which costs a
+    thread hand-off when another thread wants it (a peer's thread that the write just woke, in a request/response
+    rhythm); here only a write that failed asks, through pyOpenSSL's own error reporting."""
     with _ffi.from_buffer(data) as buffer:
         result = _lib.SSL_write(conn._ssl, buffer, len(buffer))
-    if result <= 0:
+    if result > 0:
+        return int(result), 0
+    try:
         conn._raise_ssl_error(conn._ssl, result)
-    return int(result)
-
-
-def recv(conn: SSL.Connection, size: int) -> bytes:
-    """``conn.recv(size)``, less the same call (see ``send``)."""
-    buffer = no_zero_allocator("char[]", size)
-    result = _lib.SSL_read(conn._ssl, buffer, size)
-    if result <= 0:
-        conn._raise_ssl_error(conn._ssl, result)
-    return _ffi.buffer(buffer, result)[:]  # type: ignore[no-any-return]
+    except SSL.WantWriteError:
+        return 0, OUT
+    except SSL.WantReadError:
+        return 0, IN
+    return 0, OUT  # (pyOpenSSL raises for every failure: never here)
 
 
 def read(conn: SSL.Connection, size: int) -> tuple[bytes | None, int]:
-    """``attempt`` of one ``SSL_read`` of ``size`` bytes at most; ``PeerClosed`` at the peer's close_notify."""
+    """One ``SSL_read`` of ``size`` bytes at most: ``(data, 0)``, or ``(None, IN or OUT)``; ``PeerClosed`` at the
+    peer's close_notify. ``conn.recv`` less the same call as ``write``."""
+    buffer = no_zero_allocator("char[]", size)
+    result = _lib.SSL_read(conn._ssl, buffer, size)
+    if result > 0:
+        return _ffi.buffer(buffer, result)[:], 0
     try:
-        return attempt(recv, conn, size)
+        conn._raise_ssl_error(conn._ssl, result)
+    except SSL.WantReadError:
+        return None, IN
+    except SSL.WantWriteError:
+        return None, OUT
     except SSL.ZeroReturnError:
         raise PeerClosed() from None
     except SSL.SysCallError:
@@ -118,6 +125,7 @@ def read(conn: SSL.Connection, size: int) -> tuple[bytes | None, int]:
         if conn.get_shutdown() & SSL.RECEIVED_SHUTDOWN:
             raise PeerClosed() from None
         raise
+    return None, IN  # (pyOpenSSL raises for every failure: never here)
 
 
 @dataclass(frozen=True)

@@ -24,18 +24,13 @@ def record_writes(sock: sslsocket.Socket, monkeypatch: pytest.MonkeyPatch) -> li
     """Every ``SSL_write`` of ``sock`` from now on: the thread that made it, and ``"done"`` or ``"wait"``."""
     calls: list[tuple[threading.Thread, str]] = []
 
-    def recorded(conn: SSL.Connection, data: Any) -> int:
-        try:
-            sent = tls.send(conn, data)
-        except SSL.WantWriteError:
-            if conn is sock._conn:
-                calls.append((threading.current_thread(), "wait"))
-            raise
+    def recorded(conn: SSL.Connection, data: Any) -> tuple[int, int]:
+        sent, wait = tls.write(conn, data)
         if conn is sock._conn:
-            calls.append((threading.current_thread(), "done"))
-        return sent
+            calls.append((threading.current_thread(), "wait" if wait else "done"))
+        return sent, wait
 
-    monkeypatch.setattr(mediator, "send", recorded)
+    monkeypatch.setattr(mediator, "write", recorded)
     return calls
 
 

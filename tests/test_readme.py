@@ -6,13 +6,16 @@ import os
 from pathlib import Path
 
 import docutils.core
+import docutils.writers.null
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_readme_renders_cleanly() -> None:
     text = (ROOT / "README.rst").read_text()
-    docutils.core.publish_string(text, writer="null", settings_overrides={"halt_level": 2, "report_level": 2})
+    docutils.core.publish_string(
+        text, writer=docutils.writers.null.Writer(), settings_overrides={"halt_level": 2, "report_level": 2}
+    )
 
 
 def test_readme_names_the_two_commands_and_they_exist() -> None:

@@ -102,13 +102,13 @@ def test_3_zero_length_packets_arrive_as_empty_messages(certs: Any, mode: Any) -
 
 def test_3_an_empty_raw_deliver_never_writes_zero_bytes(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     sizes: list[int] = []
-    original = tls.send
+    original = tls.write
 
-    def recording_send(conn: SSL.Connection, buf: Any) -> int:
+    def recording_write(conn: SSL.Connection, buf: Any) -> tuple[int, int]:
         sizes.append(len(buf))
         return original(conn, buf)
 
-    monkeypatch.setattr(mediator, "send", recording_send)  # every SSL_write of a connection
+    monkeypatch.setattr(mediator, "write", recording_write)  # every SSL_write of a connection
     client, server = pair("raw", certs=certs)
     client.deliver("")
     client.deliver(b"")

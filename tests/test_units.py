@@ -21,7 +21,8 @@ from sslsocket.mailbox import MESSAGE_COST, Delivery, Pid
 from sslsocket.outgoing import Outgoing
 from sslsocket.owner import CallbackOwner, Credit, ProcessOwner, owner_of
 from sslsocket.quiet import Quiet, QuietRoom, Turns
-from sslsocket.tls import attempt, recv, send
+from sslsocket.system import IN
+from sslsocket.tls import PeerClosed, attempt, read, write
 
 from helpers import wait_for
 
@@ -450,20 +451,18 @@ def _tls_pair(certs: Any) -> tuple[SSL.Connection, SSL.Connection, list[socket.s
     return server, client, [left, right]
 
 
-def test_send_and_recv_without_pyopenssls_extra_call_keep_its_outcomes(certs: Any) -> None:
-    """tls.send and tls.recv ask SSL_get_error only when a call failed: each outcome is still pyOpenSSL's."""
+def test_read_and_write_without_pyopenssls_extra_call_keep_its_outcomes(certs: Any) -> None:
+    """tls.read and tls.write ask SSL_get_error only when a call failed: each outcome is still pyOpenSSL's."""
     server, client, ends = _tls_pair(certs)
-    with pytest.raises(SSL.WantReadError):
-        recv(server, 16384)  # nothing sent yet (the client's read below takes the tickets)
-    assert send(client, b"hello") == 5
-    assert send(client, memoryview(b"..world")[2:]) == 5
-    assert recv(server, 16384) == b"hello"
-    assert recv(server, 3) == b"wor" and recv(server, 16384) == b"ld"
-    with pytest.raises(SSL.WantReadError):
-        recv(client, 16384)
+    assert read(server, 16384) == (None, IN)  # nothing sent yet (the client's read below takes the tickets)
+    assert write(client, b"hello") == (5, 0)
+    assert write(client, memoryview(b"..world")[2:]) == (5, 0)
+    assert read(server, 16384) == (b"hello", 0)
+    assert read(server, 3) == (b"wor", 0) and read(server, 16384) == (b"ld", 0)
+    assert read(client, 16384) == (None, IN)
     client.shutdown()
-    with pytest.raises(SSL.ZeroReturnError):
-        recv(server, 16384)
+    with pytest.raises(PeerClosed):
+        read(server, 16384)
     for end in ends:
         end.close()
 
