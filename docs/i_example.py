@@ -6,6 +6,7 @@
 import io
 import os
 import tempfile
+import time
 
 import sslsocket
 from sslsocket import receive, self, spawn
@@ -45,6 +46,8 @@ def main() -> str:
         sock.deliver(word)
         receive(lambda m, sock=sock: m[0] is sock)  # its echo
         clients.append(sock)
+    while not sslsocket.overview().listeners[0].acceptors:  # i() is a snapshot: wait for the next acceptor
+        time.sleep(0.01)
     out = io.StringIO()
     sslsocket.i(out)
     sslsocket.stop()
