@@ -153,8 +153,6 @@ def build_context(settings: Settings, *, server: bool, env: Mapping[str, str] | 
                 ("ciphersuites", settings.ciphersuites),
             ) from exc
     _set_verify(ctx, settings, server)
-    if not server and not settings.certs:
-        ctx.set_info_callback(_note_certificate_request)
     if server:  # resumption with client certificates checked needs a session context; tickets are this ctx's own
         ctx.set_session_id(os.urandom(16))
     if server and settings.verify == 1:  # OpenSSL would record what the check forgave as passed (see sessions)
@@ -265,6 +263,8 @@ def new_connection(
         conn.set_accept_state()
         return conn, None
     conn.set_connect_state()
+    if not settings.certs:  # until the handshake is done (tls.stop_info_callback)
+        conn.set_info_callback(_note_certificate_request)
     if hostname and not is_ip(hostname):
         conn.set_tlsext_host_name(hostname.encode("idna"))
     expected = (settings.servername or hostname) if settings.verify == 2 else None
@@ -304,8 +304,8 @@ _CERTIFICATE_REQUEST_READ = b"SSLv3/TLS read server certificate request"
 
 def _note_certificate_request(conn: SSL.Connection, where: int, ret: int) -> None:
     """The info callback of a client without a certificate: record on its mediator that the server asked for one,
-    so that a refusal can say what to do (``certificate_requested``). A dozen calls per handshake, and only for
-    clients without ``-cert``."""
+    so that a refusal can say what to do (``certificate_requested``). Only for clients without ``-cert``, and only
+    until the handshake is done: each event costs four calls of Python, some 90 per connection."""
     if where & SSL.SSL_CB_LOOP and conn.get_state_string() == _CERTIFICATE_REQUEST_READ:
         mediator = conn.get_app_data()
         if mediator is not None:

@@ -88,7 +88,7 @@ from .outgoing import Outgoing
 from .owner import Credit, Owner
 from .sessions import Resumption
 from .system import HUP, IN, Sleeper, Waits, close_tcp, unsent
-from .tls import HandshakeFailure, PeerClosed, PeerReport, attempt, broken, read, write
+from .tls import HandshakeFailure, PeerClosed, PeerReport, attempt, broken, read, stop_info_callback, write
 from .watchers import Watchers
 
 log = logging.getLogger("sslsocket")
@@ -303,6 +303,8 @@ class Mediator:
                 self.heard = monotonic()
         if self._resumption is not None and self._resumption.handshake_done(self.verify_errors):
             self._resumption = None
+        if not (self.server or self._settings.certs):
+            stop_info_callback(self._conn)  # (it noted a CertificateRequest, if one came)
         self._report = PeerReport.read(self._conn, self.server, self._settings.verify, self.verify_errors)
         if self._log:
             self._log.info("%r handshake done: %s", self, self._report.describe())

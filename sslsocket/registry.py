@@ -134,6 +134,8 @@ class Registry:
             self.close_listener(handle, why)
         deadline = monotonic() + timeout
         me = process.self()
+        # Not waited for: those not yet accepted (closed with their listen socket), and the caller's own, which it
+        # cannot close meanwhile.
         left = [sock for sock in sockets if not _ended_by(sock, deadline, sock.owner not in (None, me))]
         error = ConnectionBroken("the socket server was stopped", "stopped")
         for sock in left:
@@ -141,8 +143,8 @@ class Registry:
         for sock in left:
             sock.wake()
         deadline = monotonic() + STOP_TIMEOUT
-        for sock in left:
-            _ended_by(sock, deadline)
+        for sock in left:  # (not the caller's own before its thread runs: a client's handshake in the caller's thread)
+            _ended_by(sock, deadline, sock.owner is not me or sock.thread is not None)
         owned = sum(1 for sock in sockets if sock.owner is not None)
         cut = sum(1 for sock in left if sock.owner is not None)
         return owned - cut, cut
@@ -154,12 +156,10 @@ class Registry:
         close_logs()
 
 
-def _ended_by(sock: Socket, deadline: float, wait: bool = True) -> bool:
+def _ended_by(sock: Socket, deadline: float, wait: bool) -> bool:
     """Wait until ``sock`` has ended or ``deadline`` has passed; whether it has ended. A socket is not waited for
-    unless ``wait`` (its owner is the caller, who cannot close it meanwhile), in its own thread (a callback that
-    drains), nor before it has one (a client's handshake in its caller's thread)."""
-    started = sock.thread is not None or sock.state is State.HANDSHAKING
-    if not (wait and started) or sock.thread is threading.current_thread():
+    unless ``wait``, nor in its own thread (a callback that drains)."""
+    if not wait or sock.thread is threading.current_thread():
         return sock.state is State.CLOSED
     return sock.wait_closed(min(max(0.0, deadline - monotonic()), threading.TIMEOUT_MAX))
 

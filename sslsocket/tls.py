@@ -32,6 +32,7 @@ BINDINGS = (
     "i2d_SSL_SESSION",
     "SSL_get_session",
     "SSL_session_reused",
+    "SSL_set_info_callback",
 )
 # X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS and X509_CHECK_FLAG_NEVER_CHECK_SUBJECT (x509v3.h): "*" only as a whole
 # left-most label, and never the subject's common name, as RFC 6125 and every browser have it.
@@ -62,6 +63,13 @@ def session_size(conn: SSL.Connection) -> int:
     how a client learns that a TLS 1.3 ticket came (OpenSSL 3.0 has no ``SSL_SESSION_has_ticket`` in pyOpenSSL);
     ``i2d_SSL_SESSION`` with no buffer only counts."""
     return int(_lib.i2d_SSL_SESSION(_lib.SSL_get_session(conn._ssl), _ffi.NULL))
+
+
+def stop_info_callback(conn: SSL.Connection) -> None:
+    """Take the connection's info callback away (pyOpenSSL can only replace it): a client without ``-cert`` needs
+    it during its handshake only (``context._note_certificate_request``), and each later event, tickets and alerts,
+    would cost four calls of Python."""
+    _lib.SSL_set_info_callback(conn._ssl, _ffi.NULL)
 
 
 def resumed(conn: SSL.Connection) -> bool:

@@ -1,9 +1,10 @@
-"""Monitors, links, trap_exit, a crash's log and drain: API.md's "Supervision and shutdown", as Erlang has them."""
+"""Monitors, links, trap_exit, a crash's log and drain, as Erlang has them (docs/operations.rst)."""
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Iterator
@@ -429,3 +430,43 @@ def ending(sock: sslsocket.Socket) -> list[str]:
     while heard[-1][0] != "socket_closed":
         heard.append(expect(sock))
     return [msg[0] for msg in heard[:-1]] + [getattr(heard[-1][1], "reason", heard[-1][1])]
+
+
+def test_drain_waits_for_a_client_whose_thread_has_not_started_yet(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a newcomer running docs/operations.rst: a client's socket is open from the end of its handshake,
+    and its mediator's thread starts a moment later; a drain in that moment cut it, though its owner was about
+    to close it. (Its peer is Python's ssl, so that the drain has this one socket to wait for.)"""
+    from sslsocket.lifecycle import State
+    from sslsocket.registry import registry
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs.server)
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def peer() -> None:
+        raw, _ = server.accept()
+        with context.wrap_socket(raw, server_side=True) as tls:
+            while tls.recv(1024):
+                pass
+
+    peer_thread = threading.Thread(target=peer)
+    peer_thread.start()
+    began = threading.Event()
+    start, wait_closed = sslsocket.Socket.start, sslsocket.Socket.wait_closed
+
+    def late_start(sock: sslsocket.Socket) -> None:
+        began.wait(10)  # the client's thread starts only once the drain waits for it
+        start(sock)
+
+    def waited_for(sock: sslsocket.Socket, timeout: float | None = None) -> bool:
+        began.set()
+        return wait_closed(sock, timeout)
+
+    monkeypatch.setattr(sslsocket.Socket, "start", late_start)
+    monkeypatch.setattr(sslsocket.Socket, "wait_closed", waited_for)
+    port = server.getsockname()[1]
+    sslsocket.spawn(lambda: sslsocket.client("STREAM", "AF_INET", ("127.0.0.1", port), ("packet", 2), "").close())
+    wait_for(lambda: any(s.state is State.OPEN and s.thread is None for s in registry.snapshot()[1]))
+    assert sslsocket.drain(10) == (1, 0)
+    peer_thread.join(10)
+    server.close()
