@@ -310,6 +310,7 @@ class Pid:
             if reason == "normal":
                 reason = self._exit[0] if self._exit is not None else self.crash or reason
             self._alive = False
+            self.ident = 0  # (a thread that reuses its ident is not this process)
             sockets = list(self._sockets)
             self._sockets.clear()
             self._mailbox.clear()

@@ -83,7 +83,7 @@ from .flags import Settings
 from .framing import FramingError, Mode
 from .inbox import Deliver, Envelope, Inbox
 from .lifecycle import OWNER_ENDED, CloseClock, IdleClock, Lifecycle, State
-from .mailbox import Delivery, Pid
+from .mailbox import MESSAGE_COST, Delivery, Pid
 from .outgoing import Outgoing
 from .owner import Credit, Owner
 from .sessions import Resumption
@@ -164,7 +164,7 @@ class Mediator:
         self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0  # for i(): the mediator's alone
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()  # start() and _move_on() both set _thread: the later move must win
-        self._ident, self._ended = 0, threading.Event()  # the mediator thread's ident, once it runs
+        self._ended = threading.Event()
 
     # ---- to the owner ------------------------------------------------------------------------------------
 
@@ -219,7 +219,6 @@ class Mediator:
 
     def _run(self) -> None:
         self._thread = threading.current_thread()  # already so, unless this thread began before start() returned
-        self._ident = threading.get_ident()
         moved = False
         with self._turn:
             try:  # (a client's handshake may be done already, in its caller's thread: handshake_here)
@@ -418,8 +417,8 @@ class Mediator:
         decoder, binary = self._decoder, self.mode.binary
         packets: list[bytes] = []
         wait = taken = 0
-        try:
-            while not wait and taken < min(READ_TURN, room):
+        try:  # each packet counts its bytes and a message's cost: a flood of empty ones is bounded too
+            while not wait and taken + len(packets) * MESSAGE_COST < min(READ_TURN, room):
                 data, wait = read(self._conn, RECV_SIZE)
                 if data is None:
                     break

@@ -148,7 +148,7 @@ def forked() -> None:
     processes have ended, with locks of their own (a ``send`` to one must not wait on a lock held for ever)."""
     global _threads_lock
     _threads_lock = threading.Lock()  # a thread of the parent's may have held it at the fork
-    pid: Pid | None = getattr(_local, "pid", None)
+    pid: Pid | None = getattr(_local, "pid", None) or _threads.get(threading.current_thread())
     mailbox.forked(pid)
     if pid is not None:
         pid.ident = threading.get_ident()
@@ -161,6 +161,8 @@ def end_thread_process() -> None:
     goes on to other work (a mediator thread that will serve the next connection)."""
     if getattr(_local, "marker", None) is not None:
         pid = _local.pid
+        with _threads_lock:
+            _threads.pop(threading.current_thread(), None)  # the thread's next process is a new one
         del _local.pid, _local.marker  # the marker's finalizer ends the process
         assert not pid.alive
 

@@ -141,11 +141,9 @@ class Socket(Mediator):
         (``workers``): a handshake leaves some 35 KiB behind in its thread for the thread's life (OpenSSL's
         per-thread random generators, glibc's per-thread cache of freed blocks), which the open connection would
         keep. False, and this thread goes on, when no thread can be started."""
-        self._ident = 0  # until the next thread runs, no thread's sends are a callback owner's
         try:
             thread = workers.run(self._run, self._thread.name if self._thread else f"sslsocket-{self.id}")
-        except BaseException as exc:
-            self._ident = threading.get_ident()  # this thread goes on, or (after any other error) ends it
+        except BaseException as exc:  # this thread goes on, or (after any other error) ends it
             if isinstance(exc, RuntimeError):
                 return False
             raise

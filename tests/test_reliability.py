@@ -897,3 +897,41 @@ def test_19_renegotiation_is_refused(certs: Any) -> None:
         finally:
             peer.stop()
     server.close()
+
+
+# Found by a review: a flood of empty packets, read in one turn, was a message each past every bound
+
+
+@pytest.mark.parametrize("callback", [True, False], ids=["a callback echoing on its own socket", "a mailbox"])
+def test_a_flood_of_empty_packets_stays_within_its_bounds_each_read_turn(certs: Any, callback: bool) -> None:
+    """1 MiB of one-byte headers is a million empty packets: a read turn counts each as a message's cost, so a
+    callback's answers pile up in its inbox, and packets in a mailbox, by one record's worth at most, not by the
+    million (the inbox peaked at 1,048,576 messages, the mailbox too)."""
+    sock, raw = stdlib_peer(certs, ("binary_packet", 1))
+    peak = [0]
+    if callback:
+        real = sock._inbox._enter
+
+        def enter(item: Any) -> int:
+            outcome = real(item)
+            peak[0] = max(peak[0], len(sock._inbox.queue))
+            return outcome
+
+        sock._inbox._enter = enter  # type: ignore[method-assign]
+        sslsocket.controlling_process(sock, lambda m: m[1][0] == "fromsocket" and m[0].deliver(m[1][1]))
+    total = 1024 * 1024
+    sender = threading.Thread(target=raw.sendall, args=(b"\0" * total,))
+    sender.start()
+    if callback:
+        echoed = 0
+        while echoed < total:
+            echoed += len(raw.recv(65536))
+    else:
+        me = sslsocket.self()
+        for _ in range(total):
+            peak[0] = max(peak[0], sslsocket.mailbox.mailbox_length(me))
+            sslsocket.receive(lambda m: m[0] is sock, timeout=30)
+    sender.join(30)
+    assert peak[0] < 40_000, peak[0]
+    raw.close()
+    sock.close()

@@ -424,3 +424,57 @@ def test_a_server_whose_move_to_its_open_thread_fails_otherwise_ends_the_connect
         assert server.wait_closed(5)
         assert expect(client)[0] == "socket_closed"
         client.close()
+
+
+# Found by a review of the call cuts
+
+
+def test_self_in_a_reused_mediator_thread_is_a_live_process(certs: Any) -> None:
+    """A callback owner that asks for self() in a mediator's thread that served an earlier connection gets a
+    process of its own, alive: not the one that thread's earlier job ended."""
+    sslsocket.stop()
+    main = sslsocket.self()
+
+    def report(msg: Any) -> None:
+        if msg[1][0] == "fromsocket":
+            me = sslsocket.self()
+            main.send(("pid", me, me.alive))
+
+    seen = []
+    for _ in range(4):
+        client, server = pair(("binary_packet", 4), certs=certs)
+        sslsocket.controlling_process(server, report)
+        client.deliver(b"x")
+        _, pid, alive = sslsocket.receive(lambda m: m[0] == "pid", timeout=10)
+        assert alive, pid
+        seen.append(pid)
+        client.close()
+        assert server.wait_closed(10) and client.wait_closed(10)
+        wait_for(lambda pid=pid: not pid.alive)  # its job over, the thread's process ended with it
+    assert len(set(seen)) == len(seen)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="a fork: POSIX only")
+def test_a_thread_given_its_process_from_outside_keeps_it_in_a_forked_child() -> None:
+    """A running thread whose process was made by another thread (monitor(thread), controlling_process(sock,
+    thread)) forks before it called self(): in the child that process is its own, alive."""
+    given, result = threading.Event(), []
+
+    def body() -> None:
+        given.wait(10)
+
+        def in_the_child() -> int:
+            me = sslsocket.self()
+            if not me.alive:
+                return 3
+            me.send("hello")
+            return 0 if sslsocket.receive(timeout=5) == "hello" else 4
+
+        result.append(exit_code(forked(in_the_child)))
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    sslsocket.process.of_thread(thread)
+    given.set()
+    thread.join(30)
+    assert result == [0]
