@@ -42,7 +42,7 @@ def supervisor(listen, parent):
     # the acceptor's end comes as a message, not as our own end
     sslsocket.process_flag("trap_exit", True)
     restarts = deque()
-    acceptor = sslsocket.spawn_link(loop, listen)
+    acceptor = sslsocket.spawn_link(loop, listen, parent)
     parent.send(("acceptor", acceptor))
     while True:
         match receive():
@@ -57,12 +57,12 @@ def supervisor(listen, parent):
                 if len(restarts) > MAX_RESTARTS:
                     say(f"supervisor: {len(restarts)} restarts within {WITHIN:g} s: giving up")
                     return
-                acceptor = sslsocket.spawn_link(loop, listen)
+                acceptor = sslsocket.spawn_link(loop, listen, parent)
                 say(f"supervisor: the acceptor crashed ({reason!r}); restarting it")
                 parent.send(("acceptor", acceptor))
 
 
-def loop(listen):
+def loop(listen, parent):
     # a connection's end comes as a message, never as our own end
     sslsocket.process_flag("trap_exit", True)
     while True:
@@ -76,6 +76,7 @@ def loop(listen):
                     return
                 case ("EXIT", p, reason) if reason != "normal":
                     say(f"loop: connection {p} crashed: {reason!r}; the others go on")
+                    parent.send(("crashed", p))  # (for the example's order of events)
                 case "crash":  # for the example: an acceptor with a bug
                     raise RuntimeError("the acceptor met a bug")
 
@@ -124,6 +125,7 @@ def main():
     bad = sslsocket.client("STREAM", "AF_INET", ("localhost", listen.port), ("packet", 2), "")
     bad.deliver("bad")
     say("the bad client hears:", receive(lambda m: m[0] is bad, timeout=10)[1])
+    receive(lambda m: m[0] == "crashed", timeout=10)  # the loop has heard of it
 
     acceptor.send("crash")  # its connections end with it: alice's is cut
     _, acceptor = receive(lambda m: m[0] == "acceptor", timeout=10)
