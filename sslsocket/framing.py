@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import BadArgument, ConnectionBroken, ModeError, PacketTooLong, WrongType
 
@@ -340,9 +340,10 @@ class Mode:
             )
         return length.to_bytes(self.header, "big")
 
-    def present(self, packet: bytes) -> str | bytes:
-        """A packet as the owner receives it: bytes in binary modes, a str of one character per byte otherwise."""
-        return packet if self.binary else packet.decode("latin-1")
+    def present(self, packets: list[bytes]) -> list[Any]:
+        """Packets as the owner receives them: bytes in binary modes, a str of one character per byte otherwise
+        (a batch at a time: the path of every read)."""
+        return packets if self.binary else [packet.decode("latin-1") for packet in packets]
 
 
 _NAMED_MODES = {

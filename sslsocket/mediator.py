@@ -87,7 +87,7 @@ from .mailbox import MESSAGE_COST, Delivery, Pid
 from .outgoing import Outgoing
 from .owner import Credit, Owner
 from .sessions import Resumption
-from .system import HUP, IN, Sleeper, Waits, close_tcp, unsent
+from .system import IN, Sleeper, Waits, close_tcp, unsent
 from .tls import HandshakeFailure, PeerClosed, PeerReport, attempt, broken, read, stop_info_callback, write
 from .watchers import Watchers
 
@@ -190,9 +190,7 @@ class Mediator:
                 self._hand_on()
             owner = self._owner
             if owner is None or not owner.calls_back:  # a mailbox: all at once
-                if owner is not None and not owner.post(msgs, self._credit):  # (_post, inlined)
-                    self._life.ask(OWNER_ENDED)
-                    self.wake()
+                self._post(owner, msgs)
                 return
             outer, calling.source = getattr(calling, "source", None), self
             try:
@@ -340,12 +338,11 @@ class Mediator:
             raise self._fault
         if self._idle is not None:
             self._idle.check(self.bytes_in + self.bytes_out)
-        # (Waits.may, inlined: the path of every turn)
-        if self._out.size and (not waits.write or waits.ready & (waits.write | HUP)):
+        if self._out.size and (not waits.write or waits.may(waits.write)):  # (no call when no write waited)
             waits.write = self._write()
         if self._owner is None:
             waits.read = 0  # the kernel holds the peer's data meanwhile
-        elif not waits.read or waits.ready & (waits.read | HUP):
+        elif waits.may(waits.read):
             waits.read = self._read()  # only when there may be something: no WantRead raised for nothing
 
     def _closing_turn(self, waits: Waits, clock: CloseClock) -> bool:
@@ -414,7 +411,7 @@ class Mediator:
         room = self._credit.room()
         if not room:
             return 0
-        decoder, binary = self._decoder, self.mode.binary
+        decoder = self._decoder
         packets: list[bytes] = []
         wait = taken = 0
         try:  # each packet counts its bytes and a message's cost: a flood of empty ones is bounded too
@@ -437,9 +434,7 @@ class Mediator:
             if packets:
                 self._answered = True
                 self.packets_in += len(packets)
-                # (Mode.present, inlined: bytes in binary modes, a str of one character per byte)
-                given: list[Any] = packets if binary else [p.decode("latin-1") for p in packets]
-                self._emit([Delivery((self, ("fromsocket", p))) for p in given])
+                self._emit([Delivery((self, ("fromsocket", p))) for p in self.mode.present(packets)])
         return wait or IN
 
     def _peer_closed(self) -> None:

@@ -258,18 +258,15 @@ class Socket(Mediator):
         source = getattr(calling, "source", None)
         if source is not None:
             outcome = self._inbox.force(item, source)
-        elif self.budget is None:
+        elif self.budget is None or self.aborted:  # (an aborted one, the budget's victim, is no longer counted)
             outcome = self._inbox.offer(item, process.self)
         else:
-            outcome = self._offer(item)
+            outcome = self._offer(item, self.budget)
         if outcome == WAKE:
             self.wake()
 
-    def _offer(self, item: Envelope) -> int:
-        """``Inbox.offer``, for a process that may wait for room; within the listen socket's budget, if any."""
-        budget = self.budget
-        if budget is None or self.aborted:  # (an aborted one, the budget's victim, is no longer counted)
-            return self._inbox.offer(item, process.self)
+    def _offer(self, item: Envelope, budget: Budget[Socket]) -> int:
+        """``Inbox.offer``, for a process that may wait for room, within the listen socket's budget."""
         if type(item) is Deliver and self._inbox.full():  # its owner is about to wait
             self._over_budget(budget.waits(self), budget)
         try:

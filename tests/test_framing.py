@@ -94,8 +94,8 @@ def test_encode_refuses_what_the_header_cannot_hold(mode: object, size: int) -> 
 
 
 def test_present_list_and_binary() -> None:
-    assert parse_mode(("packet", 2)).present(b"\x00\xff") == "\x00\xff"
-    assert parse_mode(("binary_packet", 2)).present(b"\x00\xff") == b"\x00\xff"
+    assert parse_mode(("packet", 2)).present([b"\x00\xff"]) == ["\x00\xff"]
+    assert parse_mode(("binary_packet", 2)).present([b"\x00\xff"]) == [b"\x00\xff"]
 
 
 # ---- decoders, byte by byte ----------------------------------------------------------------------------------
