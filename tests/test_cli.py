@@ -431,10 +431,14 @@ def test_serve_drains_on_sigterm(certs: Any) -> None:
 
 
 def _refused(port: int) -> bool:
+    """Whether the port refuses a connection now; a connection reset is one made while the listen socket closed (its
+    backlog is reset): not yet an answer, ask again."""
     try:
         socket.create_connection((LOCAL, port), timeout=5).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        pass
     return False
 
 
