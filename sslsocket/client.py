@@ -142,9 +142,9 @@ def _connect(host: str, port: int, family: int, timeout: float) -> socket.socket
     last: OSError | None = None
     for af, kind, proto, _, addr in infos:
         try:
-            with registry.new_connection() as track:
+            with registry.new_connection():
                 tcp = socket.socket(af, kind, proto)
-                track(tcp)
+                registry.track(tcp)
         except OSError as exc:
             raise ConnectError(
                 f"no socket for the connection to {host}:{port}: {exc.strerror}", ("resources", errno_name(exc))

@@ -263,8 +263,6 @@ def new_connection(
         conn.set_accept_state()
         return conn, None
     conn.set_connect_state()
-    if not settings.certs:  # until the handshake is done (tls.stop_info_callback)
-        conn.set_info_callback(_note_certificate_request)
     if hostname and not is_ip(hostname):
         conn.set_tlsext_host_name(hostname.encode("idna"))
     expected = (settings.servername or hostname) if settings.verify == 2 else None
@@ -296,20 +294,6 @@ def _verify_callback(level: int) -> Callable[[SSL.Connection, crypto.X509, int, 
         return level == 1 and code in UNKNOWN_ISSUER_ERRORS
 
     return verify
-
-
-#: OpenSSL's name for the state of a client that has just read the server's CertificateRequest (TLS 1.2 and 1.3).
-_CERTIFICATE_REQUEST_READ = b"SSLv3/TLS read server certificate request"
-
-
-def _note_certificate_request(conn: SSL.Connection, where: int, ret: int) -> None:
-    """The info callback of a client without a certificate: record on its mediator that the server asked for one,
-    so that a refusal can say what to do (``certificate_requested``). Only for clients without ``-cert``, and only
-    until the handshake is done: each event costs four calls of Python, some 90 per connection."""
-    if where & SSL.SSL_CB_LOOP and conn.get_state_string() == _CERTIFICATE_REQUEST_READ:
-        mediator = conn.get_app_data()
-        if mediator is not None:
-            mediator.certificate_requested = True
 
 
 _log_handlers: dict[str, logging.Logger] = {}

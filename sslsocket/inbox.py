@@ -134,9 +134,10 @@ class Inbox(queue.Queue[Envelope]):
             return True
 
     def idle(self) -> bool:
-        """Whether the mediator sleeps with nothing left to take: an owner's write may go direct."""
+        """Whether nothing waits here: an owner's write may go direct, if it gets the mediator's turn (which the
+        mediator gives up only to sleep, with nothing to take, or before its thread begins)."""
         with self.mutex:
-            return self._napping and not self.queue
+            return not self.queue
 
     def _let_go(self) -> tuple[list[Source], list[Sender]]:
         """Under the lock: the sources to let go of and the senders to wake, once there is room (or the inbox is

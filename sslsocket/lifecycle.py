@@ -36,6 +36,8 @@ class State(enum.Enum):
     CLOSING = "closing"
     CLOSED = "closed"
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is a call of Python at every move
+
 
 _NEXT = {
     State.HANDSHAKING: {State.OPEN, State.CLOSING, State.CLOSED},

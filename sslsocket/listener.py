@@ -279,9 +279,9 @@ class Listener:
             # Handshaken with this acceptor's flags; should it leave meanwhile, kept for the next with the same.
             waiter = self._waiters[0]
         try:
-            with self._registry.new_connection() as track:
+            with self._registry.new_connection():
                 tcp, address = self.sock.accept()
-                track(tcp)
+                self._registry.track(tcp)
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return True
         except OSError as exc:

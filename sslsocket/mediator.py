@@ -53,9 +53,10 @@ Every packet goes through the inbox, one ordered way, whoever sends it. A callba
 thread, one message at a time under ``_owner_lock``; what it delivers, to this socket or another, never waits for
 room (``Inbox.force``): past that inbox's bound, this socket reads nothing until it has room.
 
-**The fast path.** While the mediator sleeps in ``poll`` with nothing to do (``Inbox.idle``, no output left) and
-the connection shows a request/response rhythm (a packet was read since the last such write), an owner's ``send``
-runs the mediator's write in its own thread (``write_now``): an answer waits for no hand-off. A write that would
+**The fast path.** While the mediator sleeps in ``poll`` with nothing to do, or has not begun (its turn free,
+``Inbox.idle``, no output left), an owner's first packet, and each that answers one read since its last such
+write (a request/response rhythm), is written by the mediator's code in the owner's thread (``write_now``): an
+answer waits for no hand-off. A write that would
 block leaves its bytes in the outgoing buffer for the mediator; a one-way stream goes through the inbox, coalesced.
 
 Who owns what: the *turn* (``_turn``) owns the TLS connection, the decoder and the outgoing buffer; the mediator
@@ -88,7 +89,7 @@ from .outgoing import Outgoing
 from .owner import Credit, Owner
 from .sessions import Resumption
 from .system import IN, Sleeper, Waits, close_tcp, unsent
-from .tls import HandshakeFailure, PeerClosed, PeerReport, attempt, broken, read, stop_info_callback, write
+from .tls import CertificateRequest, HandshakeFailure, PeerClosed, PeerReport, attempt, broken, read, write
 from .watchers import Watchers
 
 log = logging.getLogger("sslsocket")
@@ -156,15 +157,23 @@ class Mediator:
         #: The right to touch the TLS connection: the mediator thread holds it, except while it sleeps in ``poll``;
         #: an owner's ``send`` may take it then, and write its packet itself (``write_now``).
         self._turn = threading.Lock()
-        self._answered = False  # something was read since the last write by an owner: a request/response rhythm
+        self._answered = True  # nothing written by an owner since the last read, or ever: its next write may go direct
         self._fault: BaseException | None = None  # what a write by an owner met, for the mediator to act on
         self._report = PeerReport()
         self.verify_errors: list[tuple[int, int]] = []  # the certificate check's (depth, code), by the verify callback
-        self.certificate_requested = False  # a client without -cert was asked for one (set by the info callback)
+        self._asked = None if server or settings.certs else CertificateRequest(self._conn)
         self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0  # for i(): the mediator's alone
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()  # start() and _move_on() both set _thread: the later move must win
-        self._ended = threading.Event()
+        #: Held from birth to end: ``wait_closed`` waits by taking it, as ``Thread.join`` waits on a lock its thread
+        #: lets go of as it ends (an ``Event``'s ``set`` would cost six calls of Python).
+        self._living = threading.Lock()
+        self._living.acquire()
+
+    @property
+    def certificate_requested(self) -> bool:
+        """A client without ``-cert``: whether its server asked for a certificate (False on any other)."""
+        return bool(self._asked)
 
     # ---- to the owner ------------------------------------------------------------------------------------
 
@@ -266,7 +275,12 @@ class Mediator:
             self._forget(self)
             self._let_go()
             self.watchers.end(self._life.reason)
-            self._ended.set()
+            self._die()
+
+    def _die(self) -> None:
+        """Answer ``wait_closed``, once."""
+        if self._living.locked():
+            self._living.release()
 
     def _let_go(self) -> None:
         """Hold nothing of the connection any more: its TLS connection's app data (for the callbacks) made a cycle
@@ -300,8 +314,6 @@ class Mediator:
                 self.heard = monotonic()
         if self._resumption is not None and self._resumption.handshake_done(self.verify_errors):
             self._resumption = None
-        if not (self.server or self._settings.certs):
-            stop_info_callback(self._conn)  # (it noted a CertificateRequest, if one came)
         self._report = PeerReport.read(self._conn, self.server, self._settings.verify, self.verify_errors)
         if self._log:
             self._log.info("%r handshake done: %s", self, self._report.describe())
@@ -317,7 +329,10 @@ class Mediator:
             if ending is not None and clock is None:  # counted from the close, even behind a blocked write
                 clock = CloseClock()
                 self._life.move(State.CLOSING)
-            self._take_inbox()
+            if self._out.size < HIGH_WATER:  # deliveries from the inbox into the outgoing buffer, up to HIGH_WATER
+                taken = self._inbox.take(HIGH_WATER - self._out.size)  # (and the inbox knows that we are awake)
+                if taken:
+                    self._buffer(*taken)
             try:
                 if clock is None:
                     self._open_turn(waits)
@@ -377,13 +392,6 @@ class Mediator:
             waits.ready = self._sleeper.sleep(events, clock.deadline if clock is not None else idle)
         finally:
             self._turn.acquire()  # (the inbox knows it is awake at its next take)
-
-    def _take_inbox(self) -> None:
-        """Move deliveries from the inbox into the outgoing buffer, up to ``HIGH_WATER``."""
-        if self._out.size < HIGH_WATER:
-            taken = self._inbox.take(HIGH_WATER - self._out.size)
-            if taken:
-                self._buffer(*taken)
 
     def _buffer(self, *items: Envelope) -> None:
         for item in items:

@@ -41,9 +41,23 @@ class Outgoing:
         self._sealed = True
 
     def pending(self) -> memoryview | None:
-        """The bytes of the next write, or None when everything is written."""
-        if self._pending is None and self._parts:
-            self._pending = memoryview(self._next_chunk())
+        """The bytes of the next write, or None when everything is written. A part as large as a chunk goes as it
+        is; smaller parts (a header, small packets) are joined, topped up from the front of the next part, so that
+        the records stay full."""
+        if self._pending is not None or not self._parts:
+            return self._pending
+        parts, chunk = self._parts, self._chunk
+        if len(parts[0]) > self._largest:
+            whole = memoryview(parts[0])
+            parts[0] = whole[self._largest :]
+            self._pending = whole[: self._largest]
+        elif len(parts[0]) >= chunk or len(parts) == 1:
+            self._pending = memoryview(parts.popleft())
+        elif self.size <= chunk:  # all of it, in one
+            self._pending = memoryview(b"".join(parts))
+            parts.clear()
+        else:
+            self._pending = memoryview(self._join_chunk())
         return self._pending
 
     def sent(self, count: int) -> memoryview | None:
@@ -62,20 +76,9 @@ class Outgoing:
         self._pending = None
         self.size = 0
 
-    def _next_chunk(self) -> bytes | memoryview:
-        """A part as large as a chunk goes as it is; smaller parts (a header, small packets) are joined, topped up
-        from the front of the next part, so that the records stay full."""
+    def _join_chunk(self) -> bytes:
+        """A chunk's worth of the parts, the last of them cut where the chunk ends."""
         parts, chunk = self._parts, self._chunk
-        if len(parts[0]) > self._largest:
-            whole = memoryview(parts[0])
-            parts[0] = whole[self._largest :]
-            return whole[: self._largest]
-        if len(parts[0]) >= chunk or len(parts) == 1:
-            return parts.popleft()
-        if self.size <= chunk:  # all of it, in one (called with nothing pending)
-            joined = b"".join(parts)
-            parts.clear()
-            return joined
         taken: list[bytes | memoryview] = []
         size = 0
         while parts and size < chunk:

@@ -7,8 +7,7 @@ import atexit
 import socket
 import threading
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from time import monotonic
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -92,13 +91,15 @@ class Registry:
         with self._lock:
             return list(self._listeners.values()), sorted(self._sockets, key=lambda sock: sock.id)
 
-    @contextmanager
-    def new_connection(self) -> Iterator[Callable[[socket.socket], None]]:
-        """Around the making of a connection's TCP socket (``client``'s socket, the listener's accept): yields how
-        to track it. No ``fork()`` comes between a descriptor's birth and its tracking (``no_fork``): the parent
+    def new_connection(self) -> AbstractContextManager[bool]:
+        """Around the making of a connection's TCP socket (``client``'s socket, the listener's accept) and its
+        ``track``: no ``fork()`` comes between a descriptor's birth and its tracking (``no_fork``), or the parent
         would connect it later, and the child's copy with it."""
-        with no_fork():
-            yield self._tcp.add
+        return no_fork()
+
+    def track(self, tcp: socket.socket) -> None:
+        """A connection's TCP socket, not yet a ``Socket``'s: a forked child closes its copy (``forked``)."""
+        self._tcp.add(tcp)
 
     def add(self, sock: Socket) -> None:
         with self._lock:

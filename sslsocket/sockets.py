@@ -175,7 +175,10 @@ class Socket(Mediator):
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the mediator has ended: the connection is closed and its descriptors are released. False if
         ``timeout`` passed first."""
-        return self._ended.wait(timeout)
+        if not self._living.acquire(timeout=-1 if timeout is None else min(max(timeout, 0), threading.TIMEOUT_MAX)):
+            return False
+        self._living.release()
+        return True
 
     def send(self, msg: Any) -> None:
         """``Socket ! Msg``: ``(pid, ("deliver", data))`` or ``(pid, "close")``, from the controlling process."""
@@ -227,7 +230,7 @@ class Socket(Mediator):
         self._tcp.close()
         self._sleeper.waker.close_copy()
         self._let_go()
-        self._ended.set()
+        self._die()
 
     def abort(self, error: ConnectionBroken, tell_owner: bool = True, wake: bool = True) -> None:
         """End the connection at once (``stop()``, a closed listen socket): the owner hears ``error``. With
@@ -284,14 +287,14 @@ class Socket(Mediator):
 
     def write_now(self, item: Deliver) -> bool:
         """The fast path of an owner's ``send``, run in the owner's thread: write ``item`` at once, as the mediator
-        would, while the mediator sleeps with nothing to do, so that an answer costs no hand-off to its thread. Only
-        in a request/response rhythm (something was read since the last such write): the packets of a one-way stream
-        go through the inbox and are coalesced into large writes. False when the mediator must take it. A write
-        that would block leaves its bytes in the outgoing buffer, which the mediator then writes, exactly once;
-        an error is the mediator's to act on."""
+        would, while the mediator sleeps with nothing to do (or has not begun), so that an answer costs no hand-off
+        to its thread. Only for a first packet, or in a request/response rhythm (something was read since the last
+        such write): the packets of a one-way stream go through the inbox and are coalesced into large writes.
+        False when the mediator must take it. A write that would block leaves its bytes in the outgoing buffer,
+        which the mediator then writes, exactly once; an error is the mediator's to act on."""
         if not (self._answered and self._inbox.idle()) or not self._turn.acquire(blocking=False):
             return False
-        try:  # the mediator is in poll, or about to be: nothing it holds changes until it has the turn again
+        try:  # the mediator is in poll, or not yet begun: nothing it holds changes until it has the turn again
             life = self._life
             if not (self._answered and life.state is State.OPEN and life.ending is None and not self._out.size):
                 return False

@@ -18,8 +18,8 @@ import selectors
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from time import monotonic
 from typing import Protocol
 
@@ -47,7 +47,7 @@ SELECT_LIMIT = 512
 
 class Poller(Protocol):
     """Waits on a few file descriptors: ``register`` / ``modify`` / ``unregister`` them with ``IN`` and ``OUT``,
-    then ``poll(timeout)`` (seconds, None for ever) returns ``[(fd, events)]``."""
+    then ``poll(timeout)`` (milliseconds, as ``select.poll`` takes them; None for ever) returns ``[(fd, events)]``."""
 
     def register(self, fd: int, events: int) -> None: ...
     def modify(self, fd: int, events: int) -> None: ...
@@ -60,9 +60,7 @@ class _PollPoller:
     def __init__(self) -> None:
         self._poll = select.poll()
         self.register, self.modify, self.unregister = self._poll.register, self._poll.modify, self._poll.unregister
-
-    def poll(self, timeout: float | None) -> list[tuple[int, int]]:
-        return self._poll.poll(None if timeout is None else timeout * 1000)
+        self.poll = self._poll.poll  # (no call of Python between a sleeping thread and the system)
 
     def close(self) -> None:
         pass
@@ -82,7 +80,7 @@ class _SelectorPoller:
         self._selector.unregister(fd)
 
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
-        return [(key.fd, events) for key, events in self._selector.select(timeout)]
+        return [(key.fd, events) for key, events in self._selector.select(None if timeout is None else timeout / 1000)]
 
     def close(self) -> None:
         self._selector.close()
@@ -191,7 +189,7 @@ class Sleeper:
                 self._poller.modify(self._fd, events)
             self._mask = events
         ready = 0
-        for fd, revents in self._poller.poll(None if deadline is None else max(0.0, deadline - monotonic())):
+        for fd, revents in self._poller.poll(None if deadline is None else max(0.0, deadline - monotonic()) * 1000):
             if fd == self._fd:
                 ready = revents
             else:
@@ -231,11 +229,10 @@ def reuse_address(sock: socket.socket) -> None:
 _fork_guard = threading.RLock()
 
 
-@contextmanager
-def no_fork() -> Iterator[None]:
-    """A block that no ``fork()`` of another thread cuts into: the making of a descriptor and its tracking."""
-    with _fork_guard:
-        yield
+def no_fork() -> AbstractContextManager[bool]:
+    """``with no_fork():`` a block that no ``fork()`` of another thread cuts into: the making of a descriptor and
+    its tracking. (The guard itself, as the child's is a new one: no generator between a block and its lock.)"""
+    return _fork_guard
 
 
 def close_tcp(tcp: socket.socket) -> None:
