@@ -36,7 +36,22 @@ def record_writes(sock: sslsocket.Socket, monkeypatch: pytest.MonkeyPatch) -> li
 
 def asleep(sock: sslsocket.Socket) -> None:
     """Wait until the mediator of ``sock`` sleeps in poll with nothing to do (so that an answer may go direct)."""
-    wait_for(lambda: sock._inbox.idle() and not sock._turn.locked())
+    wait_for(lambda: sock._inbox._napping and sock._inbox.idle() and not sock._turn.locked())
+
+
+def test_a_first_packet_is_written_in_the_senders_thread(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing written yet: the owner's first packet needs no hand-off either (a client's request right after its
+    handshake), the second, with nothing read between, goes through the inbox."""
+    client, server = pair(certs=certs)
+    writes = record_writes(server, monkeypatch)
+    asleep(server)
+    server.deliver("hello first")
+    server.deliver("then a stream")
+    assert [expect(client) for _ in "ab"] == [("fromsocket", "hello first"), ("fromsocket", "then a stream")]
+    wait_for(lambda: len(writes) == 2)  # (a write is recorded once it has returned: the client may read it first)
+    assert [thread for thread, _ in writes] == [threading.current_thread(), server.thread]
+    client.close()
+    server.close()
 
 
 def test_an_answer_is_written_in_the_senders_thread_a_stream_in_the_mediators(
