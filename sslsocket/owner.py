@@ -30,11 +30,9 @@ class Owner(Protocol):
     #: True for a callback, called in the mediator's thread (it may answer from there); False for a mailbox.
     calls_back: bool
 
-    def sender(self) -> Pid | None:
-        """Who sends, as ``deliver`` and ``close`` name it: the calling process, or None."""
-
     def check(self, sender: object, sock: object) -> None:
-        """Raise ``NotOwner`` unless ``sender``, calling now, may talk to ``sock``."""
+        """Raise ``NotOwner`` unless ``sender`` (``CALLER``: the process calling now), calling now, may talk to
+        ``sock``."""
 
     def adopt(self, sock: Controlled) -> bool:
         """Begin to own ``sock``; False if this owner has already ended."""
@@ -49,6 +47,9 @@ class Owner(Protocol):
     def take_back(self, sock: Controlled) -> list[Any]:
         """The messages of ``sock`` the owner has not received yet, taken out of its mailbox, in order."""
 
+
+#: The sender that ``deliver`` and ``close`` name: the process calling now (no lookup of it on the way).
+CALLER = object()
 
 #: What a ``NotOwner`` says to do: the first thing a threaded server's maintainer writes hands the socket to a
 #: new thread without a word to the socket.
@@ -68,14 +69,13 @@ class ProcessOwner:
         self.target: Any = pid
         self._pid = pid
 
-    def sender(self) -> Pid | None:
-        return process.self()
-
     def check(self, sender: object, sock: object) -> None:
         pid = self._pid
-        if sender is pid and pid.ident == threading.get_ident():  # the path of every send
+        if (sender is pid or sender is CALLER) and pid.ident == threading.get_ident():  # the path of every send
             return
         me = process.self()
+        if sender is CALLER:
+            sender = me
         if sender is not pid or me is not pid:
             who = f"{me!r}" if sender is me else f"{me!r}, sending as {sender!r},"
             raise NotOwner(
@@ -106,9 +106,6 @@ class CallbackOwner:
     def __init__(self, callback: Callable[[Any], object]) -> None:
         self.target: Any = callback
         self._callback = callback
-
-    def sender(self) -> Pid | None:
-        return None
 
     def check(self, sender: object, sock: object) -> None:
         pass

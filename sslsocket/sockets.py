@@ -17,7 +17,7 @@ from .framing import to_bytes
 from .inbox import CLOSE, WAKE, Deliver, Envelope, Inbox
 from .lifecycle import CLOSED_BY_OWNER, OWNER_ENDED, Ending, State
 from .mediator import Mediator, calling
-from .owner import Owner, owner_of
+from .owner import CALLER, Owner, owner_of
 from .process import Pid
 from .workers import handshakers, workers
 
@@ -185,37 +185,41 @@ class Socket(Mediator):
         if not (type(msg) is tuple and len(msg) == 2):
             raise BadMessage(f"a socket takes (pid, ('deliver', data)) or (pid, 'close'), not {msg!r}")
         sender, body = msg
-        owner = self._owner
-        if owner is not None:
-            owner.check(sender, self)
         if body == "close":
-            if self._life.ask(CLOSED_BY_OWNER):
-                self._put(CLOSE)
-                self.wake()  # even a mediator blocked on a full write starts its close clock now
+            self._close(sender)
         elif type(body) is tuple and len(body) == 2 and body[0] == "deliver":
-            if self._life.closed_by_owner:
-                why = "is the parent's (this process is a fork)" if self._dropped else "was closed by its owner"
-                raise Closed(
-                    f"socket #{self.id} to {self._peer[1]}:{self._peer[0]} {why}: nothing more can be delivered",
-                    "closed",
-                )
-            payload = body[1] if type(body[1]) is bytes else to_bytes(body[1])
-            self._put(Deliver(self.mode.header_for(len(payload)), payload))
+            self._deliver(sender, body[1])
         else:
             raise BadMessage(f"a socket takes ('deliver', data) or 'close', not {body!r}", ("bad_message", body))
 
     def deliver(self, data: Any) -> None:
         """The same as ``sock.send((self(), ("deliver", data)))``."""
-        self.send((self._sender(), ("deliver", data)))
+        self._deliver(CALLER, data)
 
     def close(self) -> None:
         """The same as ``sock.send((self(), "close"))``; closing a closed socket does nothing."""
         if self._life.state is not State.CLOSED:
-            self.send((self._sender(), "close"))
+            self._close(CALLER)
 
-    def _sender(self) -> Pid | None:
+    def _deliver(self, sender: object, data: Any) -> None:
         owner = self._owner
-        return owner.sender() if owner is not None else None
+        if owner is not None:
+            owner.check(sender, self)
+        if self._life.closed_by_owner:
+            why = "is the parent's (this process is a fork)" if self._dropped else "was closed by its owner"
+            raise Closed(
+                f"socket #{self.id} to {self._peer[1]}:{self._peer[0]} {why}: nothing more can be delivered", "closed"
+            )
+        payload = data if type(data) is bytes else to_bytes(data)
+        self._put(Deliver(self.mode.header_for(len(payload)), payload))
+
+    def _close(self, sender: object) -> None:
+        owner = self._owner
+        if owner is not None:
+            owner.check(sender, self)
+        if self._life.ask(CLOSED_BY_OWNER):
+            self._put(CLOSE)
+            self.wake()  # even a mediator blocked on a full write starts its close clock now
 
     def drop_copy(self) -> None:
         """In a child after ``fork()``: close this process's copies of the connection's descriptors, sending
