@@ -314,14 +314,16 @@ def sslsocket_stream(setup: Setup, count: int, size: int) -> float:
     return count / elapsed
 
 
-def sslsocket_handshakes(setup: Setup, count: int, client_flags: str | None = None) -> float:
+def sslsocket_handshakes(
+    setup: Setup, count: int, client_flags: str | None = None, server_flags: str | None = None
+) -> float:
     """Connect, echo, close, ``count`` times: full handshakes unless ``client_flags`` let the client resume."""
     flags = setup.client_flags if client_flags is None else client_flags
     listen = sslsocket.listen("STREAM", "AF_INET", (LOCAL, 0), ("binary_packet", 4))
 
     def server() -> None:
         for _ in range(count):
-            sock = sslsocket.accept(listen, setup.flags)
+            sock = sslsocket.accept(listen, server_flags or setup.flags)
             _, (_, packet) = sslsocket.receive(lambda m, s=sock: m[0] is s)
             sock.deliver(packet)
             sslsocket.receive(lambda m, s=sock: m[0] is s)  # its close

@@ -109,7 +109,7 @@ def test_the_counts_print_every_operation_for_the_three_implementations(tmp_path
     )
     assert result.returncode == 0, result.stderr
     table = json.loads(out.read_text())
-    assert len(table) == 4
+    assert len(table) == 5
     for operation, row in table.items():
         assert set(row) == {"ssl, a thread per side", "sslsocket", "asyncio streams"}, operation
         for cost in row.values():
