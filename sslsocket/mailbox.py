@@ -301,8 +301,8 @@ class Pid:
                 self._exit = None
 
     def _ended(self, reason: Any) -> bool:
-        """The process ended, for ``reason`` (an exit signal still pending, if it ended normally): its sockets
-        close, what it watched forgets it, and its monitors and links hear why. False if nobody monitored or linked
+        """The process ended, for ``reason`` (an exit signal still pending, if it ended normally): what it watched
+        forgets it, its monitors and links hear why, and then its sockets close. False if nobody monitored or linked
         it (or it had ended already)."""
         with self._lock:
             if not self._alive:
@@ -319,9 +319,10 @@ class Pid:
             self._notify()
         for watchers, key in watching:
             watchers.remove(key)
+        told = self.watchers.end(reason)  # first: a supervisor hears of the end before any peer does
         for sock in sockets:
             sock.owner_ended(self)
-        return self.watchers.end(reason)
+        return told
 
 
 def processes() -> list[Pid]:

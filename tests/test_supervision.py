@@ -470,3 +470,31 @@ def test_drain_waits_for_a_client_whose_thread_has_not_started_yet(certs: Any, m
     assert sslsocket.drain(10) == (1, 0)
     peer_thread.join(10)
     server.close()
+
+
+def test_a_supervisor_hears_of_a_crash_before_the_crashed_process_s_peer_does(
+    certs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process's monitors and links hear of its end before its sockets close: a supervisor learns of a crash no
+    later than the clients of the crashed connection do. (The monitors are told late on purpose here, after up to
+    a second's wait for the peer to hear of the close: if the close came first, it would have been heard.)"""
+    client, server = pair(certs=certs)
+    watchers_end = sslsocket.watchers.Watchers.end
+
+    def late(self: Any, reason: Any) -> bool:
+        if reason == "crashed on purpose":
+            client.wait_closed(1)
+        return watchers_end(self, reason)
+
+    monkeypatch.setattr(sslsocket.watchers.Watchers, "end", late)
+
+    def owner() -> None:
+        sslsocket.receive(lambda m: m == "go")
+        raise sslsocket.Exit("crashed on purpose", "crashed on purpose")
+
+    pid, ref = sslsocket.spawn_monitor(owner)
+    sslsocket.controlling_process(server, pid)
+    pid.send("go")
+    first = sslsocket.receive(lambda m: (isinstance(m, tuple) and m[:2] == ("DOWN", ref)) or m[0] is client)
+    assert first[:2] == ("DOWN", ref), first
+    assert expect(client)[0] == "socket_closed"
