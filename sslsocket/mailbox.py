@@ -345,15 +345,26 @@ def sent_by(sender: object) -> Callable[[Any], bool]:
     return lambda msg: isinstance(msg, tuple) and len(msg) == 2 and msg[0] is sender
 
 
+#: Why the child of a ``fork()`` hears that the parent's processes and sockets ended: they live on, but not here,
+#: as an Erlang node's monitors and links hear of the processes of a node it lost its connection to.
+NO_CONNECTION = "noconnection"
+
+
 def forked(keep: Pid | None) -> None:
     """In a child after ``fork()``: every process but ``keep`` (the forking thread's) has ended, with locks of its
     own (a ``send`` to one must not wait on a lock that a thread of the parent's held at the fork); ``keep`` keeps
-    its mailbox, with a lock of its own too."""
+    its mailbox, with a lock of its own too, and hears of their end through its monitors and links
+    (``NO_CONNECTION``)."""
+    gone = []
     for other in list(_processes.values()):
         if other is not keep:
             other._new_locks()
+            if other._alive:
+                gone.append(other)
             other._alive = False
             other._mailbox.clear()
             other._sockets.clear()
     if keep is not None:
         keep._new_locks()
+    for other in gone:
+        other.watchers.end(NO_CONNECTION)

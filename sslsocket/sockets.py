@@ -16,6 +16,7 @@ from .errors import BadMessage, Closed, ConnectionBroken
 from .framing import to_bytes
 from .inbox import CLOSE, WAKE, Deliver, Envelope, Inbox
 from .lifecycle import CLOSED_BY_OWNER, OWNER_ENDED, Ending, State
+from .mailbox import NO_CONNECTION
 from .mediator import Mediator, calling
 from .owner import CALLER, Owner, owner_of
 from .process import Pid
@@ -235,6 +236,7 @@ class Socket(Mediator):
         self._sleeper.waker.close_copy()
         self._let_go()
         self._die()
+        self.watchers.end(NO_CONNECTION)  # (its monitors here; the parent's hear of its end there)
 
     def abort(self, error: ConnectionBroken, tell_owner: bool = True, wake: bool = True) -> None:
         """End the connection at once (``stop()``, a closed listen socket): the owner hears ``error``. With

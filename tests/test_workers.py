@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import sslsocket
+from sslsocket.lifecycle import State
 from sslsocket.registry import registry
 from sslsocket.workers import Workers, workers
 
@@ -478,3 +479,36 @@ def test_a_thread_given_its_process_from_outside_keeps_it_in_a_forked_child() ->
     given.set()
     thread.join(30)
     assert result == [0]
+
+
+def test_in_a_forked_child_the_parent_s_processes_and_sockets_are_down_for_noconnection(certs: Any) -> None:
+    """The child of a fork has only the forking thread's process: what it monitored or linked to of the parent's
+    (processes, a socket) ends for it there, "noconnection", as an Erlang node's monitors and links hear of the
+    processes of a node it lost its connection to; in the parent they go on."""
+    client, server = pair(certs=certs)
+    busy = sslsocket.spawn(lambda: sslsocket.receive(lambda m: m == "stop"))
+    partner = sslsocket.spawn(lambda: sslsocket.receive(lambda m: m == "stop"))
+    process_ref, socket_ref = sslsocket.monitor(busy), sslsocket.monitor(server)
+    old = sslsocket.process_flag("trap_exit", True)
+    try:
+        sslsocket.link(partner)
+
+        def check_in_the_child() -> int:
+            heard = [sslsocket.receive(timeout=5) for _ in range(3)]
+            expected = [
+                ("DOWN", process_ref, "process", busy, "noconnection"),
+                ("EXIT", partner, "noconnection"),
+                ("DOWN", socket_ref, "socket", server, "noconnection"),
+            ]
+            return 0 if sorted(map(repr, heard)) == sorted(map(repr, expected)) else 5
+
+        assert exit_code(forked(check_in_the_child)) == 0
+        assert busy.alive and partner.alive and server.state is State.OPEN  # the parent's go on
+        client.deliver("still here")
+        assert expect(server) == ("fromsocket", "still here")
+    finally:
+        sslsocket.process_flag("trap_exit", old)
+        for pid in (busy, partner):
+            pid.send("stop")
+        client.close()
+        server.close()
