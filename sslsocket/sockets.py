@@ -218,9 +218,8 @@ class Socket(Mediator):
         owner = self._owner
         if owner is not None:
             owner.check(sender, self)
-        if self._life.ask(CLOSED_BY_OWNER):
-            self._put(CLOSE)
-            self.wake()  # even a mediator blocked on a full write starts its close clock now
+        if self._life.ask(CLOSED_BY_OWNER) and not self._put(CLOSE):
+            self.wake()  # even a mediator blocked on a full write, which took nothing more, starts its close clock now
 
     def drop_copy(self) -> None:
         """In a child after ``fork()``: close this process's copies of the connection's descriptors, sending
@@ -256,14 +255,15 @@ class Socket(Mediator):
         if self._credit.let_go():
             self.wake()
 
-    def _put(self, item: Envelope) -> None:
+    def _put(self, item: Envelope) -> bool:
         """Hand ``item`` to the mediator, through its inbox, the one way (an owner's direct write is a way through
         it, taken only while the inbox is idle). A callback, of this socket or another, never waits: past the
         inbox's bound its own socket reads nothing more until there is room. Once the connection has ended (the
         peer's close, ``stop()``), now or while this waited for room, ``item`` is dropped, as Erlang's ``!`` to an
-        ended process: the owner has, or will have, the ``socket_closed`` message that says so."""
+        ended process: the owner has, or will have, the ``socket_closed`` message that says so. True if this woke
+        the mediator."""
         if type(item) is Deliver and self._answered and self.write_now(item):  # (_answered: a hint, read again)
-            return
+            return False
         source = getattr(calling, "source", None)
         if source is not None:
             outcome = self._inbox.force(item, source)
@@ -271,8 +271,10 @@ class Socket(Mediator):
             outcome = self._inbox.offer(item, process.self)
         else:
             outcome = self._offer(item, self.budget)
-        if outcome == WAKE:
-            self.wake()
+        if outcome != WAKE:
+            return False
+        self.wake()
+        return True
 
     def _offer(self, item: Envelope, budget: Budget[Socket]) -> int:
         """``Inbox.offer``, for a process that may wait for room, within the listen socket's budget."""
@@ -321,7 +323,8 @@ class Socket(Mediator):
     def claim(self, owner: Pid | Callable[[Any], object]) -> None:
         """Give the socket its owner (``accept``, ``client``): from now on it reads and sends to the owner."""
         self._set_owner(owner_of(owner))
-        self.wake()
+        if self._thread is not None:  # (a client's is claimed before its thread starts: it reads from its start)
+            self.wake()  # a mediator without an owner sleeps without reading
 
     def _set_owner(self, owner: Owner) -> None:
         if not owner.adopt(self):
