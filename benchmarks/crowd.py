@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import selectors
 import socket
 import ssl
 import statistics
@@ -248,29 +249,53 @@ def empty(kind: str, cert: str, seconds: float = 5.0, batch: int = 1000) -> dict
 
 
 def echoed(kind: str, cert: str, unit: bytes, seconds: float) -> dict[str, Any]:
-    """Send ``unit`` again and again for ``seconds`` while a thread reads the echo; the server's CPU for it all."""
+    """Send ``unit`` again and again for ``seconds`` while reading the echo; the server's CPU for it all. One thread
+    does both, non-blocking: a TLS connection must not be read and written by two threads at once (a reader thread
+    beside ``sendall`` made Python's own client fail now and then with ``SSLEOFError``)."""
     context = client_context()
-    got = [0]
     with server(kind, cert) as (pid, port), socket.create_connection((LOCAL, port)) as tcp:
         tls = context.wrap_socket(tcp)
-
-        def drain() -> None:
-            while chunk := tls.recv(65536):
-                got[0] += len(chunk)
-
-        reader = threading.Thread(target=drain, daemon=True)
-        reader.start()
+        tls.setblocking(False)
         cpu_before = cpu_seconds(pid)
-        sent = 0
+        sent = got = 0
+        pending = memoryview(b"")
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            tls.sendall(unit)
-            sent += len(unit)
-        while got[0] < sent and time.monotonic() < deadline + 30:
-            time.sleep(0.05)  # until the echo is back: the server's work is done
+        with selectors.DefaultSelector() as selector:
+            selector.register(tls, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            while got < sent or time.monotonic() < deadline:
+                assert time.monotonic() < deadline + 30, "the echo did not come back"
+                if not pending and time.monotonic() < deadline:
+                    pending = memoryview(unit)
+                writing = selectors.EVENT_WRITE if pending else 0
+                selector.modify(tls, selectors.EVENT_READ | writing)
+                for _, events in selector.select(1.0):
+                    if events & selectors.EVENT_READ or tls.pending():
+                        got += _take(tls)
+                    if pending and events & selectors.EVENT_WRITE:
+                        written = _give(tls, pending)
+                        pending, sent = pending[written:], sent + written
         cpu = cpu_seconds(pid) - cpu_before
         tls.close()
     return {"MB": round(sent / 1e6, 1), "server CPU s": round(cpu, 2), "CPU µs per KB": round(cpu / sent * 1e9, 1)}
+
+
+def _take(tls: ssl.SSLSocket) -> int:
+    """Read what has come, without waiting: how many bytes."""
+    taken = 0
+    try:
+        while chunk := tls.recv(65536):
+            taken += len(chunk)
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        pass
+    return taken
+
+
+def _give(tls: ssl.SSLSocket, data: memoryview) -> int:
+    """Write what the connection takes now: how many bytes (a write that waits is retried with the same ones)."""
+    try:
+        return tls.send(data)
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return 0
 
 
 def main() -> int:

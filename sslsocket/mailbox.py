@@ -27,7 +27,7 @@ _processes: weakref.WeakValueDictionary[int, Pid] = weakref.WeakValueDictionary(
 class Controlled(Protocol):
     """What a process's mailbox needs of a socket it controls."""
 
-    def consumed(self, weight: int) -> None:
+    def consumed(self, weight: int) -> object:
         """The process received one of the socket's packets (a ``Delivery`` of this weight)."""
 
     def owner_ended(self, pid: Pid) -> None:

@@ -82,7 +82,7 @@ from .context import connection_logger, new_connection
 from .errors import ConnectionBroken, HandshakeError
 from .flags import Settings
 from .framing import FramingError, Mode
-from .inbox import Deliver, Envelope, Inbox
+from .inbox import Inbox
 from .lifecycle import OWNER_ENDED, CloseClock, IdleClock, Lifecycle, State
 from .mailbox import MESSAGE_COST, Delivery, Pid
 from .outgoing import Outgoing
@@ -149,11 +149,14 @@ class Mediator:
         self._inbox = Inbox()
         self._out = Outgoing()
         self._decoder = mode.decoder()
-        self._credit = Credit()
+        self._sleeper = Sleeper(tcp.fileno())
+        self._credit = Credit(wake=self._sleeper.waker.poke)
+        #: The owner received packets of this weight (its mailbox calls this): if reading was paused and the owner
+        #: has caught up, the credit resumes it.
+        self.consumed = self._credit.consumed
         self._owner_lock = threading.RLock()  # re-entered by a callback that hands its socket on
         self._handing: deque[Any] = deque()  # hand-overs left to the mediator thread (``Socket.change_owner``)
         self._owner: Owner | None = None
-        self._sleeper = Sleeper(tcp.fileno())
         #: The right to touch the TLS connection: the mediator thread holds it, except while it sleeps in ``poll``;
         #: an owner's ``send`` may take it then, and write its packet itself (``write_now``).
         self._turn = threading.Lock()
@@ -162,7 +165,7 @@ class Mediator:
         self._report = PeerReport()
         self.verify_errors: list[tuple[int, int]] = []  # the certificate check's (depth, code), by the verify callback
         self._asked = None if server or settings.certs else CertificateRequest(self._conn)
-        self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0  # for i(): the mediator's alone
+        self.packets_in = self.bytes_in = 0  # for i(): the mediator's alone
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()  # start() and _move_on() both set _thread: the later move must win
         #: Held from birth to end: ``wait_closed`` waits by taking it, as ``Thread.join`` waits on a lock its thread
@@ -180,11 +183,6 @@ class Mediator:
     def wake(self) -> None:
         """Make the mediator look at its inbox and its lifecycle now."""
         self._sleeper.waker.poke()
-
-    def consumed(self, weight: int) -> None:
-        """The owner received packets of this weight: if reading was paused and the owner has caught up, resume."""
-        if self._credit.consumed(weight):
-            self.wake()
 
     def owner_ended(self, pid: Pid) -> None:
         """The owner's process ended: close, unless the socket has been handed on."""
@@ -332,7 +330,7 @@ class Mediator:
             if self._out.size < HIGH_WATER:  # deliveries from the inbox into the outgoing buffer, up to HIGH_WATER
                 taken = self._inbox.take(HIGH_WATER - self._out.size)  # (and the inbox knows that we are awake)
                 if taken:
-                    self._buffer(*taken)
+                    self._out.put(taken)
             try:
                 if clock is None:
                     self._open_turn(waits)
@@ -352,7 +350,7 @@ class Mediator:
         if self._fault is not None:
             raise self._fault
         if self._idle is not None:
-            self._idle.check(self.bytes_in + self.bytes_out)
+            self._idle.check(self.bytes_in + self._out.taken)
         if self._out.size and (not waits.write or waits.may(waits.write)):  # (no call when no write waited)
             waits.write = self._write()
         if self._owner is None:
@@ -392,15 +390,6 @@ class Mediator:
             waits.ready = self._sleeper.sleep(events, clock.deadline if clock is not None else idle)
         finally:
             self._turn.acquire()  # (the inbox knows it is awake at its next take)
-
-    def _buffer(self, *items: Envelope) -> None:
-        for item in items:
-            if type(item) is not Deliver:
-                self._out.seal()  # the owner's close: nothing after it is sent
-                return
-            if self._out.add(item.header, item.payload):
-                self.packets_out += 1
-                self.bytes_out += len(item.header) + len(item.payload)
 
     def _write(self) -> int:
         """Write what is buffered. 0 when all is written, else the poll event the write waits for."""

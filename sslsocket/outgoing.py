@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
+
+from .inbox import Deliver, Envelope
 
 #: Bytes handed to one ``SSL_write``: sixteen full records. Each call into OpenSSL gives up the GIL and takes it back,
 #: which costs a thread hand-off when another thread wants it, so the calls are few and large.
@@ -14,7 +17,7 @@ LARGEST_WRITE = 2**30
 
 class Outgoing:
     """Bytes to write, in order. A write that OpenSSL asks to retry must be retried with the very same bytes: so
-    ``pending`` gives the same view until ``sent`` accounts for all of it. After ``seal`` (the owner's close),
+    ``pending`` gives the same view until ``sent`` accounts for all of it. After the owner's close (``CLOSE``),
     nothing more is taken: nothing is sent after a close."""
 
     def __init__(self, chunk: int = WRITE_CHUNK, largest: int = LARGEST_WRITE) -> None:
@@ -25,20 +28,29 @@ class Outgoing:
         self._sealed = False
         #: The bytes not yet written, those of the pending write included.
         self.size = 0
+        #: Packets taken, and their bytes, headers included, over the connection's life (``sslsocket.i()``).
+        self.packets = self.taken = 0
 
-    def add(self, header: bytes, payload: bytes) -> bool:
-        """Append a packet: its length header, then its payload, joined only when written. False after the seal:
-        not taken."""
-        if self._sealed:
-            return False
-        for part in (header, payload):
-            if part:
-                self._parts.append(part)
-                self.size += len(part)
-        return True
-
-    def seal(self) -> None:
-        self._sealed = True
+    def put(self, items: Iterable[Envelope]) -> None:
+        """Append the packets of ``items`` (what the inbox holds), in order, each header before its payload, joined
+        only when written; the owner's close (``CLOSE``) seals the buffer: nothing after it is taken, now or later."""
+        parts, packets, size = self._parts, 0, 0
+        for item in items:
+            if self._sealed:
+                break
+            if type(item) is not Deliver:
+                self._sealed = True
+                break
+            header, payload = item.header, item.payload
+            if header:
+                parts.append(header)
+            if payload:
+                parts.append(payload)
+            packets += 1
+            size += len(header) + len(payload)
+        self.size += size
+        self.taken += size
+        self.packets += packets
 
     def pending(self) -> memoryview | None:
         """The bytes of the next write, or None when everything is written. A part as large as a chunk goes as it

@@ -141,8 +141,9 @@ class Credit:
     ``MAILBOX_SHARE`` the socket stops reading from the network (it is *paused*), until the owner has received
     half of it."""
 
-    def __init__(self, share: int = MAILBOX_SHARE) -> None:
+    def __init__(self, share: int = MAILBOX_SHARE, wake: Callable[[], object] = lambda: None) -> None:
         self._share = share
+        self._wake = wake  # the socket's mediator, when its reading resumes
         self._lock = threading.Lock()
         self._unread = 0
         self._holds = 0  # full inboxes that this socket's callback owner delivered to (``Inbox.force``)
@@ -176,13 +177,16 @@ class Credit:
         return self.consumed(_weight(msgs))
 
     def consumed(self, weight: int) -> bool:
-        """The owner received (or gave back) packets of this weight; True when this resumes a paused socket."""
+        """The owner received (or gave back) packets of this weight; True, and the mediator woken, when this resumes
+        a paused socket."""
         with self._lock:  # the path of every packet received: _resume inlined
             self._unread -= weight
             resume = self.paused and not self._holds and self._unread <= self._share // 2
             if resume:
                 self.paused = False
-            return resume
+        if resume:
+            self._wake()
+        return resume
 
     def hold(self) -> None:
         """A socket that this one's callback owner delivered to is full: read nothing until it has room."""

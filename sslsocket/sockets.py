@@ -33,10 +33,6 @@ class Socket(Mediator):
     packets_in: int
     #: The bytes read for them, framing headers included.
     bytes_in: int
-    #: Packets taken from the owner to be written.
-    packets_out: int
-    #: Their bytes, framing headers included.
-    bytes_out: int
     #: In a forked child: this copy of the parent's connection was dropped (``drop_copy``).
     _dropped = False
     #: The listen socket's budget for peers that read nothing (``listen(..., max_buffered=)``), or None.
@@ -63,6 +59,16 @@ class Socket(Mediator):
         """Where the connection is: handshaking, open, closing or closed; closing from the moment ``close()``
         returns."""
         return self._life.seen
+
+    @property
+    def packets_out(self) -> int:
+        """Packets taken from the owner to be written."""
+        return self._out.packets
+
+    @property
+    def bytes_out(self) -> int:
+        """Their bytes, framing headers included."""
+        return self._out.taken
 
     @property
     def idle(self) -> float | None:
@@ -262,8 +268,8 @@ class Socket(Mediator):
         peer's close, ``stop()``), now or while this waited for room, ``item`` is dropped, as Erlang's ``!`` to an
         ended process: the owner has, or will have, the ``socket_closed`` message that says so. True if this woke
         the mediator."""
-        if type(item) is Deliver and self._answered and self.write_now(item):  # (_answered: a hint, read again)
-            return False
+        if type(item) is Deliver and self._answered and not self._inbox.queue and self.write_now(item):
+            return False  # (hints, both read again in write_now: a flood behind a busy mediator skips the call)
         source = getattr(calling, "source", None)
         if source is not None:
             outcome = self._inbox.force(item, source)
@@ -307,9 +313,7 @@ class Socket(Mediator):
             if not (self._answered and life.state is State.OPEN and life.ending is None and not self._out.size):
                 return False
             self._answered = False
-            if self._out.add(item.header, item.payload):  # (_buffer of one packet, inlined)
-                self.packets_out += 1
-                self.bytes_out += len(item.header) + len(item.payload)
+            self._out.put((item,))
             try:
                 if not self._write():
                     return True

@@ -107,46 +107,46 @@ def _drain(out: Outgoing, take: int | None = None) -> list[bytes]:
 def test_small_packets_are_joined_into_one_write_headers_and_all() -> None:
     out = Outgoing(chunk=64)
     for n in range(3):
-        out.add(b"\0\2", b"p%d" % n)
+        out.put([Deliver(b"\0\2", b"p%d" % n)])
     assert out.size == 12
     assert _drain(out) == [b"\0\2p0\0\2p1\0\2p2"] and out.size == 0
 
 
 def test_writes_are_chunk_sized_and_topped_up_from_the_next_part() -> None:
     out = Outgoing(chunk=8)
-    out.add(b"HH", b"0123456789")  # 12 bytes: a chunk of 8, then the rest with the next packet
-    out.add(b"hh", b"ab")
+    out.put([Deliver(b"HH", b"0123456789")])  # 12 bytes: a chunk of 8, then the rest with the next packet
+    out.put([Deliver(b"hh", b"ab")])
     assert _drain(out) == [b"HH012345", b"6789hhab"]
     big = b"x" * 20
-    out.add(b"", big)  # a part as large as a chunk goes as it is, in one write
+    out.put([Deliver(b"", big)])  # a part as large as a chunk goes as it is, in one write
     assert _drain(out) == [big]
 
 
 def test_a_part_larger_than_one_ssl_write_takes_goes_in_pieces_that_each_fit() -> None:
     out = Outgoing(chunk=8, largest=16)
-    out.add(b"HHHH", b"x" * 40)  # the header topped up to a chunk, then the rest in writes of 16 at most
+    out.put([Deliver(b"HHHH", b"x" * 40)])  # the header topped up to a chunk, then the rest in writes of 16 at most
     assert [bytes(w) for w in _drain(out)] == [b"HHHHxxxx", b"x" * 16, b"x" * 16, b"x" * 4]
-    out.add(b"", b"y" * 16)  # as large as a write: one piece
+    out.put([Deliver(b"", b"y" * 16)])  # as large as a write: one piece
     assert [bytes(w) for w in _drain(out)] == [b"y" * 16]
 
 
 def test_a_write_that_must_be_retried_sees_the_very_same_bytes() -> None:
     out = Outgoing(chunk=8)
-    out.add(b"", b"abcdefgh")
+    out.put([Deliver(b"", b"abcdefgh")])
     first = out.pending()
     assert first is not None and out.pending() is first  # nothing sent: the same view, as OpenSSL requires
     out.sent(3)
     assert bytes(out.pending() or b"") == b"defgh" and out.size == 5
-    out.add(b"", b"ij")  # new bytes wait behind the pending write
+    out.put([Deliver(b"", b"ij")])  # new bytes wait behind the pending write
     assert _drain(out) == [b"defgh", b"ij"]
 
 
 def test_nothing_is_taken_after_the_close() -> None:
     out = Outgoing()
-    out.add(b"", b"before")
-    out.seal()
-    out.add(b"", b"after")
-    assert _drain(out) == [b"before"]
+    out.put([Deliver(b"", b"before")])
+    out.put([Deliver(b"\0\0", b""), CLOSE, Deliver(b"", b"after")])  # an empty packet counts, nothing after CLOSE
+    out.put([Deliver(b"", b"later")])
+    assert _drain(out) == [b"before\0\0"] and (out.packets, out.taken, out.size) == (2, 8, 0)
 
 
 # ---- the lifecycle -----------------------------------------------------------------------------------------------
