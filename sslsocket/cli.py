@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=seconds_argument,
         default=DRAIN,
         help="on SIGTERM, stop accepting and give open connections this many seconds to finish before they are"
-        f" closed (0: close them at once); default {DRAIN:g}",
+        f" closed (0, or a second SIGTERM: close them at once); default {DRAIN:g}",
     )
     serve.add_argument(
         "--idle-timeout",
@@ -298,9 +298,21 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def drained(seconds: float) -> None:
-    """SIGTERM: no new connections, and the open ones have ``seconds`` to end by themselves (``sslsocket.drain``)."""
+    """SIGTERM: no new connections, and the open ones have ``seconds`` to end by themselves (``sslsocket.drain``).
+    A second SIGTERM cuts them at once, as an operator who sends it asks (the stop after it is never cut short)."""
+    me = process.self()
+
+    def again(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        process.exit(me, "SIGTERM again")
+
+    signal.signal(signal.SIGTERM, again)
     started = monotonic()
-    finished, cut = drain(seconds)
+    try:
+        finished, cut = drain(seconds)
+    except Exit:
+        log(f"SIGTERM again after {monotonic() - started:.1f} s: the connections still open are cut now")
+        return
     took = monotonic() - started
     log(f"SIGTERM: drained in {took:.1f} s; connections that ended by themselves: {finished}, cut: {cut}")
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from . import process
 from .context import close_logs
-from .errors import BadArgument, Closed, ConnectionBroken, closed_error
+from .errors import BadArgument, Closed, ConnectionBroken, Timeout, closed_error
 from .lifecycle import State
 from .sessions import sessions
 from .system import at_fork, no_fork
@@ -133,11 +133,13 @@ class Registry:
             sockets = list(self._sockets)
         for handle in handles:
             self.close_listener(handle, why)
-        deadline = monotonic() + timeout
         me = process.self()
         # Not waited for: those not yet accepted (closed with their listen socket), and the caller's own, which it
-        # cannot close meanwhile.
-        left = [sock for sock in sockets if not _ended_by(sock, deadline, sock.owner not in (None, me))]
+        # cannot close meanwhile, nor a callback's own socket (a callback that drains).
+        waited = [s for s in sockets if s.owner not in (None, me) and s.thread is not threading.current_thread()]
+        if timeout > 0 and waited:
+            _wait_for_ends(me, waited, monotonic() + timeout)
+        left = [sock for sock in sockets if sock.state is not State.CLOSED]
         error = ConnectionBroken("the socket server was stopped", "stopped")
         for sock in left:
             sock.abort(error, wake=False)  # all marked before any acts: none takes its peer's abort for a close
@@ -155,6 +157,21 @@ class Registry:
         handshakers.dismiss()
         workers.dismiss()
         close_logs()
+
+
+def _wait_for_ends(me: process.Pid, sockets: list[Socket], deadline: float) -> None:
+    """Wait, with the process's one wait, until every socket has ended or ``deadline`` has passed: ``exit`` (a
+    second SIGTERM in ``serve``) cuts it short with ``Exit``, the sockets left as they are."""
+    key = object()  # each socket's end wakes the caller
+    for sock in sockets:
+        sock.watchers.add(key, lambda reason: me.wake())
+    try:
+        me.wait_until(lambda: all(sock.state is State.CLOSED for sock in sockets), deadline, "drain")
+    except Timeout:
+        pass
+    finally:
+        for sock in sockets:
+            sock.watchers.remove(key)
 
 
 def _ended_by(sock: Socket, deadline: float, wait: bool) -> bool:

@@ -430,6 +430,21 @@ def test_serve_drains_on_sigterm(certs: Any) -> None:
     assert "connections that ended by themselves: 1, cut: 1" in line, log
 
 
+def test_a_second_sigterm_cuts_the_drain_short(certs: Any) -> None:
+    """An operator's second SIGTERM: the connections still open are cut at once, not at --drain's deadline, with a
+    line that says so, and serve exits 0."""
+    with serving("--flags", f"-cert {certs.server}", "--drain", "600") as (log, port):
+        lingering = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), ("packet", 2), "")
+        lingering.deliver("hello")
+        assert expect(lingering, 20) == ("fromsocket", "hello")
+        log.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: _refused(port), 20)
+        log.proc.send_signal(signal.SIGTERM)
+        assert expect(lingering, 20)[0] == "socket_closed"  # within seconds: the drain had ten minutes
+        assert log.proc.wait(20) == 0
+    assert [line for line in log if "SIGTERM again" in line], log
+
+
 def _refused(port: int) -> bool:
     """Whether the port refuses a connection now; a connection reset is one made while the listen socket closed (its
     backlog is reset): not yet an answer, ask again."""

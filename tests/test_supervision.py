@@ -498,3 +498,18 @@ def test_a_supervisor_hears_of_a_crash_before_the_crashed_process_s_peer_does(
     first = sslsocket.receive(lambda m: (isinstance(m, tuple) and m[:2] == ("DOWN", ref)) or m[0] is client)
     assert first[:2] == ("DOWN", ref), first
     assert expect(client)[0] == "socket_closed"
+
+
+def test_exit_cuts_a_drain_short_and_leaves_the_connections_as_they_are(certs: Any) -> None:
+    """drain waits with the process's one wait: ``exit`` ends it at once (serve's second SIGTERM), the connections
+    still open left as they are, for ``stop()`` to cut."""
+    client, server = pair(certs=certs)
+    pid, ref = sslsocket.spawn_monitor(lambda: sslsocket.drain(60))
+    wait_for(lambda: pid.waiting == "drain")
+    sslsocket.exit(pid, "enough")
+    assert down(ref, timeout=5)[4] == "enough"
+    client.deliver("still open")
+    assert expect(server) == ("fromsocket", "still open")
+    client.close()
+    assert expect(server) == ("socket_closed", "normal")
+    server.close()
