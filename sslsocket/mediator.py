@@ -172,6 +172,7 @@ class Mediator:
         #: lets go of as it ends (an ``Event``'s ``set`` would cost six calls of Python).
         self._living = threading.Lock()
         self._living.acquire()
+        self._gone = False  # set before ``_living`` is let go of: a waiter whose turn at the lock is not yet knows
 
     @property
     def certificate_requested(self) -> bool:
@@ -277,7 +278,8 @@ class Mediator:
 
     def _die(self) -> None:
         """Answer ``wait_closed``, once."""
-        if self._living.locked():
+        if not self._gone:
+            self._gone = True
             self._living.release()
 
     def _let_go(self) -> None:

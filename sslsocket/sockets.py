@@ -182,8 +182,10 @@ class Socket(Mediator):
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the mediator has ended: the connection is closed and its descriptors are released. False if
         ``timeout`` passed first."""
+        if self._gone:
+            return True
         if not self._living.acquire(timeout=-1 if timeout is None else min(max(timeout, 0), threading.TIMEOUT_MAX)):
-            return False
+            return self._gone  # (another waiter may hold the lock for a moment after the end)
         self._living.release()
         return True
 

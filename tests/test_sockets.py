@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 from typing import Any
@@ -814,3 +815,29 @@ def test_a_client_out_of_descriptors_says_so(certs: Any, monkeypatch: pytest.Mon
             patch.setattr(socket, "socket", no_descriptor)  # before any TCP socket
             with pytest.raises(sslsocket.ConnectError, match=r"no socket .* Too many open files"):
                 sslsocket.client("STREAM", "AF_INET", (LOCAL, listen.port), ("packet", 2), "")
+
+
+def test_wait_closed_on_an_ended_socket_says_so_to_every_waiter_at_once(certs: Any) -> None:
+    """Found by a review: with the socket's end a lock that each waiter takes and gives back, a waiter with no time
+    to wait said False (not ended) while another waiter held the lock for its moment."""
+    client, server = pair(certs=certs)
+    client.close()
+    assert client.wait_closed(10)
+    stopping = threading.Event()
+
+    def other_waiter() -> None:
+        while not stopping.is_set():
+            client.wait_closed()
+
+    other = threading.Thread(target=other_waiter)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the other waiter holds the lock now and then when this thread asks
+    other.start()
+    try:
+        assert all(client.wait_closed(0) for _ in range(20000))
+    finally:
+        stopping.set()
+        other.join()
+        sys.setswitchinterval(interval)
+    assert expect(server) == ("socket_closed", "normal")
+    server.close()
