@@ -140,14 +140,7 @@ class Registry:
         if timeout > 0 and waited:
             _wait_for_ends(me, waited, monotonic() + timeout)
         left = [sock for sock in sockets if sock.state is not State.CLOSED]
-        error = ConnectionBroken("the socket server was stopped", "stopped")
-        for sock in left:
-            sock.abort(error, wake=False)  # all marked before any acts: none takes its peer's abort for a close
-        for sock in left:
-            sock.wake()
-        deadline = monotonic() + STOP_TIMEOUT
-        for sock in left:  # (not the caller's own before its thread runs: a client's handshake in the caller's thread)
-            _ended_by(sock, deadline, sock.owner is not me or sock.thread is not None)
+        _cut(left, me)
         owned = sum(1 for sock in sockets if sock.owner is not None)
         cut = sum(1 for sock in left if sock.owner is not None)
         return owned - cut, cut
@@ -157,6 +150,18 @@ class Registry:
         handshakers.dismiss()
         workers.dismiss()
         close_logs()
+
+
+def _cut(sockets: list[Socket], me: process.Pid) -> None:
+    """Abort the sockets, as ``stop()`` does, and wait a while for each to end."""
+    error = ConnectionBroken("the socket server was stopped", "stopped")
+    for sock in sockets:
+        sock.abort(error, wake=False)  # all marked before any acts: none takes its peer's abort for a close
+    for sock in sockets:
+        sock.wake()
+    deadline = monotonic() + STOP_TIMEOUT
+    for sock in sockets:  # (not the caller's own before its thread runs: a client's handshake in the caller's thread)
+        _ended_by(sock, deadline, sock.owner is not me or sock.thread is not None)
 
 
 def _wait_for_ends(me: process.Pid, sockets: list[Socket], deadline: float) -> None:
