@@ -29,6 +29,8 @@ def idle_threads() -> list[threading.Thread]:
 def closed_pair(certs: Any) -> tuple[threading.Thread, threading.Thread]:
     """Open a connection, close it from both ends, wait for both mediators to end; return their threads."""
     client, server = pair(certs=certs)
+    client.deliver("x")  # read by the server's connection thread: its handshake's thread has handed over
+    assert expect(server) == ("fromsocket", "x")
     threads = (client.thread, server.thread)
     assert all(t is not None and t.name.startswith("sslsocket-") and t.name != Workers.IDLE_NAME for t in threads)
     client.close()
