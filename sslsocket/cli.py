@@ -318,7 +318,10 @@ def drained(seconds: float) -> None:
 
 
 def log(text: str) -> None:
-    print(f"{datetime.datetime.now():%H:%M:%S} {text}", flush=True)
+    """One line of serve's log, in one write: the connections' processes log from threads of their own, and a
+    ``print`` writes its newline apart, so that two lines could run into one."""
+    sys.stdout.write(f"{datetime.datetime.now():%H:%M:%S} {text}\n")
+    sys.stdout.flush()
 
 
 #: How long serve waits, at most, before it tries again to start a process that the system refused (its limit on

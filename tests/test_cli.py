@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import signal
 import socket
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, load_pem_priv
 from interop import digest, need, otp_client, otp_echo_server
 
 import sslsocket
+from sslsocket import cli
 
 from helpers import LOCAL, expect, wait_for
 
@@ -766,3 +768,20 @@ def test_the_recipes_as_script_files(tmp_path: Path) -> None:
     )
     assert made.returncode == 0
     x509.load_pem_x509_certificate((tmp_path / "s.pem").read_bytes())
+
+
+def test_serve_s_log_lines_stay_whole_when_threads_log_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """Found in a burst's log: lines of two connections' processes ran into one ("...(truncated)14:28:17 closed"),
+    since print writes the newline apart."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=lambda n=n: [cli.log(f"line {n}") for _ in range(300)]) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 8 * 300 and all(re.fullmatch(r"\d\d:\d\d:\d\d line \d", line) for line in lines), lines[:5]
