@@ -73,7 +73,7 @@ class Inbox(queue.Queue[Envelope]):
 
     The same lock guards whether the mediator sleeps with nothing to take (``nap``): a sender learns from its
     ``offer`` or ``force`` whether it must wake the mediator (``WAKE``), and only the first after a nap does; an
-    owner's direct write (``Socket.write_now``) may go only while ``idle``."""
+    owner's direct write (``Socket.write_now``) may go only while nothing waits here."""
 
     def __init__(self, maxsize: int = INBOX_SIZE) -> None:
         super().__init__(maxsize)
@@ -132,12 +132,6 @@ class Inbox(queue.Queue[Envelope]):
                 return False
             self._napping = taking
             return True
-
-    def idle(self) -> bool:
-        """Whether nothing waits here: an owner's write may go direct, if it gets the mediator's turn (which the
-        mediator gives up only to sleep, with nothing to take, or before its thread begins)."""
-        with self.mutex:
-            return not self.queue
 
     def _let_go(self) -> tuple[list[Source], list[Sender]]:
         """Under the lock: the sources to let go of and the senders to wake, once there is room (or the inbox is

@@ -54,10 +54,10 @@ thread, one message at a time under ``_owner_lock``; what it delivers, to this s
 room (``Inbox.force``): past that inbox's bound, this socket reads nothing until it has room.
 
 **The fast path.** While the mediator sleeps in ``poll`` with nothing to do, or has not begun (its turn free,
-``Inbox.idle``, no output left), an owner's first packet, and each that answers one read since its last such
-write (a request/response rhythm), is written by the mediator's code in the owner's thread (``write_now``): an
-answer waits for no hand-off. A write that would
-block leaves its bytes in the outgoing buffer for the mediator; a one-way stream goes through the inbox, coalesced.
+nothing in the inbox or the outgoing buffer), an owner's first packet, and each that answers one read since its
+last such write (a request/response rhythm), is written by the mediator's code in the owner's thread
+(``write_now``): an answer waits for no hand-off. A write that would block leaves its bytes in the outgoing buffer
+for the mediator; a one-way stream goes through the inbox, coalesced.
 
 Who owns what: the *turn* (``_turn``) owns the TLS connection, the decoder and the outgoing buffer; the mediator
 thread holds it, except while it sleeps in ``poll``. ``_owner_lock`` makes ``controlling_process`` (move what waits

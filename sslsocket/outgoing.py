@@ -34,10 +34,10 @@ class Outgoing:
     def put(self, items: Iterable[Envelope]) -> None:
         """Append the packets of ``items`` (what the inbox holds), in order, each header before its payload, joined
         only when written; the owner's close (``CLOSE``) seals the buffer: nothing after it is taken, now or later."""
+        if self._sealed:
+            return
         parts, packets, size = self._parts, 0, 0
         for item in items:
-            if self._sealed:
-                break
             if type(item) is not Deliver:
                 self._sealed = True
                 break

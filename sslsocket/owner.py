@@ -194,10 +194,13 @@ class Credit:
             self._holds += 1
 
     def let_go(self) -> bool:
-        """That socket has room again; True when this resumes a paused socket."""
+        """That socket has room again; True, and the mediator woken, when this resumes a paused socket."""
         with self._lock:
             self._holds -= 1
-            return self._resume()
+            resume = self._resume()
+        if resume:
+            self._wake()
+        return resume
 
     def _resume(self) -> bool:
         resume = self.paused and not self._holds and self._unread <= self._share // 2

@@ -260,18 +260,17 @@ class Socket(Mediator):
 
     def let_go(self) -> None:
         """Run by that socket's thread: its inbox has room again."""
-        if self._credit.let_go():
-            self.wake()
+        self._credit.let_go()
 
     def _put(self, item: Envelope) -> bool:
         """Hand ``item`` to the mediator, through its inbox, the one way (an owner's direct write is a way through
-        it, taken only while the inbox is idle). A callback, of this socket or another, never waits: past the
+        it, taken only while nothing waits in the inbox). A callback, of this socket or another, never waits: past the
         inbox's bound its own socket reads nothing more until there is room. Once the connection has ended (the
         peer's close, ``stop()``), now or while this waited for room, ``item`` is dropped, as Erlang's ``!`` to an
         ended process: the owner has, or will have, the ``socket_closed`` message that says so. True if this woke
         the mediator."""
         if type(item) is Deliver and self._answered and not self._inbox.queue and self.write_now(item):
-            return False  # (hints, both read again in write_now: a flood behind a busy mediator skips the call)
+            return False  # (hints, read again under the turn: a flood behind a busy mediator skips the call)
         source = getattr(calling, "source", None)
         if source is not None:
             outcome = self._inbox.force(item, source)
@@ -308,11 +307,12 @@ class Socket(Mediator):
         such write): the packets of a one-way stream go through the inbox and are coalesced into large writes.
         False when the mediator must take it. A write that would block leaves its bytes in the outgoing buffer,
         which the mediator then writes, exactly once; an error is the mediator's to act on."""
-        if not (self._answered and self._inbox.idle()) or not self._turn.acquire(blocking=False):
+        if not self._turn.acquire(blocking=False):
             return False
         try:  # the mediator is in poll, or not yet begun: nothing it holds changes until it has the turn again
             life = self._life
-            if not (self._answered and life.state is State.OPEN and life.ending is None and not self._out.size):
+            idle = not (self._inbox.queue or self._out.size)  # nothing waits to go before this packet
+            if not (idle and self._answered and life.state is State.OPEN and life.ending is None):
                 return False
             self._answered = False
             self._out.put((item,))
