@@ -313,6 +313,8 @@ def drained(seconds: float) -> None:
     except Exit:
         log(f"SIGTERM again after {monotonic() - started:.1f} s: the connections still open are cut now")
         return
+    finally:  # a SIGTERM after the drain is ignored, as _interrupt has it (at exit Python would restore the default)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     took = monotonic() - started
     log(f"SIGTERM: drained in {took:.1f} s; connections that ended by themselves: {finished}, cut: {cut}")
 

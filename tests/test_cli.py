@@ -785,3 +785,14 @@ def test_serve_s_log_lines_stay_whole_when_threads_log_at_once(capsys: pytest.Ca
         sys.setswitchinterval(interval)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 8 * 300 and all(re.fullmatch(r"\d\d:\d\d:\d\d line \d", line) for line in lines), lines[:5]
+
+
+def test_after_serve_s_drain_a_late_sigterm_is_ignored_not_fatal() -> None:
+    """Found by CI under load: the second-SIGTERM handler stayed after a drain that ended by itself, and at exit
+    Python puts back the default for a signal with a handler of Python's: a SIGTERM then killed serve (-15)."""
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        cli.drained(0)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
