@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,12 @@ def serving(*args: str) -> Iterator[tuple[Log, int]]:
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(10)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:  # the log says which connection it waited for
+                proc.kill()
+                proc.wait()
+                raise AssertionError(("serve did not end 10 s after SIGTERM", [*log, *(proc.stdout or [])])) from None
             log += proc.stdout.readlines() if proc.stdout else []
         finally:
             for pipe in (proc.stdout, proc.stderr):
@@ -496,9 +501,16 @@ def test_serve_closes_the_client_that_read_nothing_longest_past_max_buffered(cer
         assert closed.wait(30)
         stop.set()
         for tls in clients:
-            tls.close()
+            # A close would leave the held-back one's connection open while its flood waits in send (Linux frees a
+            # socket only when no call is in it): the flood would wait for a server that waits for it. A shutdown
+            # ends the send; the close after it resets the connection, its peer's data unread.
+            with suppress(OSError):  # (not connected: the server closed it)
+                socket.socket.shutdown(tls, socket.SHUT_RDWR)
         for thread in floods:
             thread.join(10)
+            assert not thread.is_alive()
+        for tls in clients:
+            tls.close()
     # One closed for the budget; the other was held back, until the test closed it.
     assert sum("the listen socket's budget of 1,048,576 bytes for them is spent" in line for line in log) == 1, log
 
