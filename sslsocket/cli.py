@@ -11,6 +11,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
+from contextlib import suppress
 from time import monotonic
 from typing import NoReturn
 
@@ -270,6 +271,8 @@ IDLE_TIMEOUT = 300.0
 
 #: serve's ``--drain`` by default: how long, after SIGTERM, open connections have to finish.
 DRAIN = 10.0
+#: After the drain, how long serve waits, at most, for the connections' processes to log how each ended.
+LAST_WORDS = 2.0
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -286,20 +289,22 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     log(f"listening on {args.host}:{handle.port}, mode {args.mode}, {'chat' if args.chat else 'echo'}")
     room = process.spawn(chat_room) if args.chat else None
+    live: dict[Pid, Socket] = {}
     try:
-        loop(handle, args.flags, room, args.max_connections)
+        loop(handle, args.flags, room, args.max_connections, live)
     except KeyboardInterrupt as exc:
         if exc.args == (signal.SIGTERM,):
-            drained(args.drain)
+            drained(args.drain, live)
         raise
     finally:
         close(handle)
     return 0
 
 
-def drained(seconds: float) -> None:
-    """SIGTERM: no new connections, and the open ones have ``seconds`` to end by themselves (``sslsocket.drain``).
-    A second SIGTERM cuts them at once, as an operator who sends it asks (the stop after it is never cut short)."""
+def drained(seconds: float, live: dict[Pid, Socket]) -> None:
+    """SIGTERM: no new connections, and the open ones have ``seconds`` to end by themselves (``sslsocket.drain``);
+    then their processes, ``live``, have a moment to write their last line. A second SIGTERM cuts them at once, as
+    an operator who sends it asks (the stop after it is never cut short)."""
     me = process.self()
 
     def again(signum: int, frame: object) -> None:
@@ -316,6 +321,10 @@ def drained(seconds: float) -> None:
     finally:  # a SIGTERM after the drain is ignored, as _interrupt has it (at exit Python would restore the default)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     took = monotonic() - started
+    deadline = monotonic() + LAST_WORDS
+    with suppress(Exit):  # (a second SIGTERM as the drain ended: no waiting either)
+        while live and monotonic() < deadline:  # every socket has ended and told its process, which logs how
+            _ended(live, timeout=deadline - monotonic())
     log(f"SIGTERM: drained in {took:.1f} s; connections that ended by themselves: {finished}, cut: {cut}")
 
 
@@ -335,15 +344,21 @@ SPAWN_RETRY = 0.5
 MAKE_WAY_IDLE = 1.0
 
 
-def loop(handle: ListenSocket, flags: str, room: Pid | None, max_connections: int = 1000) -> None:
+def loop(
+    handle: ListenSocket,
+    flags: str,
+    room: Pid | None,
+    max_connections: int = 1000,
+    live: dict[Pid, Socket] | None = None,
+) -> None:
     """loop(Listen) -> Pid = spawn(connection, [Listen, self()]), receive {Pid, ok} -> loop(Listen) end.
 
     As a loop (Python has no tail calls), with two bounds the manual's has not: at most ``max_connections`` at once
     (each costs two threads; at the limit a new client is let in if a connection idles, which makes way for it,
     else the next acceptor waits for one to end), and a process that the system refuses to start is tried again,
-    not the end of the server."""
+    not the end of the server. ``live``, if given, is where it keeps each connection's process and socket."""
     me = process.self()
-    live: dict[Pid, Socket] = {}  # each connection's process, and its socket
+    live = {} if live is None else live  # each connection's process, and its socket
     while True:
         _ended(live, timeout=0)
         if len(live) >= max_connections and _longest_idle(live) < MAKE_WAY_IDLE:

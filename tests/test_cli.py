@@ -804,7 +804,7 @@ def test_after_serve_s_drain_a_late_sigterm_is_ignored_not_fatal() -> None:
     Python puts back the default for a signal with a handler of Python's: a SIGTERM then killed serve (-15)."""
     before = signal.getsignal(signal.SIGTERM)
     try:
-        cli.drained(0)
+        cli.drained(0, {})
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, before)
