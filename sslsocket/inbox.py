@@ -43,8 +43,9 @@ class Close:
 CLOSE = Close()
 Envelope = Deliver | Close
 
-#: What ``offer`` and ``force`` did: refused (the inbox is closed), put, or put and the mediator must be woken.
-REFUSED, PUT, WAKE = 0, 1, 2
+#: What ``offer`` and ``force`` did: refused (the inbox is closed), put, put and the mediator must be woken, or
+#: nothing, the inbox being full (an ``offer`` that may not wait).
+REFUSED, PUT, WAKE, FULL = 0, 1, 2, 3
 
 
 class Sender(Protocol):
@@ -86,14 +87,16 @@ class Inbox(queue.Queue[Envelope]):
         self._senders: list[Sender] = []  # processes waiting for room, woken when there is
         self._napping = False  # the mediator sleeps, and takes nothing more until it is woken
 
-    def offer(self, item: Envelope, sender: Callable[[], Sender]) -> int:
+    def offer(self, item: Envelope, sender: Callable[[], Sender] | None) -> int:
         """Put ``item``, waiting while the inbox is full (a delivery only): ``PUT``, ``WAKE`` (put, and the mediator
         must be woken), or ``REFUSED`` once the inbox is closed. The calling process, ``sender()``, waits with its
-        one wait: an exit signal raises ``Exit``, and nothing is put."""
+        one wait: an exit signal raises ``Exit``, and nothing is put. Without a sender, ``FULL`` instead of a wait."""
         while True:
             with self.mutex:
                 if self._weight < self.maxsize or type(item) is not Deliver or self._closed:  # (_must_wait, inlined)
                     return self._enter(item)
+                if sender is None:
+                    return FULL
                 me = sender()
                 self._senders.append(me)
             try:

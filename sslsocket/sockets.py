@@ -14,7 +14,7 @@ from . import process
 from .budget import Budget
 from .errors import BadMessage, Closed, ConnectionBroken
 from .framing import to_bytes
-from .inbox import CLOSE, WAKE, Deliver, Envelope, Inbox
+from .inbox import CLOSE, FULL, WAKE, Deliver, Envelope, Inbox
 from .lifecycle import CLOSED_BY_OWNER, OWNER_ENDED, Ending, State
 from .mailbox import NO_CONNECTION
 from .mediator import Mediator, calling
@@ -274,19 +274,19 @@ class Socket(Mediator):
         source = getattr(calling, "source", None)
         if source is not None:
             outcome = self._inbox.force(item, source)
-        elif self.budget is None or self.aborted:  # (an aborted one, the budget's victim, is no longer counted)
-            outcome = self._inbox.offer(item, process.self)
-        else:
-            outcome = self._offer(item, self.budget)
+        elif (outcome := self._inbox.offer(item, None)) == FULL:
+            outcome = self._wait_for_room(item)
         if outcome != WAKE:
             return False
         self.wake()
         return True
 
-    def _offer(self, item: Envelope, budget: Budget[Socket]) -> int:
-        """``Inbox.offer``, for a process that may wait for room, within the listen socket's budget."""
-        if type(item) is Deliver and self._inbox.full():  # its owner is about to wait
-            self._over_budget(budget.waits(self), budget)
+    def _wait_for_room(self, item: Envelope) -> int:
+        """``Inbox.offer`` for the owner, which waits for room, within the listen socket's budget."""
+        budget = self.budget
+        if budget is None or self.aborted:  # (an aborted one, the budget's victim, is no longer counted)
+            return self._inbox.offer(item, process.self)
+        self._over_budget(budget.waits(self), budget)
         try:
             return self._inbox.offer(item, process.self)
         finally:
