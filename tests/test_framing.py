@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from sslsocket import ModeError, PacketTooLong
 from sslsocket.framing import (
-    JOIN_FROM,
     MAX_PACKET_SIZE,
     Asn1Decoder,
     FramingError,
@@ -149,18 +148,17 @@ def test_prefixed_judges_the_length_as_soon_as_the_header_is_complete() -> None:
     assert PrefixedDecoder(4, limit=1000).feed(b"\x00\x00\x03\xe8") == []  # 1000 is within the bound
 
 
-@pytest.mark.parametrize("join_from", [0, 1, 100, JOIN_FROM])
-def test_prefixed_large_packets_in_pieces(join_from: int) -> None:
-    big = bytes(range(256)) * 400  # 102,400 bytes: past JOIN_FROM
+def test_prefixed_large_packets_in_pieces() -> None:
+    big = bytes(range(256)) * 400  # 102,400 bytes
     wire = (len(big).to_bytes(4, "big") + big) * 2 + b"\x00\x00\x00\x02hi" + b"\x00\x00"
     for step in (1, 7, 16384, 65536, len(wire)):
-        decoder = PrefixedDecoder(4, join_from=join_from)
+        decoder = PrefixedDecoder(4)
         out: list[bytes] = []
         for start in range(0, len(wire), step):
             out += decoder.feed(wire[start : start + step])
         assert out == [big, big, b"hi"]
         assert decoder.buffered == 2  # half of the next header
-    decoder = PrefixedDecoder(4, join_from=join_from)
+    decoder = PrefixedDecoder(4)
     assert decoder.feed(wire[:1004]) == []
     assert decoder.buffered == 1004  # the header and 1,000 bytes of the payload, held either way
     assert decoder.feed(wire[1004 : 4 + len(big) + 3]) == [big]
@@ -172,7 +170,7 @@ def test_prefixed_tiny_pieces_of_a_large_packet_cost_no_more_than_the_packet() -
     # separate objects) must not outgrow the bound the packet was judged by.
     big = bytes(range(256)) * 400
     wire = len(big).to_bytes(4, "big") + big
-    decoder = PrefixedDecoder(4, join_from=1)
+    decoder = PrefixedDecoder(4)
     tracemalloc.start()
     try:
         for index in range(len(wire) - 1):
@@ -186,18 +184,18 @@ def test_prefixed_tiny_pieces_of_a_large_packet_cost_no_more_than_the_packet() -
 
 
 def test_prefixed_a_large_packet_is_still_judged_at_its_header() -> None:
-    decoder = PrefixedDecoder(4, limit=200_000, join_from=1)
+    decoder = PrefixedDecoder(4, limit=200_000)
     assert decoder.feed(b"\x00\x03\x0d\x40" + b"x" * 10) == []  # 200,000: within the bound
     assert decoder.buffered == 14
     with pytest.raises(FramingError, match="200001 bytes"):
-        PrefixedDecoder(4, limit=200_000, join_from=1).feed(b"\x00\x03\x0d\x41")
+        PrefixedDecoder(4, limit=200_000).feed(b"\x00\x03\x0d\x41")
 
 
 def test_a_framing_fault_carries_the_packets_whole_before_it() -> None:
     with pytest.raises(FramingError) as info:
         PrefixedDecoder(4, limit=100).feed(b"\x00\x00\x00\x02hi\x00\x00\x00\x00" + b"\x00\x00\x00\x65")
     assert list(info.value.packets) == [b"hi", b""]
-    big = PrefixedDecoder(4, limit=1000, join_from=10)
+    big = PrefixedDecoder(4, limit=1000)
     assert big.feed(b"\x00\x00\x00\x14" + b"a" * 5) == []  # a packet in pieces, then its end and a lie
     with pytest.raises(FramingError) as info:
         big.feed(b"a" * 15 + b"\xff\xff\xff\xff")
@@ -429,16 +427,15 @@ packets = st.lists(st.binary(max_size=300), max_size=20)
     header=st.sampled_from([1, 2, 4]),
     items=packets,
     cuts=st.lists(st.integers(min_value=0), max_size=30),
-    join_from=st.sampled_from([0, 50, JOIN_FROM]),  # which packets are joined from pieces
 )
 def test_any_split_of_encoded_packets_decodes_to_the_same_packets(
-    header: int, items: list[bytes], cuts: list[int], join_from: int
+    header: int, items: list[bytes], cuts: list[int]
 ) -> None:
     mode = Mode(header, True)
     items = [item[: 256**header - 1] for item in items]
     wire = b"".join(mode.encode(item) for item in items)
     points = sorted({cut % (len(wire) + 1) for cut in cuts} | {0, len(wire)})
-    decoder = PrefixedDecoder(header, join_from=join_from)
+    decoder = PrefixedDecoder(header)
     out: list[bytes] = []
     for start, end in itertools.pairwise(points):
         out += decoder.feed(wire[start:end])
