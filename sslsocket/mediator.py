@@ -106,9 +106,17 @@ HIGH_WATER = 512 * 1024
 LINGER = 1.0
 
 _ids = itertools.count(1)
-#: The socket whose owner is being called in this thread (``source``): what that callback delivers to other sockets
-#: never waits for room (``Socket._put``).
-calling = threading.local()
+
+
+class _Calling(threading.local):
+    """The socket whose owner is being called in this thread (``source``): what that callback delivers to other
+    sockets never waits for room (``Socket._put``). None in the class: a thread that calls no owner reads None, not
+    an ``AttributeError`` caught (0.06 against 0.39 µs, the path of every ``deliver``)."""
+
+    source: Any = None  # a Socket (an inbox's Source)
+
+
+calling = _Calling()
 
 
 class Mediator:
@@ -200,7 +208,7 @@ class Mediator:
             if owner is None or not owner.calls_back:  # a mailbox: all at once
                 self._post(owner, msgs)
                 return
-            outer, calling.source = getattr(calling, "source", None), self
+            outer, calling.source = calling.source, self
             try:
                 for index, msg in enumerate(msgs):
                     if self._handing:

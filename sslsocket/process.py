@@ -52,12 +52,23 @@ __all__ = [
 ]
 
 log = logging.getLogger("sslsocket")
-_local = threading.local()
+
+
+class _Local(threading.local):
+    """The calling thread's process, once it has one, and the marker that tells of the thread's end (``_mark``).
+    Defaults in the class: a thread without them reads None, not an ``AttributeError`` caught (0.06 against 0.39 µs,
+    the path of every ``receive``)."""
+
+    pid: Pid | None = None
+    marker: _Marker | None = None
+
+
+_local = _Local()
 
 
 def self() -> Pid:
     """The calling thread's process, made on first use (or by ``of_thread``, before)."""
-    pid: Pid | None = getattr(_local, "pid", None)
+    pid: Pid | None = _local.pid
     if pid is None:
         thread = threading.current_thread()
         with _threads_lock:
@@ -123,7 +134,7 @@ def _mark(pid: Pid) -> None:
 def _excepthook(args: Any) -> None:
     """``threading.excepthook``, for a thread that is a process but was not started as one: the exception that ends
     it is its process's reason, for its monitors and links; then the hook that was there reports it, as before."""
-    pid = getattr(_local, "pid", None)
+    pid = _local.pid
     if pid is not None and args.thread is threading.current_thread():
         pid.crash = args.exc_value
     _previous_excepthook(args)
@@ -148,23 +159,23 @@ def forked() -> None:
     processes have ended, with locks of their own (a ``send`` to one must not wait on a lock held for ever)."""
     global _threads_lock
     _threads_lock = threading.Lock()  # a thread of the parent's may have held it at the fork
-    pid: Pid | None = getattr(_local, "pid", None) or _threads.get(threading.current_thread())
+    pid: Pid | None = _local.pid or _threads.get(threading.current_thread())
     mailbox.forked(pid)
     if pid is not None:
         pid.ident = threading.get_ident()
-    if pid is not None and getattr(_local, "marker", None) is not None:
+    if pid is not None and _local.marker is not None:
         _mark(pid)  # the forking thread goes on in the child: its end is the child's to act on
 
 
 def end_thread_process() -> None:
     """End the calling thread's process, if it made one, as the thread's own end would: for a library thread that
     goes on to other work (a mediator thread that will serve the next connection)."""
-    if getattr(_local, "marker", None) is not None:
+    if _local.marker is not None:
         pid = _local.pid
         with _threads_lock:
             _threads.pop(threading.current_thread(), None)  # the thread's next process is a new one
         del _local.pid, _local.marker  # the marker's finalizer ends the process
-        assert not pid.alive
+        assert pid is not None and not pid.alive
 
 
 def spawn(func: Callable[..., object], *args: object) -> Pid:
@@ -213,7 +224,7 @@ def _run_as(pid: Pid, func: Callable[..., object], *args: object) -> None:
 def receive(match: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:
     """``receive ... after``: the oldest message in the calling process's mailbox for which ``match(msg)`` is
     true (any message when ``match`` is None). Raises ``Timeout`` (a ``TimeoutError``) after ``timeout`` seconds."""
-    pid: Pid | None = getattr(_local, "pid", None)
+    pid: Pid | None = _local.pid
     return (pid or self()).receive(match, timeout)
 
 

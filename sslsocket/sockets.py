@@ -271,7 +271,7 @@ class Socket(Mediator):
         the mediator."""
         if type(item) is Deliver and self._answered and not self._inbox.queue and self.write_now(item):
             return False  # (hints, read again under the turn: a flood behind a busy mediator skips the call)
-        source = getattr(calling, "source", None)
+        source = calling.source
         if source is not None:
             outcome = self._inbox.force(item, source)
         elif (outcome := self._inbox.offer(item, None)) == FULL:
@@ -342,7 +342,7 @@ class Socket(Mediator):
         for a callback of this socket under way, except from inside another socket's callback: then, if one is
         under way, the switch is left to this socket's mediator, which makes it as soon as that callback returns
         and before any other message (two callbacks handing each other's socket on would wait for ever)."""
-        source = getattr(calling, "source", None)
+        source = calling.source
         if source is None or source is self:
             self._owner_lock.acquire()
         elif not self._owner_lock.acquire(blocking=False):
