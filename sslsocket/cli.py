@@ -269,6 +269,9 @@ MAX_BUFFERED = 256
 IDLE_TIMEOUT = 300.0
 
 
+#: serve's listen backlog: a burst of clients at once waits in the kernel while the listener takes them in, not
+#: dropped (a dropped SYN is tried again after 1, 3, 7... seconds; the system may cap it, at 4,096 on Linux).
+BACKLOG = 4096
 #: serve's ``--drain`` by default: how long, after SIGTERM, open connections have to finish.
 DRAIN = 10.0
 #: After the drain, how long serve waits, at most, for the connections' processes to log how each ended.
@@ -285,7 +288,13 @@ def run_serve(args: argparse.Namespace) -> int:
     family = "AF_INET6" if ":" in args.host else "AF_INET"
     budget = args.max_buffered * 1024 * 1024
     handle = listen(
-        "STREAM", family, (args.host, args.port), args.mode, max_packet=args.max_packet, max_buffered=budget
+        "STREAM",
+        family,
+        (args.host, args.port),
+        args.mode,
+        backlog=BACKLOG,
+        max_packet=args.max_packet,
+        max_buffered=budget,
     )
     log(f"listening on {args.host}:{handle.port}, mode {args.mode}, {'chat' if args.chat else 'echo'}")
     room = process.spawn(chat_room) if args.chat else None
