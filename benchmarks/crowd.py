@@ -48,8 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sslsocket.certs import make_cert
 
 LOCAL = "127.0.0.1"
-#: A burst's clients come from this many processes, each with its share of them in threads.
+#: A burst's clients come from this many processes, each with its share of them in threads; all are ready within
+#: this many seconds, or the burst fails.
 BURST_PROCESSES = 8
+BURST_READY = 120.0
 
 #: The baseline: what one would write without sslsocket, a thread per connection on Python's ``ssl``.
 BASELINE = r"""
@@ -179,13 +181,13 @@ def burst(kind: str, cert: str, clients: int, processes: int = BURST_PROCESSES) 
     outcomes = spawn.Queue()
     with server(kind, cert) as (_, port):
         parts = [
-            spawn.Process(target=_burst_part, args=(port, range(n, clients, processes), barrier, outcomes))
+            spawn.Process(target=_burst_part, args=(port, range(n, clients, processes), barrier, outcomes), daemon=True)
             for n in range(processes)
         ]
         for part in parts:
             part.start()
-        barrier.wait()  # every client thread of every process is ready
-        results = [result for _ in parts for result in outcomes.get()]
+        barrier.wait(BURST_READY)  # every client thread of every process is ready (a part that failed breaks it)
+        results = [result for _ in parts for result in outcomes.get(timeout=BURST_READY + 120)]
         for part in parts:
             part.join()
     times = sorted(r for r in results if isinstance(r, float))
@@ -209,7 +211,7 @@ def _burst_part(port: int, numbers: range, barrier: Any, outcomes: Any) -> None:
         echo_once(port, f"client {n}".encode(), context=context)
         return time.monotonic() - began
 
-    results = in_threads(len(numbers), lambda i: one(numbers[i]), barrier.wait)
+    results = in_threads(len(numbers), lambda i: one(numbers[i]), lambda: barrier.wait(BURST_READY))
     outcomes.put([r if isinstance(r, float) else type(r).__name__ for r in results])  # (an exception's name)
 
 

@@ -270,7 +270,8 @@ IDLE_TIMEOUT = 300.0
 
 
 #: serve's listen backlog: a burst of clients at once waits in the kernel while the listener takes them in, not
-#: dropped (a dropped SYN is tried again after 1, 3, 7... seconds; the system may cap it, at 4,096 on Linux).
+#: dropped (a dropped SYN is tried again after 1, 3, 7... seconds). The system caps it: on Linux at
+#: ``net.core.somaxconn``, 4,096 since Linux 5.4 and 128 before.
 BACKLOG = 4096
 #: serve's ``--drain`` by default: how long, after SIGTERM, open connections have to finish.
 DRAIN = 10.0

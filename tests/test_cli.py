@@ -65,10 +65,10 @@ def serving(*args: str) -> Iterator[tuple[Log, int]]:
         try:
             try:
                 proc.wait(10)
-            except subprocess.TimeoutExpired:  # the log says which connection it waited for
+            except subprocess.TimeoutExpired as late:  # the log says which connection it waited for
                 proc.kill()
                 proc.wait()
-                raise AssertionError(("serve did not end 10 s after SIGTERM", [*log, *(proc.stdout or [])])) from None
+                raise AssertionError(("serve did not end 10 s after SIGTERM", [*log, *(proc.stdout or [])])) from late
             log += proc.stdout.readlines() if proc.stdout else []
         finally:
             for pipe in (proc.stdout, proc.stderr):
