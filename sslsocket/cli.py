@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable
 from contextlib import suppress
 from time import monotonic
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__, process
 from .cli_certs import Failure, run_csr, run_makecert, run_rehash, run_unprotect
@@ -34,9 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse(parser, sys.argv[1:] if argv is None else argv)
     warnings.formatwarning = lambda message, *_, **__: f"sslsocket {args.command}: warning: {message}\n"
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _interrupt)
-        signal.signal(signal.SIGTERM, _interrupt)
+    _on_signals(_interrupt)
     try:
         result: int = args.run(args)
         return result
@@ -52,12 +50,19 @@ def main(argv: list[str] | None = None) -> int:
         stop()
 
 
+def _on_signals(handler: Callable[[int, Any], object] | signal.Handlers) -> None:
+    """SIGINT (Ctrl-C) and SIGTERM go to ``handler``: in the main thread only, where Python runs signal handlers
+    (another thread runs a command as it stands)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+
 def _interrupt(signum: int, frame: object) -> NoReturn:
     """SIGINT (Ctrl-C) and SIGTERM: a KeyboardInterrupt that names the signal, once. Every later signal is ignored,
     so that the stop that follows is never cut short by a second one (a terminal's Ctrl-C often reaches the
-    process twice), which would print a traceback from inside it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    process twice), which would print a traceback from inside it. (serve's loop takes them as exit signals.)"""
+    _on_signals(signal.SIG_IGN)
     raise KeyboardInterrupt(signum)
 
 
@@ -136,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=seconds_argument,
         default=DRAIN,
         help="on SIGTERM, stop accepting and give open connections this many seconds to finish before they are"
-        f" closed (0, or a second SIGTERM: close them at once); default {DRAIN:g}",
+        f" closed (0, or a second SIGTERM or Ctrl-C: close them at once); default {DRAIN:g}",
     )
     serve.add_argument(
         "--idle-timeout",
@@ -300,12 +305,16 @@ def run_serve(args: argparse.Namespace) -> int:
     log(f"listening on {args.host}:{handle.port}, mode {args.mode}, {'chat' if args.chat else 'echo'}")
     room = process.spawn(chat_room) if args.chat else None
     live: dict[Pid, Socket] = {}
+    # A signal is an exit signal to this process, raised as Exit at its next wait: a KeyboardInterrupt could land
+    # anywhere, between a connection's "ok" and its entry in ``live``, or inside a lock of the library's.
+    me = process.self()
+    _on_signals(lambda signum, frame: process.exit(me, signal.Signals(signum).name))
     try:
         loop(handle, args.flags, room, args.max_connections, live)
-    except KeyboardInterrupt as exc:
-        if exc.args == (signal.SIGTERM,):
-            drained(args.drain, live)
-        raise
+    except Exit as exc:
+        if exc.reason != "SIGTERM":
+            raise KeyboardInterrupt(signal.SIGINT) from None  # Ctrl-C: stop at once, as main says
+        drained(args.drain, live)
     finally:
         close(handle)
     return 0
@@ -313,23 +322,23 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def drained(seconds: float, live: dict[Pid, Socket]) -> None:
     """SIGTERM: no new connections, and the open ones have ``seconds`` to end by themselves (``sslsocket.drain``);
-    then their processes, ``live``, have a moment to write their last line. A second SIGTERM cuts them at once, as
-    an operator who sends it asks (the stop after it is never cut short)."""
+    then their processes, ``live``, have a moment to write their last line. A second SIGTERM, or Ctrl-C, cuts them
+    at once, as an operator who sends it asks (the stop after it is never cut short)."""
     me = process.self()
 
     def again(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        process.exit(me, "SIGTERM again")
+        _on_signals(signal.SIG_IGN)
+        process.exit(me, "SIGTERM again" if signum == signal.SIGTERM else signal.Signals(signum).name)
 
-    signal.signal(signal.SIGTERM, again)
+    _on_signals(again)
     started = monotonic()
     try:
         finished, cut = drain(seconds)
-    except Exit:
-        log(f"SIGTERM again after {monotonic() - started:.1f} s: the connections still open are cut now")
+    except Exit as exc:
+        log(f"{exc.reason} after {monotonic() - started:.1f} s: the connections still open are cut now")
         return
-    finally:  # a SIGTERM after the drain is ignored, as _interrupt has it (at exit Python would restore the default)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    finally:  # a signal after the drain is ignored, as _interrupt has it (at exit Python would restore the default)
+        _on_signals(signal.SIG_IGN)
     took = monotonic() - started
     deadline = monotonic() + LAST_WORDS
     with suppress(Exit):  # (a second SIGTERM as the drain ended: no waiting either)
@@ -382,10 +391,10 @@ def loop(
             continue
         match process.receive(process.sent_by(pid)):
             case (_, ("ok", sock)):
+                live[pid] = sock  # before the next wait, where an exit signal may come
                 _ended(live, timeout=0)  # those that ended while the acceptor waited left room
-                if len(live) >= max_connections and _longest_idle(live) >= MAKE_WAY_IDLE:
+                if len(live) > max_connections and _longest_idle(live) >= MAKE_WAY_IDLE:
                     _make_way(live)  # (one that spoke again meanwhile is busy: the new one makes it one over)
-                live[pid] = sock
             case (_, ("failed", Closed())):
                 return  # the listen socket was closed (or stop()): no more connections
             case (_, ("failed", error)):

@@ -40,41 +40,65 @@ def run(*args: str, stdin: str | bytes = b"", timeout: float = 60) -> subprocess
 
 
 class Log(list[str]):
-    """What serve printed (complete once its block ends), and the serve process (``proc``)."""
+    """What serve printed (complete once its block ends), on its standard error too (``errors``), and the serve
+    process (``proc``)."""
 
     proc: subprocess.Popen[str]
+    errors: list[str]
 
 
 @contextmanager
-def serving(*args: str) -> Iterator[tuple[Log, int]]:
+def serving(*args: str, status: int = 0) -> Iterator[tuple[Log, int]]:
     """``sslsocket serve 0 --host 127.0.0.1 ...``; yields its log (complete once the block ends) and its port;
-    SIGTERM ends it cleanly."""
-    proc = subprocess.Popen(
-        [*COMMAND, "serve", "0", "--host", LOCAL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    log = Log()
-    log.proc = proc
+    SIGTERM ends it, with exit ``status``. Its output is read as it comes (a full pipe would stop serve). If the
+    block fails, or serve outlives SIGTERM, what serve was doing goes to the report: its log, its errors and every
+    thread's stack (Python's faulthandler, on SIGABRT)."""
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    command = [*COMMAND, "serve", "0", "--host", LOCAL, *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    log, errors = Log(), []
+    log.proc, log.errors = proc, errors
+    readers = [
+        threading.Thread(target=lines.extend, args=(pipe,), daemon=True)
+        for lines, pipe in ((log, proc.stdout), (errors, proc.stderr))
+    ]
     try:
-        assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert "listening on" in line, (line, proc.stderr.read() if proc.stderr else "")
+        assert "listening on" in line, (line, proc.stderr.read())
         log.append(line)
-        yield log, int(line.split(f"{LOCAL}:")[1].split(",")[0])
-    finally:
+        for reader in readers:
+            reader.start()
+        try:
+            yield log, int(line.split(f"{LOCAL}:")[1].split(",")[0])
+        except BaseException:
+            _tell_what_serve_did(log, errors, readers)
+            raise
         proc.send_signal(signal.SIGTERM)
         try:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired as late:  # the log says which connection it waited for
-                proc.kill()
-                proc.wait()
-                raise AssertionError(("serve did not end 10 s after SIGTERM", [*log, *(proc.stdout or [])])) from late
-            log += proc.stdout.readlines() if proc.stdout else []
-        finally:
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe:
-                    pipe.close()
-    assert proc.returncode == 0
+            proc.wait(10)
+        except subprocess.TimeoutExpired as late:
+            _tell_what_serve_did(log, errors, readers)
+            raise AssertionError("serve did not end 10 s after SIGTERM: its log and stacks are in the report") from late
+        for reader in readers:
+            reader.join()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            pipe.close()
+    assert proc.returncode == status, errors
+
+
+def _tell_what_serve_did(log: Log, errors: list[str], readers: list[threading.Thread]) -> None:
+    """Serve's log, its errors and every thread's stack, to the test's stderr (which pytest reports)."""
+    if log.proc.poll() is None:
+        log.proc.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack, then serve ends
+        log.proc.wait(10)
+    for reader in readers:
+        reader.join(10)
+    print(f"serve's log:\n{''.join(log)}serve's stderr:\n{''.join(errors)}", file=sys.stderr)
 
 
 # ---- help and usage ------------------------------------------------------------------------------------------
@@ -437,19 +461,34 @@ def test_serve_drains_on_sigterm(certs: Any) -> None:
     assert "connections that ended by themselves: 1, cut: 1" in line, log
 
 
-def test_a_second_sigterm_cuts_the_drain_short(certs: Any) -> None:
-    """An operator's second SIGTERM: the connections still open are cut at once, not at --drain's deadline, with a
-    line that says so, and serve exits 0."""
+@pytest.mark.parametrize(("second", "said"), [(signal.SIGTERM, "SIGTERM again after"), (signal.SIGINT, "SIGINT after")])
+def test_a_second_sigterm_or_ctrl_c_cuts_the_drain_short(certs: Any, second: int, said: str) -> None:
+    """An operator's second SIGTERM, or Ctrl-C: the connections still open are cut at once, not at --drain's
+    deadline, with a line that says so, and serve exits 0 (it was asked to stop)."""
     with serving("--flags", f"-cert {certs.server}", "--drain", "600") as (log, port):
         lingering = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), ("packet", 2), "")
         lingering.deliver("hello")
         assert expect(lingering, 20) == ("fromsocket", "hello")
         log.proc.send_signal(signal.SIGTERM)
         wait_for(lambda: _refused(port), 20)
-        log.proc.send_signal(signal.SIGTERM)
+        log.proc.send_signal(second)
         assert expect(lingering, 20)[0] == "socket_closed"  # within seconds: the drain had ten minutes
         assert log.proc.wait(20) == 0
-    assert [line for line in log if "SIGTERM again" in line], log
+    assert [line for line in log if said in line], log
+
+
+def test_ctrl_c_stops_serve_at_once_with_one_line_and_exit_130(certs: Any) -> None:
+    """Ctrl-C: no drain; the connections are closed, serve says it was interrupted, once, even when Ctrl-C comes
+    twice, and exits 130."""
+    with serving("--flags", f"-cert {certs.server}", "--drain", "600", status=130) as (log, port):
+        sock = sslsocket.client("STREAM", "AF_INET", (LOCAL, port), ("packet", 2), "")
+        sock.deliver("hello")
+        assert expect(sock, 20) == ("fromsocket", "hello")
+        log.proc.send_signal(signal.SIGINT)
+        log.proc.send_signal(signal.SIGINT)
+        assert expect(sock, 20)[0] == "socket_closed"
+        assert log.proc.wait(20) == 130
+    assert "".join(log.errors) == "sslsocket serve: interrupted\n", log.errors
 
 
 def _refused(port: int) -> bool:
