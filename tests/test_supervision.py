@@ -436,6 +436,7 @@ def test_drain_waits_for_a_client_whose_thread_has_not_started_yet(certs: Any, m
     """Found by a newcomer running docs/operations.rst: a client's socket is open from the end of its handshake,
     and its mediator's thread starts a moment later; a drain in that moment cut it, though its owner was about
     to close it. (Its peer is Python's ssl, so that the drain has this one socket to wait for.)"""
+    from sslsocket import registry as registry_module
     from sslsocket.lifecycle import State
     from sslsocket.registry import registry
 
@@ -452,18 +453,18 @@ def test_drain_waits_for_a_client_whose_thread_has_not_started_yet(certs: Any, m
     peer_thread = threading.Thread(target=peer)
     peer_thread.start()
     began = threading.Event()
-    start, wait_closed = sslsocket.Socket.start, sslsocket.Socket.wait_closed
+    start, wait_for_ends = sslsocket.Socket.start, registry_module._wait_for_ends
 
     def late_start(sock: sslsocket.Socket) -> None:
-        began.wait(10)  # the client's thread starts only once the drain waits for it
+        began.wait(20)  # the client's thread starts only once the drain has chosen what to wait for
         start(sock)
 
-    def waited_for(sock: sslsocket.Socket, timeout: float | None = None) -> bool:
+    def drain_waits(*args: Any) -> None:
         began.set()
-        return wait_closed(sock, timeout)
+        wait_for_ends(*args)
 
     monkeypatch.setattr(sslsocket.Socket, "start", late_start)
-    monkeypatch.setattr(sslsocket.Socket, "wait_closed", waited_for)
+    monkeypatch.setattr(registry_module, "_wait_for_ends", drain_waits)
     port = server.getsockname()[1]
     sslsocket.spawn(lambda: sslsocket.client("STREAM", "AF_INET", ("127.0.0.1", port), ("packet", 2), "").close())
     wait_for(lambda: any(s.state is State.OPEN and s.thread is None for s in registry.snapshot()[1]))
