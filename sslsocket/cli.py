@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import faulthandler
 import logging
 import signal
 import sys
-import threading
 import warnings
 from collections.abc import Callable
 from contextlib import suppress
 from time import monotonic
-from typing import Any, NoReturn
 
 from . import __version__, process
 from .cli_certs import Failure, run_csr, run_makecert, run_rehash, run_unprotect
 from .cli_connect import connect
+from .cli_signals import interrupt, on_signals, signals_as_exits
 from .context import load_context
 from .errors import Closed, Exit, FlagError, SSLSocketError
 from .flags import parse_flags
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse(parser, sys.argv[1:] if argv is None else argv)
     warnings.formatwarning = lambda message, *_, **__: f"sslsocket {args.command}: warning: {message}\n"
-    _on_signals(_interrupt)
+    on_signals(interrupt)
     try:
         result: int = args.run(args)
         return result
@@ -48,22 +48,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130  # 128 + SIGINT, as a shell reports a program that Ctrl-C ended
     finally:
         stop()
-
-
-def _on_signals(handler: Callable[[int, Any], object] | signal.Handlers) -> None:
-    """SIGINT (Ctrl-C) and SIGTERM go to ``handler``: in the main thread only, where Python runs signal handlers
-    (another thread runs a command as it stands)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
-
-
-def _interrupt(signum: int, frame: object) -> NoReturn:
-    """SIGINT (Ctrl-C) and SIGTERM: a KeyboardInterrupt that names the signal, once. Every later signal is ignored,
-    so that the stop that follows is never cut short by a second one (a terminal's Ctrl-C often reaches the
-    process twice), which would print a traceback from inside it. (serve's loop takes them as exit signals.)"""
-    _on_signals(signal.SIG_IGN)
-    raise KeyboardInterrupt(signum)
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
@@ -305,16 +289,16 @@ def run_serve(args: argparse.Namespace) -> int:
     log(f"listening on {args.host}:{handle.port}, mode {args.mode}, {'chat' if args.chat else 'echo'}")
     room = process.spawn(chat_room) if args.chat else None
     live: dict[Pid, Socket] = {}
-    # A signal is an exit signal to this process, raised as Exit at its next wait: a KeyboardInterrupt could land
-    # anywhere, between a connection's "ok" and its entry in ``live``, or inside a lock of the library's.
-    me = process.self()
-    _on_signals(lambda signum, frame: process.exit(me, signal.Signals(signum).name))
+    if hasattr(signal, "SIGUSR1"):  # an operator's look inside, as a JVM's thread dump on SIGQUIT
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
-        loop(handle, args.flags, room, args.max_connections, live)
-    except Exit as exc:
-        if exc.reason != "SIGTERM":
-            raise KeyboardInterrupt(signal.SIGINT) from None  # Ctrl-C: stop at once, as main says
-        drained(args.drain, live)
+        with signals_as_exits(process.self()):
+            try:
+                loop(handle, args.flags, room, args.max_connections, live)
+            except Exit as exc:
+                if exc.reason != "SIGTERM":
+                    raise KeyboardInterrupt(signal.SIGINT) from None  # Ctrl-C: stop at once, as main says
+                drained(args.drain, live)
     finally:
         close(handle)
     return 0
@@ -322,23 +306,14 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def drained(seconds: float, live: dict[Pid, Socket]) -> None:
     """SIGTERM: no new connections, and the open ones have ``seconds`` to end by themselves (``sslsocket.drain``);
-    then their processes, ``live``, have a moment to write their last line. A second SIGTERM, or Ctrl-C, cuts them
-    at once, as an operator who sends it asks (the stop after it is never cut short)."""
-    me = process.self()
-
-    def again(signum: int, frame: object) -> None:
-        _on_signals(signal.SIG_IGN)
-        process.exit(me, "SIGTERM again" if signum == signal.SIGTERM else signal.Signals(signum).name)
-
-    _on_signals(again)
+    then their processes, ``live``, have a moment to write their last line. An exit signal (a second SIGTERM, or
+    Ctrl-C: ``signals_as_exits``) cuts them at once, as an operator who sends it asks."""
     started = monotonic()
     try:
         finished, cut = drain(seconds)
     except Exit as exc:
         log(f"{exc.reason} after {monotonic() - started:.1f} s: the connections still open are cut now")
         return
-    finally:  # a signal after the drain is ignored, as _interrupt has it (at exit Python would restore the default)
-        _on_signals(signal.SIG_IGN)
     took = monotonic() - started
     deadline = monotonic() + LAST_WORDS
     with suppress(Exit):  # (a second SIGTERM as the drain ended: no waiting either)

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, load_pem_priv
 from interop import digest, need, otp_client, otp_echo_server
 
 import sslsocket
-from sslsocket import cli
+from sslsocket import cli, cli_signals
 
 from helpers import LOCAL, expect, wait_for
 
@@ -51,11 +51,11 @@ class Log(list[str]):
 def serving(*args: str, status: int = 0) -> Iterator[tuple[Log, int]]:
     """``sslsocket serve 0 --host 127.0.0.1 ...``; yields its log (complete once the block ends) and its port;
     SIGTERM ends it, with exit ``status``. Its output is read as it comes (a full pipe would stop serve). If the
-    block fails, or serve outlives SIGTERM, what serve was doing goes to the report: its log, its errors and every
-    thread's stack (Python's faulthandler, on SIGABRT)."""
-    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
-    command = [*COMMAND, "serve", "0", "--host", LOCAL, *args]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    block fails, or serve outlives SIGTERM, the report has what serve was doing: its log, its errors and every
+    thread's stack (serve writes them on SIGUSR1)."""
+    proc = subprocess.Popen(
+        [*COMMAND, "serve", "0", "--host", LOCAL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None and proc.stderr is not None
     log, errors = Log(), []
     log.proc, log.errors = proc, errors
@@ -63,6 +63,7 @@ def serving(*args: str, status: int = 0) -> Iterator[tuple[Log, int]]:
         threading.Thread(target=lines.extend, args=(pipe,), daemon=True)
         for lines, pipe in ((log, proc.stdout), (errors, proc.stderr))
     ]
+    failed = late = False
     try:
         line = proc.stdout.readline()
         assert "listening on" in line, (line, proc.stderr.read())
@@ -72,33 +73,36 @@ def serving(*args: str, status: int = 0) -> Iterator[tuple[Log, int]]:
         try:
             yield log, int(line.split(f"{LOCAL}:")[1].split(",")[0])
         except BaseException:
-            _tell_what_serve_did(log, errors, readers)
+            failed = True
+            _stacks(proc, errors)
             raise
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired as late:
-            _tell_what_serve_did(log, errors, readers)
-            raise AssertionError("serve did not end 10 s after SIGTERM: its log and stacks are in the report") from late
-        for reader in readers:
-            reader.join()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                late = True
+                _stacks(proc, errors)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        proc.kill()
         proc.wait()
+        for reader in readers:
+            if reader.ident is not None:
+                reader.join(10)
         for pipe in (proc.stdout, proc.stderr):
             pipe.close()
+        if failed or late:
+            print(f"serve's log:\n{''.join(log)}serve's stderr:\n{''.join(errors)}", file=sys.stderr)
+    assert not late, "serve did not end 10 s after SIGTERM: its log and its threads' stacks are in the report"
     assert proc.returncode == status, errors
 
 
-def _tell_what_serve_did(log: Log, errors: list[str], readers: list[threading.Thread]) -> None:
-    """Serve's log, its errors and every thread's stack, to the test's stderr (which pytest reports)."""
-    if log.proc.poll() is None:
-        log.proc.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack, then serve ends
-        log.proc.wait(10)
-    for reader in readers:
-        reader.join(10)
-    print(f"serve's log:\n{''.join(log)}serve's stderr:\n{''.join(errors)}", file=sys.stderr)
+def _stacks(proc: subprocess.Popen[str], errors: list[str]) -> None:
+    """Have serve write every thread's stack (SIGUSR1), and wait until it has begun to."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGUSR1)
+        with suppress(AssertionError):
+            wait_for(lambda: any("most recent call first" in line for line in errors), 10)
 
 
 # ---- help and usage ------------------------------------------------------------------------------------------
@@ -838,15 +842,39 @@ def test_serve_s_log_lines_stay_whole_when_threads_log_at_once(capsys: pytest.Ca
     assert len(lines) == 8 * 300 and all(re.fullmatch(r"\d\d:\d\d:\d\d line \d", line) for line in lines), lines[:5]
 
 
-def test_after_serve_s_drain_a_late_sigterm_is_ignored_not_fatal() -> None:
-    """Found by CI under load: the second-SIGTERM handler stayed after a drain that ended by itself, and at exit
-    Python puts back the default for a signal with a handler of Python's: a SIGTERM then killed serve (-15)."""
-    before = signal.getsignal(signal.SIGTERM)
+def test_a_signal_to_serve_ends_its_wait_even_between_the_wait_s_look_and_the_wait() -> None:
+    """Found by a reviewer: serve's handler sent the exit signal from the main thread, between two of its bytecodes;
+    one that came after its wait had looked at its condition, and before the wait itself, woke no one, and serve
+    slept through SIGTERM until a client came. After serve's loop a signal is ignored, not fatal: at exit Python
+    puts back the default action (found by CI: a late SIGTERM killed serve, -15)."""
+    me, watchdog, sent = sslsocket.self(), [], []
+
+    def look() -> bool:  # the wait's look at its condition: SIGTERM comes now, before it waits
+        if not sent:
+            sent.append(os.kill(os.getpid(), signal.SIGTERM))
+        return False
+
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    timer = threading.Timer(20, lambda: (watchdog.append("fired"), me.wake()))  # only if the exit woke no one
     try:
-        cli.drained(0, {})
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        with cli_signals.signals_as_exits(me):
+            timer.start()
+            with pytest.raises(sslsocket.Exit) as caught:
+                me.wait_until(look, None, "a test")
+        assert (caught.value.reason, watchdog) == ("SIGTERM", [])
+        assert signal.getsignal(signal.SIGTERM) is signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
-        signal.signal(signal.SIGTERM, before)
+        timer.cancel()
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def test_serve_writes_every_thread_s_stack_on_sigusr1_and_goes_on(certs: Any) -> None:
+    """An operator's look inside a server that seems stuck, as a JVM's thread dump on SIGQUIT."""
+    with serving("--flags", f"-cert {certs.server}") as (log, port):
+        log.proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: any("in loop" in line for line in log.errors), 20)  # the main thread, in serve's loop
+        assert _echo(port) == "echo?"
 
 
 def test_serve_listens_with_a_backlog_that_holds_a_burst(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
