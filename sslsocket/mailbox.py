@@ -1,8 +1,8 @@
 """A process's ``Pid``: its mailbox, its one wait, its pending exit signal, the sockets it controls, and what it
 watches (its monitors and links); ``process`` makes threads into processes.
 
-All waiting of a process (``receive``, ``accept``, a ``deliver`` waiting for room) goes through ``Pid.wait_until`` on
-the process's one condition variable, so ``exit(pid, reason)`` can interrupt whichever wait the process is in.
+All waiting of a process (``receive``, ``accept``, a ``deliver`` waiting for room) goes through ``Pid.wait_until``,
+under the process's one lock, so ``exit(pid, reason)`` can interrupt whichever wait the process is in.
 """
 
 from __future__ import annotations
@@ -117,39 +117,56 @@ class Pid:
     def wait_until(self, ready: Callable[[], bool], deadline: float | None, what: str = "wait") -> None:
         """The one wait of a process: block until ``ready()`` (evaluated under the process's lock), raising ``Exit``
         on an exit signal and ``Timeout`` once ``time.monotonic()`` passes ``deadline``. Whatever makes ``ready()``
-        true calls ``wake`` after (a message, an outcome for ``accept``, room in an inbox)."""
+        true calls ``wake`` after (a message, an outcome for ``accept``, room in an inbox).
+
+        The wait enlists (``_sleepers``) before its last look at ``ready()``: a wake that comes between that look
+        and the block releases it all the same, even one from this very thread (a signal's handler, which Python
+        runs between two bytecodes of the main thread, that sends to its own process); a condition variable, which
+        enlists only as it blocks, would lose it."""
         with self._lock:
+            sleeper = None
             try:
                 while True:
                     if self._exit is not None:
                         self._raise_exit()
                     if ready():
                         return
+                    if sleeper is None:  # enlisted, then one more look
+                        sleeper = threading.Lock()
+                        sleeper.acquire()
+                        self._sleepers.append(sleeper)
+                        continue
                     self.waiting = what
                     remaining = None if deadline is None else deadline - monotonic()
                     if remaining is not None and remaining <= 0:
                         raise Timeout(f"{what} timed out", "timeout")
-                    self._waits += 1
+                    saved = self._lock._release_save()  # type: ignore[attr-defined]  # (as Condition.wait does)
                     try:
-                        self._changed.wait(None if remaining is None else min(remaining, threading.TIMEOUT_MAX))
+                        woken = sleeper.acquire(
+                            True, -1 if remaining is None else min(remaining, threading.TIMEOUT_MAX)
+                        )
                     finally:
-                        self._waits -= 1
+                        self._lock._acquire_restore(saved)  # type: ignore[attr-defined]
+                    if woken:  # (and taken off the list by the wake)
+                        sleeper = None
             finally:
+                if sleeper is not None and sleeper in self._sleepers:
+                    self._sleepers.remove(sleeper)
                 self.waiting = None
 
     def _new_locks(self) -> None:
-        """``_lock`` guards the mailbox and the process's state; ``_changed`` is its condition, waited on only by
-        the process's own thread (more than once when a signal's handler waits during a wait), and notified only
-        while someone waits (``_waits``)."""
+        """``_lock`` guards the mailbox and the process's state; ``_sleepers`` are the waits enlisted, each a lock
+        held until a wake releases it (more than one when a signal's handler waits during a wait)."""
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
-        self._waits = 0
+        self._sleepers: list[threading.Lock] = []
         self.watchers.renew()
 
     def _notify(self) -> None:
-        """Wake the process's thread if it waits (called under ``_lock``)."""
-        if self._waits:
-            self._changed.notify(self._waits)  # all of them, as notify_all would, one call of Python less
+        """Wake the process's thread if it waits (called under ``_lock``): every wait enlisted."""
+        if self._sleepers:
+            for sleeper in self._sleepers:
+                sleeper.release()
+            self._sleepers.clear()
 
     def receive(self, match: Callable[[Any], bool] | None, timeout: float | None) -> Any:
         """The oldest message for which ``match`` is true; the others stay, in order. Run by the owner only."""

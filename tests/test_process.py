@@ -197,6 +197,30 @@ def test_a_wait_interrupted_by_a_signal_leaves_the_process_usable() -> None:
 
 
 @needs_signals
+def test_a_signal_s_handler_that_sends_to_its_own_waiting_process_wakes_it() -> None:
+    """Found by a reviewer of serve's signals: a handler that sends to the main thread's own process, run after the
+    wait had looked at its mailbox and before it blocked, woke no one (a condition variable enlists only as it
+    blocks), and the message waited for the next one."""
+    me, watchdog = sslsocket.self(), []
+
+    def look(msg: Any) -> bool:  # the wait's look at its mailbox: the signal comes now, before it blocks
+        if msg == "look":
+            signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+        return bool(msg == "from the handler")
+
+    old = signal.signal(signal.SIGUSR1, lambda signum, frame: me.send("from the handler"))
+    timer = threading.Timer(20, lambda: (watchdog.append("fired"), me.send("watchdog")))  # only if it was lost
+    try:
+        me.send("look")
+        timer.start()
+        assert sslsocket.receive(look) == "from the handler"
+        assert watchdog == []
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, old)
+
+
+@needs_signals
 def test_a_wait_inside_a_wait_lets_the_outer_one_look_again() -> None:
     """A signal's handler that receives while the main thread waits in receive: both are woken by their messages,
     the outer one too, not left to its timeout."""
