@@ -3,7 +3,6 @@ loop, as exit signals to its main process (``signals_as_exits``)."""
 
 from __future__ import annotations
 
-import queue
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -34,24 +33,17 @@ def interrupt(signum: int, frame: object) -> NoReturn:
 def signals_as_exits(me: Pid) -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM are exit signals to ``me``, raised as ``Exit`` at its next wait, never
     between two steps of its bookkeeping as a KeyboardInterrupt would be; the reason names the signal (a SIGTERM
-    after the first: ``"SIGTERM again"``). A thread of their own sends them: a handler runs in the main thread
-    between two of its bytecodes, where ``me`` may stand between its wait's look at its condition and the wait
-    itself, and an exit sent from there would find no one to wake. After the block a signal is ignored: at exit
-    Python restores the default action, and a late SIGTERM would kill serve."""
-    signals: queue.SimpleQueue[int | None] = queue.SimpleQueue()  # (put is safe in a signal's handler)
+    after the first: ``"SIGTERM again"``). After the block a signal is ignored: at exit Python restores the default
+    action, and a late SIGTERM would kill serve."""
+    sigterms = 0
 
-    def relay() -> None:
-        terms = 0
-        while (signum := signals.get()) is not None:
-            terms += signum == signal.SIGTERM
-            process.exit(me, "SIGTERM again" if terms > 1 and signum == signal.SIGTERM else signal.Signals(signum).name)
+    def exit_signal(signum: int, frame: object) -> None:
+        nonlocal sigterms
+        sigterms += signum == signal.SIGTERM
+        process.exit(me, "SIGTERM again" if sigterms > 1 and signum == signal.SIGTERM else signal.Signals(signum).name)
 
-    thread = threading.Thread(target=relay, name="sslsocket-serve-signals", daemon=True)
-    thread.start()
-    on_signals(lambda signum, frame: signals.put(signum))
+    on_signals(exit_signal)
     try:
         yield
     finally:
         on_signals(signal.SIG_IGN)
-        signals.put(None)
-        thread.join()

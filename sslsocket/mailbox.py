@@ -150,8 +150,11 @@ class Pid:
                     if woken:  # (and taken off the list by the wake)
                         sleeper = None
             finally:
-                if sleeper is not None and sleeper in self._sleepers:
-                    self._sleepers.remove(sleeper)
+                if sleeper is not None:
+                    try:
+                        self._sleepers.remove(sleeper)
+                    except ValueError:
+                        pass  # a wake took it off
                 self.waiting = None
 
     def _new_locks(self) -> None:
@@ -162,11 +165,12 @@ class Pid:
         self.watchers.renew()
 
     def _notify(self) -> None:
-        """Wake the process's thread if it waits (called under ``_lock``): every wait enlisted."""
+        """Wake the process's thread if it waits (called under ``_lock``): every wait enlisted, each once, though a
+        signal's handler that wakes it too came in the middle."""
         if self._sleepers:
-            for sleeper in self._sleepers:
+            sleepers, self._sleepers = self._sleepers, []
+            for sleeper in sleepers:
                 sleeper.release()
-            self._sleepers.clear()
 
     def receive(self, match: Callable[[Any], bool] | None, timeout: float | None) -> Any:
         """The oldest message for which ``match`` is true; the others stay, in order. Run by the owner only."""

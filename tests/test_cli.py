@@ -843,10 +843,10 @@ def test_serve_s_log_lines_stay_whole_when_threads_log_at_once(capsys: pytest.Ca
 
 
 def test_a_signal_to_serve_ends_its_wait_even_between_the_wait_s_look_and_the_wait() -> None:
-    """Found by a reviewer: serve's handler sent the exit signal from the main thread, between two of its bytecodes;
-    one that came after its wait had looked at its condition, and before the wait itself, woke no one, and serve
-    slept through SIGTERM until a client came. After serve's loop a signal is ignored, not fatal: at exit Python
-    puts back the default action (found by CI: a late SIGTERM killed serve, -15)."""
+    """Found by a reviewer: serve's handler sends the exit signal from the main thread, between two of its bytecodes;
+    one that came after its wait had looked at its condition, and before the wait itself, woke no one (the wait now
+    enlists first), and serve slept through SIGTERM until a client came. After serve's loop a signal is ignored,
+    not fatal: at exit Python puts back the default action (found by CI: a late SIGTERM killed serve, -15)."""
     me, watchdog, sent = sslsocket.self(), [], []
 
     def look() -> bool:  # the wait's look at its condition: SIGTERM comes now, before it waits

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -217,6 +218,37 @@ def test_a_signal_s_handler_that_sends_to_its_own_waiting_process_wakes_it() -> 
         assert watchdog == []
     finally:
         timer.cancel()
+        signal.signal(signal.SIGUSR1, old)
+
+
+@needs_signals
+def test_no_wake_is_lost_among_senders_exits_and_a_signal_s_handler_that_sends() -> None:
+    """Three thousand waits under a thread switch every microsecond, each ended by what it waits for: a message
+    from another thread, an exit signal from another thread, or a message from a signal's handler in the waiting
+    thread itself. A lost wake would leave one to its 30 s timeout."""
+    me, main = sslsocket.self(), threading.get_ident()
+    interval = sys.getswitchinterval()
+    old = signal.signal(signal.SIGUSR1, lambda signum, frame: me.send("from the handler"))
+    sys.setswitchinterval(1e-6)
+    try:
+        for i in range(3000):
+            if i % 3 == 0:
+                other = threading.Thread(target=me.send, args=(i,))
+                other.start()
+                assert sslsocket.receive(lambda m, i=i: m == i, timeout=30) == i
+            elif i % 3 == 1:
+                other = threading.Thread(target=sslsocket.exit, args=(me, i))
+                other.start()
+                with pytest.raises(sslsocket.Exit) as caught:
+                    sslsocket.receive(lambda m: m == "never", timeout=30)
+                assert caught.value.reason == i
+            else:
+                other = threading.Thread(target=signal.pthread_kill, args=(main, signal.SIGUSR1))
+                other.start()
+                assert sslsocket.receive(lambda m: m == "from the handler", timeout=30) == "from the handler"
+            other.join()
+    finally:
+        sys.setswitchinterval(interval)
         signal.signal(signal.SIGUSR1, old)
 
 
