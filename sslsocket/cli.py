@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import faulthandler
 import logging
 import signal
 import sys
@@ -289,8 +288,6 @@ def run_serve(args: argparse.Namespace) -> int:
     log(f"listening on {args.host}:{handle.port}, mode {args.mode}, {'chat' if args.chat else 'echo'}")
     room = process.spawn(chat_room) if args.chat else None
     live: dict[Pid, Socket] = {}
-    if hasattr(signal, "SIGUSR1"):  # an operator's look inside, as a JVM's thread dump on SIGQUIT
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         with signals_as_exits(process.self()):
             try:

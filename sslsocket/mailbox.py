@@ -165,12 +165,15 @@ class Pid:
         self.watchers.renew()
 
     def _notify(self) -> None:
-        """Wake the process's thread if it waits (called under ``_lock``): every wait enlisted, each once, though a
-        signal's handler that wakes it too came in the middle."""
-        if self._sleepers:
-            sleepers, self._sleepers = self._sleepers, []
-            for sleeper in sleepers:
-                sleeper.release()
+        """Wake the process's thread if it waits (called under ``_lock``): every wait enlisted, each taken off by one
+        ``pop`` and released once, though a signal's handler that wakes it too comes in the middle."""
+        sleepers = self._sleepers
+        while sleepers:
+            try:
+                sleeper = sleepers.pop()
+            except IndexError:  # a handler took the last one meanwhile
+                return
+            sleeper.release()
 
     def receive(self, match: Callable[[Any], bool] | None, timeout: float | None) -> Any:
         """The oldest message for which ``match`` is true; the others stay, in order. Run by the owner only."""

@@ -52,9 +52,13 @@ def serving(*args: str, status: int = 0) -> Iterator[tuple[Log, int]]:
     """``sslsocket serve 0 --host 127.0.0.1 ...``; yields its log (complete once the block ends) and its port;
     SIGTERM ends it, with exit ``status``. Its output is read as it comes (a full pipe would stop serve). If the
     block fails, or serve outlives SIGTERM, the report has what serve was doing: its log, its errors and every
-    thread's stack (serve writes them on SIGUSR1)."""
+    thread's stack (Python's faulthandler, on SIGABRT; no core file)."""
     proc = subprocess.Popen(
-        [*COMMAND, "serve", "0", "--host", LOCAL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ["sh", "-c", 'ulimit -c 0 && exec "$@"', "sh", *COMMAND, "serve", "0", "--host", LOCAL, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
     )
     assert proc.stdout is not None and proc.stderr is not None
     log, errors = Log(), []
@@ -74,7 +78,7 @@ def serving(*args: str, status: int = 0) -> Iterator[tuple[Log, int]]:
             yield log, int(line.split(f"{LOCAL}:")[1].split(",")[0])
         except BaseException:
             failed = True
-            _stacks(proc, errors)
+            _stacks(proc)
             raise
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -82,7 +86,7 @@ def serving(*args: str, status: int = 0) -> Iterator[tuple[Log, int]]:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 late = True
-                _stacks(proc, errors)
+                _stacks(proc)
     finally:
         proc.kill()
         proc.wait()
@@ -97,12 +101,12 @@ def serving(*args: str, status: int = 0) -> Iterator[tuple[Log, int]]:
     assert proc.returncode == status, errors
 
 
-def _stacks(proc: subprocess.Popen[str], errors: list[str]) -> None:
-    """Have serve write every thread's stack (SIGUSR1), and wait until it has begun to."""
+def _stacks(proc: subprocess.Popen[str]) -> None:
+    """Have serve write every thread's stack and end (SIGABRT)."""
     if proc.poll() is None:
-        proc.send_signal(signal.SIGUSR1)
-        with suppress(AssertionError):
-            wait_for(lambda: any("most recent call first" in line for line in errors), 10)
+        proc.send_signal(signal.SIGABRT)
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
 
 
 # ---- help and usage ------------------------------------------------------------------------------------------
@@ -867,14 +871,6 @@ def test_a_signal_to_serve_ends_its_wait_even_between_the_wait_s_look_and_the_wa
         timer.cancel()
         for signum, handler in before.items():
             signal.signal(signum, handler)
-
-
-def test_serve_writes_every_thread_s_stack_on_sigusr1_and_goes_on(certs: Any) -> None:
-    """An operator's look inside a server that seems stuck, as a JVM's thread dump on SIGQUIT."""
-    with serving("--flags", f"-cert {certs.server}") as (log, port):
-        log.proc.send_signal(signal.SIGUSR1)
-        wait_for(lambda: any("in loop" in line for line in log.errors), 20)  # the main thread, in serve's loop
-        assert _echo(port) == "echo?"
 
 
 def test_serve_listens_with_a_backlog_that_holds_a_burst(certs: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -252,6 +252,47 @@ def test_no_wake_is_lost_among_senders_exits_and_a_signal_s_handler_that_sends()
         signal.signal(signal.SIGUSR1, old)
 
 
+def test_a_wake_in_the_middle_of_a_wake_releases_each_wait_once() -> None:
+    """Found by a reviewer: a signal's handler that wakes a process between two bytecodes of another wake of it
+    released a wait twice (RuntimeError: release unlocked lock). A tracer plays the handler at each bytecode of the
+    wake in turn, with two waits enlisted (a wait, and one in a handler during it)."""
+    from sslsocket.mailbox import Pid
+
+    pid, tried = Pid("woken"), 0
+    while True:
+        sleepers = [threading.Lock(), threading.Lock()]
+        seen = 0
+
+        def step(frame: Any, event: str, arg: Any, at: int = tried) -> Any:
+            nonlocal seen
+            if event == "opcode":
+                if seen == at:
+                    pid.wake()  # the handler (a tracer is not traced)
+                seen += 1
+            return step
+
+        def enter(frame: Any, event: str, arg: Any) -> Any:
+            if frame.f_code is Pid._notify.__code__:
+                frame.f_trace_opcodes = True
+                return step
+            return None
+
+        with pid._lock:
+            for sleeper in sleepers:
+                sleeper.acquire()
+                pid._sleepers.append(sleeper)
+            sys.settrace(enter)
+            try:
+                pid.wake()
+            finally:
+                sys.settrace(None)
+            assert pid._sleepers == [] and not any(sleeper.locked() for sleeper in sleepers), tried
+        if seen <= tried:  # every bytecode of the wake has had its turn
+            break
+        tried += 1
+    assert tried > 10
+
+
 @needs_signals
 def test_a_wait_inside_a_wait_lets_the_outer_one_look_again() -> None:
     """A signal's handler that receives while the main thread waits in receive: both are woken by their messages,
