@@ -308,8 +308,9 @@ def drained(seconds: float, live: dict[Pid, Socket]) -> None:
     started = monotonic()
     try:
         finished, cut = drain(seconds)
-    except Exit as exc:
-        log(f"{exc.reason} after {monotonic() - started:.1f} s: the connections still open are cut now")
+    except Exit as exc:  # the drain began with a SIGTERM: this one is the second
+        again = "SIGTERM again" if exc.reason == "SIGTERM" else exc.reason
+        log(f"{again} after {monotonic() - started:.1f} s: the connections still open are cut now")
         return
     took = monotonic() - started
     deadline = monotonic() + LAST_WORDS

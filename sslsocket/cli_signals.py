@@ -32,17 +32,9 @@ def interrupt(signum: int, frame: object) -> NoReturn:
 @contextmanager
 def signals_as_exits(me: Pid) -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM are exit signals to ``me``, raised as ``Exit`` at its next wait, never
-    between two steps of its bookkeeping as a KeyboardInterrupt would be; the reason names the signal (a SIGTERM
-    after the first: ``"SIGTERM again"``). After the block a signal is ignored: at exit Python restores the default
-    action, and a late SIGTERM would kill serve."""
-    sigterms = 0
-
-    def exit_signal(signum: int, frame: object) -> None:
-        nonlocal sigterms
-        sigterms += signum == signal.SIGTERM
-        process.exit(me, "SIGTERM again" if sigterms > 1 and signum == signal.SIGTERM else signal.Signals(signum).name)
-
-    on_signals(exit_signal)
+    between two steps of its bookkeeping as a KeyboardInterrupt would be; the reason is the signal's name. After the
+    block a signal is ignored: at exit Python restores the default action, and a late SIGTERM would kill serve."""
+    on_signals(lambda signum, frame: process.exit(me, signal.Signals(signum).name))
     try:
         yield
     finally:
